@@ -1,0 +1,20 @@
+"""jconvt: TensorFlow's transposed 2-D convolution, natively in JAX."""
+
+from importlib import metadata as _metadata
+
+from jconvt._config import ConvTransposeConfig as ConvTransposeConfig
+from jconvt._conv import conv2d_transpose as conv2d_transpose
+from jconvt._conv import output_shape as output_shape
+from jconvt._reference import reference_conv2d_transpose as reference_conv2d_transpose
+
+try:
+  __version__ = _metadata.version("jconvt")
+except _metadata.PackageNotFoundError:  # running from a source tree
+  __version__ = "0.0.0+unknown"
+
+__all__ = (
+    "ConvTransposeConfig",
+    "conv2d_transpose",
+    "output_shape",
+    "reference_conv2d_transpose",
+)

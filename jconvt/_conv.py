@@ -1,0 +1,180 @@
+"""The pure transposed convolution: validation, dispatch, bias, activation."""
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jconvt import _activations
+from jconvt import _shapes
+from jconvt._algorithms import channels as _channels
+from jconvt._algorithms import spatial as _spatial
+from jconvt._algorithms import dispatch as _dispatch
+from jconvt._config import ConvTransposeConfig
+
+def _check_shapes(x_shape, kernel_shape, config, bias_shape=None) -> None:
+  x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+  if len(x_shape) != 4:
+    layout = "(batch, height, width, channels)" if config.channels_last else (
+        "(batch, channels, height, width)")
+    raise ValueError(
+        f"`x` must have rank 4 {layout} for data_format="
+        f"{config.data_format!r}, got shape {x_shape}; wrap the call in "
+        f"jax.vmap for extra leading dimensions.")
+  if len(kernel_shape) != 4:
+    raise ValueError(
+        f"`kernel` must have rank 4 (kernel_h, kernel_w, filters, "
+        f"in_channels) as in TensorFlow, got shape {kernel_shape}.")
+  if kernel_shape[0] < 1 or kernel_shape[1] < 1:
+    raise ValueError(
+        f"`kernel` spatial size must be >= 1, got shape {kernel_shape}.")
+  in_channels = _channels(x_shape, config)
+  if kernel_shape[3] != in_channels:
+    raise ValueError(
+        f"`kernel` in_channels (={kernel_shape[3]}, its last axis) must equal "
+        f"the input's channels (={in_channels}) for x of shape {x_shape} and "
+        f"data_format={config.data_format!r}.")
+  if bias_shape is not None and tuple(bias_shape) != (kernel_shape[2],):
+    raise ValueError(
+        f"`bias` must have shape (filters,) = ({kernel_shape[2]},), got "
+        f"{tuple(bias_shape)}.")
+  if config.padding == "same":
+    for axis in range(2):
+      _shapes.check_same_padding_is_invertible(
+          kernel_shape[axis], config.strides[axis],
+          config.dilation_rate[axis],
+          None if config.output_padding is None else config.output_padding[axis],
+          axis)
+
+
+def _geometry(x_shape, kernel_shape, config):
+  return _shapes.output_spatial_shape(
+      _spatial(x_shape, config), kernel_shape[:2], config.strides,
+      config.padding, config.output_padding, config.dilation_rate)
+
+
+def output_shape(
+    x_shape: Sequence[int], kernel_shape: Sequence[int],
+    config: ConvTransposeConfig) -> tuple[int, int, int, int]:
+  """The output shape TensorFlow would give, computed without running.
+
+  Args:
+    x_shape: ``(batch, height, width, in_channels)`` for ``channels_last``,
+      ``(batch, in_channels, height, width)`` for ``channels_first``.
+    kernel_shape: ``(kh, kw, filters, in_channels)``.
+    config: the convolution's settings.
+
+  Returns:
+    The output shape, in the input's data format.
+
+  Raises:
+    ValueError: for inconsistent shapes.
+
+  >>> output_shape((8, 4, 4, 16), (3, 3, 32, 16), ConvTransposeConfig(2, "same"))
+  (8, 8, 8, 32)
+  """
+  _check_config(config)
+  _check_shapes(x_shape, kernel_shape, config)
+  (h, _), (w, _) = _geometry(x_shape, kernel_shape, config)
+  n, f = x_shape[0], kernel_shape[2]
+  return (n, h, w, f) if config.channels_last else (n, f, h, w)
+
+
+def _check_config(config) -> None:
+  if not isinstance(config, ConvTransposeConfig):
+    raise TypeError(
+        f"`config` must be a jconvt.ConvTransposeConfig, got "
+        f"{type(config).__name__}.")
+
+
+def _check_floating(name: str, value) -> None:
+  dtype = getattr(value, "dtype", None)
+  if dtype is None:
+    raise TypeError(
+        f"`{name}` must be an array with a floating dtype, got "
+        f"{type(value).__name__}.")
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"`{name}` must have a floating dtype (float16, bfloat16, float32, "
+        f"float64), got {np.dtype(dtype)}.")
+
+
+def _unpack_params(params):
+  if not isinstance(params, Mapping):
+    raise TypeError(
+        f"`params` must be a mapping {{'kernel': ..., 'bias': ...}}, got "
+        f"{type(params).__name__}.")
+  unknown = set(params) - {"kernel", "bias"}
+  if unknown:
+    raise ValueError(
+        f"`params` has unknown keys {sorted(unknown)}; expected 'kernel' and "
+        f"optionally 'bias'.")
+  if "kernel" not in params:
+    raise ValueError("`params` must contain 'kernel' (kh, kw, filters, "
+                     "in_channels).")
+  return params["kernel"], params.get("bias")
+
+
+def conv2d_transpose(params: Mapping[str, jax.Array], x: jax.Array,
+                     config: ConvTransposeConfig = ConvTransposeConfig()
+                     ) -> jax.Array:
+  """TensorFlow's 2-D transposed convolution ("deconvolution"), pure.
+
+  Equal in shape and values to ``tf.keras.layers.Conv2DTranspose`` /
+  ``tf.nn.conv2d_transpose`` with the same weights, for every configuration
+  TF accepts (see ``ConvTransposeConfig`` for the few it refuses that jconvt
+  defines). Works under ``jax.jit`` (the config is static), ``jax.grad``,
+  ``jax.vmap`` and with sharded inputs.
+
+  Args:
+    params: ``{"kernel": (kh, kw, filters, in_channels), "bias": (filters,)}``;
+      ``"bias"`` may be missing or ``None``. Cast to the input's dtype.
+    x: ``(batch, height, width, in_channels)`` for ``channels_last``, or
+      ``(batch, in_channels, height, width)`` for ``channels_first``; any
+      floating dtype.
+    config: the static settings.
+
+  Returns:
+    ``(batch, out_h, out_w, filters)`` (or NCHW), with
+    ``out_h, out_w`` from ``jconvt.output_shape``, in the input's dtype (or
+    ``config.preferred_element_type``).
+
+  Raises:
+    ValueError, TypeError: eagerly, at trace time, for bad shapes, dtypes or
+      params.
+
+  >>> import jax.numpy as jnp
+  >>> params = {"kernel": jnp.ones((3, 3, 4, 2)), "bias": jnp.zeros(4)}
+  >>> y = conv2d_transpose(params, jnp.ones((1, 5, 5, 2)),
+  ...                      ConvTransposeConfig(strides=2, padding="same"))
+  >>> y.shape
+  (1, 10, 10, 4)
+  """
+  _check_config(config)
+  kernel, bias = _unpack_params(params)
+  _check_floating("x", x)
+  _check_floating("kernel", kernel)
+  if bias is not None:
+    _check_floating("bias", bias)
+  _check_shapes(x.shape, kernel.shape, config,
+                None if bias is None else bias.shape)
+  geometry = _geometry(x.shape, kernel.shape, config)
+  out_shape = output_shape(x.shape, kernel.shape, config)
+  out_dtype = config.preferred_element_type or x.dtype
+  kernel = jnp.asarray(kernel).astype(x.dtype)
+
+  if x.size == 0 or kernel.size == 0:
+    # Nothing to sum: XLA would be asked for zero-sized windows. The output
+    # (bias aside) and every gradient through it are exactly zero.
+    y = jnp.zeros(out_shape, out_dtype)
+  else:
+    y = _dispatch(x, kernel, config, geometry)
+    y = y.astype(out_dtype)
+
+  if bias is not None:
+    b = jnp.asarray(bias).astype(out_dtype)
+    y = y + (b.reshape(1, 1, 1, -1) if config.channels_last
+             else b.reshape(1, -1, 1, 1))
+  act = _activations.get_activation(config.activation)
+  return y if act is None else act(y)

@@ -1,0 +1,134 @@
+"""Integer shape maths for the transposed convolution, and nothing else.
+
+Every output size and every crop offset in jconvt comes from this module.
+
+Definitions, per spatial dimension, with ``n`` the input length, ``k`` the
+kernel size, ``s`` the stride, ``d`` the dilation and ``k_eff = (k - 1) * d + 1``:
+
+* The *full* transposed convolution scatters input pixel ``i`` through kernel
+  tap ``a`` onto position ``i * s + a * d``; it has length
+  ``full = (n - 1) * s + k_eff``.
+* The layer's output is ``full[pad_before : pad_before + length]``, where
+  positions past the end of ``full`` are zeros (before bias).
+
+``length`` follows Keras' ``deconv_output_length``. ``pad_before`` follows
+TensorFlow: for ``'valid'`` it is 0; for ``'same'`` with ``s > 1`` it is the
+padding of the forward ``'same'`` convolution whose gradient TF's
+``conv2d_transpose`` is, ``max(0, (n - 1) * s + k_eff - length) // 2``; for
+``'same'`` with ``s == 1`` it is ``(k_eff - 1) // 2``, which is what
+``tf.nn.atrous_conv2d_transpose`` (TF's path for ``dilation_rate > 1``) uses
+and equals the former wherever TF's ``conv2d_transpose`` accepts the shapes.
+For explicit ``(lo, hi)`` padding, ``pad_before = lo`` and the output is
+``full`` cropped by ``lo`` and ``hi``, extended by ``output_padding``.
+"""
+
+from collections.abc import Sequence
+from typing import Union
+
+Padding = Union[str, tuple[tuple[int, int], tuple[int, int]]]
+
+
+def effective_kernel_size(kernel_size: int, dilation: int) -> int:
+  """Size of a kernel of ``kernel_size`` taps spread ``dilation`` apart."""
+  return (kernel_size - 1) * dilation + 1
+
+
+def check_same_padding_is_invertible(
+    kernel_size: int, stride: int, dilation: int, output_padding: int | None,
+    axis: int) -> None:
+  """Rejects the one ``'same'`` case TensorFlow rejects for ``stride > 1``.
+
+  With an even effective kernel and ``output_padding=0`` Keras asks for an
+  output of ``(n - 1) * stride``, which a ``'same'`` convolution maps to
+  ``n - 1`` pixels, not ``n``: TF fails with "Size of out_backprop doesn't
+  match computed". jconvt raises the same condition eagerly and clearly.
+
+  Raises:
+    ValueError: for that combination.
+  """
+  k_eff = effective_kernel_size(kernel_size, dilation)
+  if stride > 1 and output_padding == 0 and k_eff % 2 == 0:
+    raise ValueError(
+        f"`output_padding` (={output_padding}) on spatial axis {axis} with "
+        f"padding='same', stride {stride} and an even effective kernel size "
+        f"(={k_eff}) asks for an output that a 'same' convolution does not "
+        f"map back to the input size; TensorFlow rejects it too. Use "
+        f"output_padding=None or 1..{stride - 1}, or explicit padding.")
+
+
+def transpose_padding_1d(
+    input_length: int, kernel_size: int, stride: int, padding: str | tuple[int, int],
+    output_padding: int | None, dilation: int) -> tuple[int, int]:
+  """Output length and crop offset of a 1-D transposed convolution.
+
+  Args:
+    input_length: ``n >= 0``.
+    kernel_size: ``k >= 1`` (undilated).
+    stride: ``s >= 1``.
+    padding: ``'valid'``, ``'same'`` (lower case) or an explicit ``(lo, hi)``.
+    output_padding: ``None`` or an int in ``[0, s)``.
+    dilation: ``d >= 1``.
+
+  Returns:
+    ``(length, pad_before)``: the output length and the offset into the full
+    transposed convolution at which the output starts.
+
+  Raises:
+    ValueError: if explicit padding crops more than the full output.
+  """
+  k_eff = effective_kernel_size(kernel_size, dilation)
+  full = (input_length - 1) * stride + k_eff
+  if isinstance(padding, tuple):
+    lo, hi = padding
+    length = full - lo - hi + (output_padding or 0)
+    if length < 0 and input_length > 0:
+      raise ValueError(
+          f"`padding` (={padding}) crops {lo + hi} pixels from a transposed "
+          f"convolution output of only {full} pixels.")
+    return max(length, 0), lo
+  if output_padding is None:
+    if padding == "valid":
+      length = input_length * stride + max(k_eff - stride, 0)
+    else:
+      length = input_length * stride
+  else:
+    pad = k_eff // 2 if padding == "same" else 0
+    length = (input_length - 1) * stride + k_eff - 2 * pad + output_padding
+  length = max(length, 0)  # only an empty input can make the formula negative
+  if padding == "valid":
+    pad_before = 0
+  elif stride == 1:
+    pad_before = (k_eff - 1) // 2
+  else:
+    pad_before = max(0, full - length) // 2
+  return length, pad_before
+
+
+def output_spatial_shape(
+    input_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
+    padding: Padding, output_padding: Sequence[int] | None,
+    dilation_rate: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+  """Per-axis ``(length, pad_before)`` for height and width."""
+  out = []
+  for axis in range(2):
+    pad = padding if isinstance(padding, str) else padding[axis]
+    op = None if output_padding is None else output_padding[axis]
+    out.append(transpose_padding_1d(
+        input_hw[axis], kernel_hw[axis], strides[axis], pad, op,
+        dilation_rate[axis]))
+  return out[0], out[1]
+
+
+def dilated_conv_padding(
+    input_length: int, kernel_size: int, stride: int, dilation: int,
+    length: int, pad_before: int) -> tuple[int, int]:
+  """``(lo, hi)`` padding of the input-dilated convolution that computes it.
+
+  The transposed convolution equals a stride-1 correlation of the input,
+  dilated by ``stride``, with the spatially flipped kernel, padded by
+  ``(lo, hi)`` (either may be negative, which crops).
+  """
+  k_eff = effective_kernel_size(kernel_size, dilation)
+  lo = k_eff - 1 - pad_before
+  hi = length + pad_before - (input_length - 1) * stride - 1
+  return lo, hi

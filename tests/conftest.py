@@ -1,0 +1,74 @@
+"""Shared fixtures: per-dtype tolerances, golden fixtures, strict JAX modes."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+import jconvt
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "tf_conv2d_transpose.npz"
+
+# Relative/absolute tolerances against float64 oracles, per compute dtype
+# (float32 at jax.default_matmul_precision("float32")).
+TOLERANCES = {
+    np.dtype(np.float32): dict(rtol=2e-5, atol=2e-5),
+    np.dtype(jax.numpy.bfloat16): dict(rtol=3e-2, atol=3e-2),
+    np.dtype(np.float16): dict(rtol=3e-3, atol=3e-3),
+}
+
+
+def assert_close(actual, desired, dtype=np.float32, scale=None):
+  """Compares with the dtype's tolerance, scaled by the oracle's magnitude."""
+  tol = TOLERANCES[np.dtype(dtype)]
+  actual = np.asarray(actual, np.float64)
+  desired = np.asarray(desired, np.float64)
+  assert actual.shape == desired.shape, (actual.shape, desired.shape)
+  if scale is None:
+    scale = max(1.0, float(np.abs(desired).max(initial=0.0)))
+  np.testing.assert_allclose(actual, desired, rtol=tol["rtol"],
+                             atol=tol["atol"] * scale)
+
+
+@pytest.fixture(autouse=True)
+def _strict_jax():
+  with jax.default_matmul_precision("float32"), jax.numpy_rank_promotion("raise"):
+    yield
+
+
+def config_from_record(rec, **overrides) -> jconvt.ConvTransposeConfig:
+  return jconvt.ConvTransposeConfig(
+      strides=tuple(rec["strides"]), padding=rec["padding"],
+      output_padding=None if rec["output_padding"] is None else tuple(rec["output_padding"]),
+      dilation_rate=tuple(rec["dilation_rate"]), data_format=rec["data_format"],
+      activation=rec["activation"], **overrides)
+
+
+def load_golden():
+  """[(record, {name: array})] from the committed TF fixture."""
+  data = np.load(GOLDEN)
+  cases = []
+  for rec in json.loads(str(data["records"])):
+    i = rec["index"]
+    arrays = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{i}/")}
+    cases.append((rec, arrays))
+  return cases
+
+
+def case_id(rec) -> str:
+  parts = [f"k{rec['kernel_size'][0]}x{rec['kernel_size'][1]}",
+           f"s{rec['strides'][0]}x{rec['strides'][1]}", rec["padding"]]
+  if rec["output_padding"] is not None:
+    parts.append(f"op{rec['output_padding'][0]}x{rec['output_padding'][1]}")
+  if rec["dilation_rate"] != [1, 1]:
+    parts.append(f"d{rec['dilation_rate'][0]}")
+  if rec["data_format"] == "channels_first":
+    parts.append("nchw")
+  if rec["activation"]:
+    parts.append(rec["activation"])
+  if not rec["use_bias"]:
+    parts.append("nobias")
+  parts.append(f"x{rec['batch']}x{rec['x_hw'][0]}x{rec['x_hw'][1]}x{rec['in_channels']}")
+  return "-".join(parts)

@@ -1,0 +1,66 @@
+"""Output and gradient parity with real TensorFlow, from committed fixtures.
+
+The fixture is written by tests/golden/make_golden.py (needs TensorFlow).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jconvt
+from conftest import assert_close, case_id, config_from_record, load_golden
+
+CASES = load_golden()
+ALGORITHMS = ("dilated", "phase", "auto")
+
+
+def _params(arrays):
+  p = {"kernel": jnp.asarray(arrays["kernel"])}
+  if "bias" in arrays:
+    p["bias"] = jnp.asarray(arrays["bias"])
+  return p
+
+
+def test_fixture_is_broad():
+  recs = [r for r, _ in CASES]
+  assert len(recs) >= 150
+  assert {tuple(r["kernel_size"]) for r in recs} >= {(k, k) for k in range(1, 8)}
+  assert {r["strides"][0] for r in recs} >= {1, 2, 3, 4}
+  assert {r["data_format"] for r in recs} == {"channels_last", "channels_first"}
+  assert any(r["dilation_rate"] != [1, 1] for r in recs)
+  assert any(0 in r["y_shape"] or r["batch"] == 0 for r in recs)
+
+
+@pytest.mark.parametrize("rec,arrays", CASES, ids=[case_id(r) for r, _ in CASES])
+def test_output_shape_matches_tf(rec, arrays):
+  cfg = config_from_record(rec)
+  assert jconvt.output_shape(arrays["x"].shape, arrays["kernel"].shape, cfg) == tuple(rec["y_shape"])
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("rec,arrays", CASES, ids=[case_id(r) for r, _ in CASES])
+def test_forward_and_gradients_match_tf(rec, arrays, algorithm):
+  cfg = config_from_record(rec, algorithm=algorithm)
+  params = _params(arrays)
+  x = jnp.asarray(arrays["x"])
+
+  @jax.jit
+  def loss(params, x):
+    y = jconvt.conv2d_transpose(params, x, cfg)
+    return jnp.sum(y * arrays["dy"]), y
+
+  (_, y), (dparams, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+  assert y.dtype == jnp.float32
+  assert_close(y, arrays["y"])
+  assert_close(dx, arrays["dx"])
+  assert_close(dparams["kernel"], arrays["dkernel"])
+  if "bias" in arrays:
+    assert_close(dparams["bias"], arrays["dbias"])
+
+
+@pytest.mark.parametrize("rec,arrays", CASES[::5], ids=[case_id(r) for r, _ in CASES[::5]])
+def test_numpy_reference_matches_tf(rec, arrays):
+  y = jconvt.reference_conv2d_transpose(
+      arrays["x"], arrays["kernel"], arrays.get("bias"), config_from_record(rec))
+  assert_close(y, arrays["y"])
