@@ -171,6 +171,43 @@ def conv_phase(x, kernel, config, geometry):
   return full if config.channels_last else jnp.transpose(full, (0, 3, 1, 2))
 
 
+def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
+  """``dkernel`` by the phase decomposition (``dilation_rate`` 1), as GEMMs.
+
+  With ``D`` the output cotangent placed on the full canvas and folded
+  space-to-depth, (n, th, tw, s_h * s_w * f), the forward pass is
+  ``y_r[t] = sum_q x[t - q] k[q * s + r]``, so
+  ``dk[q * s + r] = sum_t x[t - q] D[t, r]``: one GEMM
+  (c, n*th*tw) @ (n*th*tw, s_h*s_w*f) per shift ``q`` (``ceil(k/s)^2`` of
+  them), each on ``x`` shifted by ``q``. No im2col: the largest temporary
+  is one shifted copy of ``x``.
+  """
+  if not config.channels_last:
+    x = jnp.transpose(x, (0, 2, 3, 1))
+    dy = jnp.transpose(dy, (0, 2, 3, 1))
+  n, h, w, c = x.shape
+  f = dy.shape[-1]
+  (kh, kw), (sh, sw) = kernel_hw, config.strides
+  kqh, kqw = -(-kh // sh), -(-kw // sw)
+  th, tw = h + kqh - 1, w + kqw - 1
+  (out_h, pad_h), (out_w, pad_w) = geometry
+  d = lax.pad(dy, jnp.zeros((), dy.dtype),
+              ((0, 0, 0), (pad_h, th * sh - pad_h - out_h, 0),
+               (pad_w, tw * sw - pad_w - out_w, 0), (0, 0, 0)))
+  d = d.reshape(n, th, sh, tw, sw, f).transpose(0, 1, 3, 2, 4, 5)
+  d = d.reshape(n * th * tw, sh * sw * f)
+  taps = []
+  for qh in range(kqh):
+    for qw in range(kqw):
+      xq = jnp.pad(x, ((0, 0), (qh, th - h - qh), (qw, tw - w - qw), (0, 0)))
+      taps.append(lax.dot_general(
+          xq.reshape(-1, c), d, (((0,), (0,)), ((), ())),
+          precision=config.precision))  # (c, sh * sw * f)
+  dk = jnp.stack(taps).reshape(kqh, kqw, c, sh, sw, f)
+  dk = dk.transpose(0, 3, 1, 4, 5, 2).reshape(kqh * sh, kqw * sw, f, c)
+  return dk[:kh, :kw]
+
+
 def _uses_phase(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
   """The automatic choice of forward algorithm (see ``conv2d_transpose``)."""
   if config.algorithm == "phase":
@@ -195,7 +232,10 @@ def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
   dx = grad_input(dy, kernel, config, geometry, spatial(x.shape, config))
-  dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
+  if config.dilation_rate == (1, 1) and config.strides != (1, 1):
+    dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
+  else:
+    dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
