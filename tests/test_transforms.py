@@ -1,0 +1,262 @@
+"""jit, grad, vmap, dtypes, precision, sharding, and the cases beyond TF."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.test_util import check_grads
+
+import jconvt
+from jconvt import ConvTransposeConfig
+from conftest import assert_close
+
+ALGORITHMS = ("dilated", "phase", "auto")
+
+
+def _data(x_shape=(2, 5, 4, 3), k_shape=(3, 3, 4, 3), seed=0, dtype=np.float32):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+  params = {"kernel": jnp.asarray(rng.standard_normal(k_shape), dtype),
+            "bias": jnp.asarray(rng.standard_normal(k_shape[2]), dtype)}
+  return params, x
+
+
+def test_config_equal_and_hashable():
+  a = ConvTransposeConfig(strides=2, padding="SAME", output_padding=[1, 1],
+                          activation="ReLU", precision="highest")
+  b = ConvTransposeConfig(strides=(2, 2), padding="same", output_padding=1,
+                          activation="relu", precision=lax.Precision.HIGHEST)
+  assert a == b and hash(a) == hash(b)
+  assert a.strides == (2, 2) and a.output_padding == (1, 1) and a.activation == "relu"
+  assert a != a.replace(strides=3)
+  assert jax.tree_util.tree_leaves(a) == []
+  with pytest.raises(dataclasses_frozen_error()):
+    a.strides = (1, 1)
+
+
+def dataclasses_frozen_error():
+  import dataclasses
+  return dataclasses.FrozenInstanceError
+
+
+def test_equal_configs_never_retrace():
+  traces = []
+
+  @jax.jit
+  def f(params, x, cfg):
+    traces.append(cfg)
+    return jconvt.conv2d_transpose(params, x, cfg)
+
+  params, x = _data()
+  f(params, x, ConvTransposeConfig(2, "same", activation="relu"))
+  f(params, x, ConvTransposeConfig((2, 2), "SAME", activation="ReLU"))
+  f(params, x + 1, ConvTransposeConfig(2, "Same", activation="relu"))
+  assert len(traces) == 1
+  f(params, x, ConvTransposeConfig(2, "valid"))
+  assert len(traces) == 2
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("strides,padding,dilation", [
+    (2, "same", 1), ((3, 2), "valid", 1), (1, "same", 2), (2, "same", 2)])
+def test_check_grads(algorithm, strides, padding, dilation):
+  params, x = _data(x_shape=(2, 3, 4, 2), k_shape=(3, 2, 3, 2))
+  if algorithm == "phase" and strides != 1 and dilation != 1:
+    with pytest.raises(ValueError, match=r"`algorithm` \(='phase'\) needs `dilation_rate`"):
+      ConvTransposeConfig(strides, padding, dilation_rate=dilation, algorithm=algorithm)
+    return
+  cfg = ConvTransposeConfig(strides, padding, dilation_rate=dilation,
+                            algorithm=algorithm)
+  f = lambda k, b, x: jconvt.conv2d_transpose({"kernel": k, "bias": b}, x, cfg)
+  with jax.default_matmul_precision("highest"):
+    check_grads(f, (params["kernel"], params["bias"], x), order=1, modes=["rev"],
+                atol=5e-2, rtol=5e-2, eps=1e-2)
+
+
+def test_second_order_reverse_mode():
+  params, x = _data(x_shape=(1, 3, 3, 2), k_shape=(3, 3, 2, 2))
+  for algorithm in ALGORITHMS:
+    cfg = ConvTransposeConfig(2, "same", activation="tanh", algorithm=algorithm)
+    loss = lambda x: jnp.sum(jconvt.conv2d_transpose(params, x, cfg) ** 3)
+    hvp = jax.grad(lambda x: jnp.vdot(jax.grad(loss)(x), jnp.ones_like(x)))(x)
+    if algorithm == "dilated":
+      ref = hvp
+    else:
+      assert_close(hvp, ref)
+
+
+def test_forward_mode_needs_the_dilated_algorithm():
+  params, x = _data()
+  f = lambda x, alg: jconvt.conv2d_transpose(params, x, ConvTransposeConfig(2, algorithm=alg))
+  jax.jvp(lambda x: f(x, "dilated"), (x,), (x,))  # supported
+  with pytest.raises(TypeError, match="forward-mode"):
+    jax.jvp(lambda x: f(x, "auto"), (x,), (x,))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_vmap_over_leading_dims_and_params(algorithm):
+  params, x = _data(x_shape=(3, 2, 5, 4, 3))
+  cfg = ConvTransposeConfig(2, "same", algorithm=algorithm)
+  y = jax.vmap(jconvt.conv2d_transpose, in_axes=(None, 0, None))(params, x, cfg)
+  for i in range(3):
+    assert_close(y[i], jconvt.conv2d_transpose(params, x[i], cfg))
+  stacked = jax.tree_util.tree_map(lambda p: jnp.stack([p, 2 * p]), params)
+  y2 = jax.vmap(jconvt.conv2d_transpose, in_axes=(0, None, None))(stacked, x[0], cfg)
+  assert_close(y2[1], 2 * y2[0])  # kernel and bias both doubled
+  g = jax.vmap(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2)),
+               in_axes=(None, 0))(params, x)
+  assert g["kernel"].shape == (3,) + params["kernel"].shape
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_dtypes_follow_input(dtype, algorithm):
+  params, x = _data(dtype=np.float32)
+  cfg = ConvTransposeConfig(2, "same", algorithm=algorithm)
+  y = jconvt.conv2d_transpose(params, x.astype(dtype), cfg)
+  assert y.dtype == dtype
+  ref = jconvt.reference_conv2d_transpose(
+      np.asarray(x.astype(dtype), np.float32), np.asarray(params["kernel"].astype(dtype), np.float32),
+      np.asarray(params["bias"].astype(dtype), np.float32), cfg)
+  assert_close(y, ref, dtype=dtype)
+  g = jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg).astype(jnp.float32)),
+               argnums=(0, 1))(jax.tree_util.tree_map(lambda a: a.astype(dtype), params),
+                               x.astype(dtype))
+  assert g[0]["kernel"].dtype == dtype and g[1].dtype == dtype
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_preferred_element_type(algorithm):
+  params, x = _data()
+  p16 = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
+  cfg = ConvTransposeConfig(2, "same", preferred_element_type=jnp.float32, algorithm=algorithm)
+  y = jconvt.conv2d_transpose(p16, x.astype(jnp.bfloat16), cfg)
+  assert y.dtype == jnp.float32
+  ref = jconvt.reference_conv2d_transpose(
+      np.asarray(x.astype(jnp.bfloat16), np.float32),
+      np.asarray(p16["kernel"], np.float32), np.asarray(p16["bias"], np.float32), cfg)
+  assert_close(y, ref)  # bf16 inputs, exact float32 accumulation
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_precision_reaches_hlo(algorithm):
+  params, x = _data()
+
+  def hlo(precision):
+    with jax.default_matmul_precision("bfloat16"):  # None -> DEFAULT
+      return _hlo(precision)
+
+  def _hlo(precision):
+    cfg = ConvTransposeConfig(2, "same", precision=precision, algorithm=algorithm)
+    return jax.jit(jconvt.conv2d_transpose).lower(params, x, cfg).as_text()
+
+  assert "HIGHEST" in hlo("highest")
+  assert "HIGHEST" not in hlo(None)
+  with jax.default_matmul_precision("bfloat16"):
+    grad_hlo = jax.jit(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(
+        p, x, ConvTransposeConfig(2, "same", precision="highest", algorithm=algorithm))))).lower(
+            params, x).as_text()
+  assert grad_hlo.count("HIGHEST") >= 2
+
+
+@pytest.mark.parametrize("strides,dilation,padding", [
+    (2, 2, "same"), ((2, 3), (3, 2), "valid"), (3, 2, "same"), (1, 3, "same"), (2, 1, "valid")])
+def test_strided_dilated_is_gradient_of_forward_conv(strides, dilation, padding):
+  """Beyond TF: stride > 1 with dilation > 1 is the VJP of the forward conv."""
+  params, x = _data(x_shape=(2, 4, 3, 3), k_shape=(3, 2, 4, 3))
+  cfg = ConvTransposeConfig(strides, padding, dilation_rate=dilation)
+  out_shape = jconvt.output_shape(x.shape, params["kernel"].shape, cfg)
+  fwd = lambda y: lax.conv_general_dilated(
+      y, params["kernel"], cfg.strides, padding.upper(), rhs_dilation=cfg.dilation_rate,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _, vjp = jax.vjp(fwd, jnp.zeros(out_shape))
+  expected = vjp(x)[0]
+  for algorithm in ALGORITHMS:
+    if algorithm == "phase" and cfg.strides != (1, 1) and cfg.dilation_rate != (1, 1):
+      continue  # rejected by the config, tested in test_check_grads
+    y = jconvt.conv2d_transpose({"kernel": params["kernel"]}, x, cfg.replace(algorithm=algorithm))
+    assert_close(y, expected)
+
+
+@pytest.mark.parametrize("padding,output_padding", [
+    (((0, 0), (0, 0)), None), (((1, 2), (2, 0)), None), (((2, 1), (0, 3)), (1, 1))])
+def test_explicit_padding_crops_the_full_output(padding, output_padding):
+  params, x = _data(x_shape=(1, 3, 4, 3), k_shape=(4, 3, 2, 3))
+  full = jconvt.conv2d_transpose(params, x, ConvTransposeConfig(2, ((0, 0), (0, 0))))
+  assert full.shape == (1, (3 - 1) * 2 + 4, (4 - 1) * 2 + 3, 2)
+  cfg = ConvTransposeConfig(2, padding, output_padding)
+  (t, b), (l, r) = padding
+  op = output_padding or (0, 0)
+  b0 = params["bias"].reshape(1, 1, 1, -1)
+  # output_padding uncovers what `hi` cropped first, then zeros (as Keras'
+  # output_padding does for 'same'): the window [t, t + length) of the full
+  # output, extended by zeros.
+  canvas = jnp.pad(full - b0, ((0, 0), (0, op[0]), (0, op[1]), (0, 0)))
+  length_h = full.shape[1] - t - b + op[0]
+  length_w = full.shape[2] - l - r + op[1]
+  expected = canvas[:, t:t + length_h, l:l + length_w] + b0
+  for algorithm in ALGORITHMS:
+    y = jconvt.conv2d_transpose(params, x, cfg.replace(algorithm=algorithm))
+    assert_close(y, expected)
+
+
+def test_stride_one_even_kernel_output_padding_zero_follows_atrous_rule():
+  """Beyond TF: TF's plain path rejects it, its dilated path uses (k_eff-1)//2."""
+  params, x = _data(x_shape=(1, 4, 4, 3), k_shape=(2, 2, 2, 3))
+  y = jconvt.conv2d_transpose(params, x, ConvTransposeConfig(1, "same", output_padding=0))
+  full = jconvt.conv2d_transpose(params, x, ConvTransposeConfig(1, "valid"))
+  assert y.shape == (1, 3, 3, 2)
+  assert_close(y, full[:, 0:3, 0:3])
+
+
+def test_empty_outputs_have_zero_gradients():
+  for x_shape in [(0, 3, 3, 2), (2, 0, 3, 2), (2, 3, 3, 0)]:
+    params, x = _data(x_shape=x_shape, k_shape=(3, 3, 2, x_shape[-1]))
+    for algorithm in ALGORITHMS:
+      cfg = ConvTransposeConfig(2, "valid", algorithm=algorithm)
+      f = lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2)
+      gp, gx = jax.jit(jax.grad(f, argnums=(0, 1)))(params, x)
+      assert gx.shape == x.shape and not np.any(gx)
+      assert gp["kernel"].shape == params["kernel"].shape
+      if x_shape[-1] == 0 or x_shape[0] == 0:
+        pass  # the output is bias (or empty): bias gradient may be non-zero
+      assert not np.any(gp["kernel"])
+
+
+def test_multi_device_batch_sharding():
+  """Batch-sharded input over 8 simulated CPU devices gives the same result."""
+  code = textwrap.dedent("""
+      import jax, jax.numpy as jnp, numpy as np, jconvt
+      from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+      assert jax.device_count() == 8, jax.devices()
+      mesh = Mesh(np.array(jax.devices()), ("batch",))
+      rng = np.random.default_rng(0)
+      x = jnp.asarray(rng.standard_normal((16, 6, 5, 3)), jnp.float32)
+      params = {"kernel": jnp.asarray(rng.standard_normal((4, 4, 2, 3)), jnp.float32),
+                "bias": jnp.zeros(2)}
+      for alg in ("dilated", "phase", "auto"):
+          cfg = jconvt.ConvTransposeConfig(2, "same", algorithm=alg)
+          loss = lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2)
+          step = jax.jit(jax.value_and_grad(loss))
+          xs = jax.device_put(x, NamedSharding(mesh, P("batch")))
+          ps = jax.device_put(params, NamedSharding(mesh, P()))
+          y = jax.jit(jconvt.conv2d_transpose, static_argnums=())(ps, xs, cfg)
+          assert y.sharding.spec[0] == "batch", y.sharding
+          with jax.default_matmul_precision("float32"):
+              (l1, g1), (l0, g0) = step(ps, xs), step(params, x)
+          np.testing.assert_allclose(l1, l0, rtol=1e-5)
+          np.testing.assert_allclose(g1["kernel"], g0["kernel"], rtol=1e-4, atol=1e-3)
+      print("OK")
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().endswith("OK")
