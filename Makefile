@@ -1,0 +1,42 @@
+# Quick start on a fresh machine with Python 3.11+ and pip:
+#   make demo    # creates .venv, installs jconvt, runs the end-to-end demonstration
+#   make test    # creates .venv, installs jconvt[test], runs the whole default suite
+# Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow bench golden clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $@
+
+demo: $(VENV)/.installed-test
+	$(BIN)/python examples/demo.py
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -n 2 -m slow $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Regenerates the TF golden fixtures (needs the `tf` extra).
+golden: $(VENV)/.installed-bench
+	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/golden/make_golden.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,101 @@
+"""Property tests: random configs against the independent NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+import jconvt
+from jconvt import ConvTransposeConfig
+from conftest import assert_close
+
+
+@st.composite
+def cases(draw):
+  n, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+  sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+  kh, kw = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+  dilated = draw(st.booleans()) and draw(st.booleans())
+  dh, dw = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if dilated else (1, 1)
+  padding = draw(st.sampled_from(["valid", "same", "VALID", "Same", "explicit"]))
+  if padding == "explicit":
+    padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    # The crops must fit in the full output, (n - 1) * s + k_eff per axis.
+    assume(all(sum(p) <= (size - 1) * s + (k - 1) * d + 1 for p, size, s, k, d in
+               zip(padding, (h, w), (sh, sw), (kh, kw), (dh, dw))))
+  op = None
+  if draw(st.booleans()):
+    op = (draw(st.integers(0, sh - 1)), draw(st.integers(0, sw - 1)))
+    if isinstance(padding, str) and padding.lower() == "same":
+      # TF rejects output_padding 0 with an even effective kernel at stride > 1.
+      keff = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+      op = tuple(1 if (s > 1 and o == 0 and k % 2 == 0) else o
+                 for s, o, k in zip((sh, sw), op, keff))
+      if any(s == 1 and o >= 1 for s, o in zip((sh, sw), op)):
+        op = None
+  data_format = draw(st.sampled_from(["channels_last", "channels_first"]))
+  algorithm = draw(st.sampled_from(["dilated", "phase", "auto"]))
+  if algorithm == "phase" and (sh, sw) != (1, 1) and (dh, dw) != (1, 1):
+    algorithm = "auto"
+  cfg = ConvTransposeConfig((sh, sw), padding, op, (dh, dw), data_format,
+                            activation=draw(st.sampled_from([None, "relu", "tanh"])),
+                            algorithm=algorithm)
+  c, f = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+  x_shape = (n, h, w, c) if data_format == "channels_last" else (n, c, h, w)
+  seed = draw(st.integers(0, 2**31 - 1))
+  return cfg, x_shape, (kh, kw, f, c), seed
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_matches_numpy_reference(case):
+  cfg, x_shape, k_shape, seed = case
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal(x_shape).astype(np.float32)
+  kernel = rng.standard_normal(k_shape).astype(np.float32)
+  bias = rng.standard_normal(k_shape[2]).astype(np.float32)
+  expected = jconvt.reference_conv2d_transpose(x, kernel, bias, cfg)
+  assert jconvt.output_shape(x_shape, k_shape, cfg) == expected.shape
+  y = jconvt.conv2d_transpose({"kernel": kernel, "bias": bias}, jnp.asarray(x), cfg)
+  assert_close(y, expected)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_gradients_agree_across_algorithms(case):
+  """The custom VJP (phase/auto) equals JAX's own autodiff of the reference."""
+  cfg, x_shape, k_shape, seed = case
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+  params = {"kernel": jnp.asarray(rng.standard_normal(k_shape), jnp.float32),
+            "bias": jnp.asarray(rng.standard_normal(k_shape[2]), jnp.float32)}
+  out_shape = jconvt.output_shape(x_shape, k_shape, cfg)
+  dy = jnp.asarray(rng.standard_normal(out_shape), jnp.float32)
+
+  def grads(algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    return jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, c) * dy),
+                    argnums=(0, 1))(params, x)
+
+  ref = grads("dilated")
+  got = grads("auto")
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
+    assert_close(a, b)
+
+
+@given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 4), st.integers(1, 3),
+       st.sampled_from(["valid", "same"]), st.one_of(st.none(), st.integers(0, 3)))
+def test_output_length_is_keras_deconv_output_length(n, k, s, d, padding, op):
+  """_shapes against Keras' conv_utils.deconv_output_length, written out."""
+  from jconvt import _shapes
+  if op is not None and op >= s:
+    return
+  k_eff = k + (k - 1) * (d - 1)
+  if op is None:
+    keras = n * s + max(k_eff - s, 0) if padding == "valid" else n * s
+  else:
+    pad = k_eff // 2 if padding == "same" else 0
+    keras = (n - 1) * s + k_eff - 2 * pad + op
+  length, pad_before = _shapes.transpose_padding_1d(n, k, s, padding, op, d)
+  assert length == max(keras, 0)
+  assert 0 <= pad_before <= k_eff

@@ -1,0 +1,39 @@
+"""Live comparison with TensorFlow: runs only when TF is installed (extra `tf`)."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+tf = pytest.importorskip("tensorflow")
+tf_keras = pytest.importorskip("tf_keras")
+
+import jax.numpy as jnp  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+import jconvt  # noqa: E402
+from conftest import assert_close  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 5), s=st.integers(1, 3), padding=st.sampled_from(["valid", "same"]),
+       h=st.integers(1, 5), op=st.one_of(st.none(), st.integers(0, 2)),
+       data_format=st.sampled_from(["channels_last", "channels_first"]))
+def test_random_configs_match_live_tf(k, s, padding, h, op, data_format):
+  if op is not None and (op >= s or (padding == "same" and op == 0 and k % 2 == 0)):
+    return
+  rng = np.random.default_rng(k * 100 + s * 10 + h)
+  x_shape = (2, h, h + 1, 3) if data_format == "channels_last" else (2, 3, h, h + 1)
+  x = rng.standard_normal(x_shape).astype(np.float32)
+  kernel = rng.standard_normal((k, k, 4, 3)).astype(np.float32)
+  bias = rng.standard_normal(4).astype(np.float32)
+  layer = tf_keras.layers.Conv2DTranspose(4, k, strides=s, padding=padding, output_padding=op,
+                                          data_format=data_format, dtype="float64")
+  layer.build(x_shape)
+  layer.set_weights([kernel, bias])
+  expected = layer(tf.constant(x, tf.float64)).numpy()
+  cfg = jconvt.ConvTransposeConfig(s, padding, op, data_format=data_format)
+  y = jconvt.conv2d_transpose({"kernel": kernel, "bias": bias}, jnp.asarray(x), cfg)
+  assert_close(y, expected)
