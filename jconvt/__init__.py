@@ -6,6 +6,12 @@ from jconvt._config import ConvTransposeConfig as ConvTransposeConfig
 from jconvt._conv import conv2d_transpose as conv2d_transpose
 from jconvt._conv import output_shape as output_shape
 from jconvt._reference import reference_conv2d_transpose as reference_conv2d_transpose
+from jconvt import constraints as constraints
+from jconvt import initializers as initializers
+from jconvt import linen as linen
+from jconvt import nnx as nnx
+from jconvt import regularizers as regularizers
+from jconvt.linen import Conv2DTranspose as Conv2DTranspose
 
 try:
   __version__ = _metadata.version("jconvt")
@@ -13,6 +19,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
   __version__ = "0.0.0+unknown"
 
 __all__ = (
+    "Conv2DTranspose",
     "ConvTransposeConfig",
     "conv2d_transpose",
     "output_shape",

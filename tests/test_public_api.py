@@ -5,7 +5,7 @@ import jconvt
 
 def test_public_names():
   assert set(jconvt.__all__) == {
-      "ConvTransposeConfig", "conv2d_transpose", "output_shape",
+      "Conv2DTranspose", "ConvTransposeConfig", "conv2d_transpose", "output_shape",
       "reference_conv2d_transpose",
   }
   for name in jconvt.__all__:

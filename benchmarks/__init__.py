@@ -1,0 +1,1 @@
+"""jconvt's benchmark suite: ``python -m benchmarks`` (or ``make bench``)."""

@@ -1,0 +1,195 @@
+"""Side-by-side benchmark of transposed convolutions, in one process.
+
+    python -m benchmarks [--repeats N] [--only SUBSTRING] [--quick]
+
+For each suite layer it times the forward pass and a training step (forward
+plus gradients with respect to the input and the kernel) of jconvt (auto and
+the dilated reference), flax.linen.ConvTranspose, jax.lax.conv_transpose,
+TensorFlow (when installed) and PyTorch (when installed); reports median
+times, GFLOP/s of useful work, percent of a float32 matmul roofline measured
+in the same run, ratios to each peer, XLA's peak temporary memory and compile
+times. Writes benchmarks/results/latest.md and latest.png.
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.layers import SUITE, Layer
+from benchmarks import runners
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def median_ms(fn, repeats: int, min_time: float = 0.2) -> float:
+  """Median of ``repeats`` timed calls (more while under ``min_time`` s;
+  only 3 for calls over a second, such as XLA:CPU's reversed-window
+  kernel gradients)."""
+  times = []
+  start = time.perf_counter()
+  while len(times) < repeats or (time.perf_counter() - start < min_time and len(times) < 50):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+    if times[0] > 1.0:
+      repeats = min(repeats, 3)
+  return 1e3 * float(np.median(times))
+
+
+def matmul_roofline(repeats: int) -> float:
+  """GFLOP/s of a 2048x2048 float32 matmul through XLA (the practical peak)."""
+  import jax
+  import jax.numpy as jnp
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((2048, 2048)), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  ms = median_ms(lambda: jax.block_until_ready(f(a)), repeats)
+  return 2 * 2048 ** 3 / ms / 1e6
+
+
+def machine() -> str:
+  import jax
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  dev = jax.devices()[0]
+  return (f"{dev.platform} ({getattr(dev, 'device_kind', '')}), {os.cpu_count()} cores, {cpu}; "
+          f"jax {jax.__version__}, python {platform.python_version()}")
+
+
+def run(layers, repeats, impl_names, progress=print):
+  rows = []
+  impls = [i for i in runners.available() if impl_names is None or i in impl_names]
+  for li, layer in enumerate(layers):
+    row = {"layer": layer, "results": {}}
+    for impl in impls:
+      progress(f"[{li + 1}/{len(layers)}] {layer.name}: {impl} ...", end="", flush=True)
+      try:
+        res = runners.measure(impl, layer, repeats, median_ms)
+      except runners.Unsupported as e:
+        progress(f" skipped ({e})")
+        continue
+      row["results"][impl] = res
+      progress(f" fwd {res['fwd_ms']:.1f} ms, step {res['step_ms']:.1f} ms")
+    rows.append(row)
+  return rows
+
+
+def _fmt_ratio(a, b):
+  return "—" if a is None or b is None else f"{b / a:.2f}x"
+
+
+def markdown(rows, roofline, header) -> str:
+  lines = [header, "",
+           f"Matmul roofline (2048x2048 float32, same run): **{roofline:.0f} GFLOP/s**.", "",
+           "Times are medians in ms; GFLOP/s counts useful work only (a training step, forward plus "
+           "gradients for input and kernel, is 3x the forward FLOPs); `speedup vs X` is X's time over jconvt's "
+           "(>1: jconvt faster). Peak memory is XLA's temporary buffers of the compiled "
+           "training step; compile is the training step's compile time.", ""]
+  impls = []
+  for r in rows:
+    for k in r["results"]:
+      if k not in impls:
+        impls.append(k)
+  peers = [i for i in impls if i != "jconvt"]
+  cols = ["layer", "jconvt fwd", "GFLOP/s", "% roof", "jconvt step", "step GFLOP/s",
+          "mem MiB", "compile s"]
+  cols += [f"{p} fwd" for p in peers] + [f"{p} step" for p in peers]
+  cols += [f"fwd speedup vs {p}" for p in peers] + [f"step speedup vs {p}" for p in peers]
+  lines.append("| " + " | ".join(cols) + " |")
+  lines.append("|" + "---|" * len(cols))
+  for r in rows:
+    layer, res = r["layer"], r["results"]
+    j = res.get("jconvt")
+    if j is None:
+      continue
+    gf = layer.flops / j["fwd_ms"] / 1e6
+    sgf = 3 * layer.flops / j["step_ms"] / 1e6
+    mem = j.get("step_mem_bytes")
+    cells = [f"{layer.name} ({'x'.join(map(str, layer.x_shape))}->{layer.filters}, {layer.dtype})",
+             f"{j['fwd_ms']:.1f}", f"{gf:.0f}", f"{100 * gf / roofline:.0f}%",
+             f"{j['step_ms']:.1f}", f"{sgf:.0f}",
+             "—" if mem is None else f"{mem / 2**20:.0f}", f"{j['compile_s']:.2f}"]
+    cells += [f"{res[p]['fwd_ms']:.1f}" if p in res else "—" for p in peers]
+    cells += [f"{res[p]['step_ms']:.1f}" if p in res else "—" for p in peers]
+    cells += [_fmt_ratio(j["fwd_ms"], res[p]["fwd_ms"]) if p in res else "—" for p in peers]
+    cells += [_fmt_ratio(j["step_ms"], res[p]["step_ms"]) if p in res else "—" for p in peers]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    print("matplotlib not installed: no plot", file=sys.stderr)
+    return False
+  impls = []
+  for r in rows:
+    for k in r["results"]:
+      if k not in impls:
+        impls.append(k)
+  names = [r["layer"].name for r in rows]
+  fig, axes = plt.subplots(1, 2, figsize=(15, 6))
+  width = 0.8 / max(len(impls), 1)
+  for ax, key, title in ((axes[0], "fwd_ms", "forward"), (axes[1], "step_ms", "training step")):
+    for i, impl in enumerate(impls):
+      vals = [r["results"][impl][key] if impl in r["results"] else np.nan for r in rows]
+      ax.bar(np.arange(len(rows)) + i * width, vals, width, label=impl)
+    ax.set_yscale("log")
+    ax.set_ylabel("median time, ms (log)")
+    ax.set_title(f"{title}: lower is better")
+    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2)
+    ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  return True
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--only", default=None, help="run layers whose name contains this")
+  parser.add_argument("--impls", default=None, help="comma-separated implementations")
+  parser.add_argument("--quick", action="store_true", help="first 2 layers, 3 repeats")
+  parser.add_argument("--out", default=str(RESULTS / "latest"), help="output path prefix")
+  args = parser.parse_args(argv)
+
+  layers = [l for l in SUITE if args.only is None or args.only in l.name]
+  repeats = args.repeats
+  if args.quick:
+    layers, repeats = layers[:2], 3
+  print(f"machine: {machine()}")
+  print(f"implementations: {', '.join(runners.available())}")
+  roofline = matmul_roofline(repeats)
+  print(f"matmul roofline: {roofline:.0f} GFLOP/s")
+  rows = run(layers, repeats, None if args.impls is None else args.impls.split(","))
+  header = f"### Benchmark ({time.strftime('%Y-%m-%d')}; {machine()})"
+  table = markdown(rows, roofline, header)
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".md").write_text(table)
+  print()
+  print(table)
+  if plot(rows, out.with_suffix(".png")):
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

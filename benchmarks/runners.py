@@ -1,0 +1,203 @@
+"""One runner per implementation: builds the forward pass and a training step
+(gradients with respect to the input and the kernel) for a suite layer."""
+
+import importlib.util
+import time
+
+import numpy as np
+
+from benchmarks.layers import Layer
+
+
+class Unsupported(Exception):
+  """This implementation cannot run this layer (dtype, layout, ...)."""
+
+
+def available():
+  impls = ["jconvt", "jconvt-dilated", "flax", "lax.conv_transpose"]
+  if importlib.util.find_spec("tensorflow") is not None:
+    impls.append("tensorflow")
+  if importlib.util.find_spec("torch") is not None:
+    impls.append("torch")
+  return impls
+
+
+def _data(layer: Layer):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(layer.x_shape).astype(np.float32)
+  kernel = (rng.standard_normal((layer.kernel, layer.kernel, layer.filters, layer.in_channels))
+            / np.sqrt(layer.kernel ** 2 * layer.in_channels)).astype(np.float32)
+  return x, kernel
+
+
+def _out_shape(layer: Layer):
+  import jconvt
+  cfg = jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format)
+  return jconvt.output_shape(layer.x_shape, (layer.kernel, layer.kernel, layer.filters,
+                                             layer.in_channels), cfg)
+
+
+# --------------------------------------------------------------------- JAX ---
+
+def _jax_forward(impl: str, layer: Layer):
+  """``f(kernel_or_params, x) -> y`` and its first argument."""
+  import jax
+  import jax.numpy as jnp
+  from jax import lax
+  import jconvt
+
+  dtype = jnp.dtype(layer.dtype)
+  x, kernel = _data(layer)
+  x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
+  if impl.startswith("jconvt"):
+    algorithm = "dilated" if impl == "jconvt-dilated" else "auto"
+    cfg = jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format,
+                                     algorithm=algorithm)
+    return (lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg)), kernel, x
+  io = "NHWC" if layer.data_format == "channels_last" else "NCHW"
+  if impl == "lax.conv_transpose":
+    return (lambda k, x: lax.conv_transpose(
+        x, k, (layer.stride,) * 2, layer.padding.upper(), dimension_numbers=(io, "HWIO", io),
+        transpose_kernel=True)), kernel, x  # TF kernel, as lax documents
+  if impl == "flax":
+    import flax.linen as nn
+    module = nn.ConvTranspose(layer.filters, (layer.kernel,) * 2, strides=(layer.stride,) * 2,
+                              padding=layer.padding.upper(), use_bias=False,
+                              transpose_kernel=True, dtype=dtype, param_dtype=dtype)
+    nhwc = layer.data_format == "channels_last"
+    x_nhwc = x if nhwc else jnp.transpose(x, (0, 2, 3, 1))
+    params = module.init(jax.random.key(0), x_nhwc)
+
+    def f(params, x):
+      # flax is channels-last only: a channels_first user transposes around it.
+      if nhwc:
+        return module.apply(params, x)
+      return jnp.transpose(module.apply(params, jnp.transpose(x, (0, 2, 3, 1))), (0, 3, 1, 2))
+
+    return f, params, x
+  raise ValueError(impl)
+
+
+def _measure_jax(impl, layer, repeats, median_ms):
+  import jax
+  import jax.numpy as jnp
+
+  f, params, x = _jax_forward(impl, layer)
+  target = jnp.asarray(np.random.default_rng(1).standard_normal(_out_shape(layer)), x.dtype)
+  fwd = jax.jit(f)
+  # A training step: the loss needs the forward output (no dead-code
+  # elimination of the forward pass), gradients for the input and kernel.
+  step = jax.jit(jax.grad(lambda p, x: 0.5 * jnp.sum((f(p, x) - target) ** 2), argnums=(0, 1)))
+  t0 = time.perf_counter()
+  compiled = step.lower(params, x).compile()
+  compile_s = time.perf_counter() - t0
+  try:
+    mem = compiled.memory_analysis()
+    mem_bytes = None if mem is None else int(mem.temp_size_in_bytes)
+  except (AttributeError, NotImplementedError):
+    mem_bytes = None
+  jax.block_until_ready(fwd(params, x))
+  jax.block_until_ready(compiled(params, x))
+  return {
+      "fwd_ms": median_ms(lambda: jax.block_until_ready(fwd(params, x)), repeats),
+      "step_ms": median_ms(lambda: jax.block_until_ready(compiled(params, x)), repeats),
+      "compile_s": compile_s,
+      "step_mem_bytes": mem_bytes,
+  }
+
+
+# -------------------------------------------------------------- TensorFlow ---
+
+def _measure_tf(layer, repeats, median_ms):
+  import os
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import tensorflow as tf
+
+  dtype = {"float32": tf.float32, "bfloat16": tf.bfloat16}[layer.dtype]
+  x, kernel = _data(layer)
+  x, kernel = tf.cast(tf.constant(x), dtype), tf.Variable(tf.cast(tf.constant(kernel), dtype))
+  out_shape = _out_shape(layer)
+  target = tf.cast(tf.constant(np.random.default_rng(1).standard_normal(out_shape)), dtype)
+  fmt = "NHWC" if layer.data_format == "channels_last" else "NCHW"
+
+  @tf.function
+  def fwd(x):
+    return tf.nn.conv2d_transpose(x, kernel, out_shape, layer.stride, layer.padding.upper(),
+                                  data_format=fmt)
+
+  @tf.function
+  def step(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = 0.5 * tf.reduce_sum((fwd(x) - target) ** 2)
+    return tape.gradient(loss, [x, kernel])
+
+  try:
+    t0 = time.perf_counter()
+    step(x)
+    compile_s = time.perf_counter() - t0
+    fwd(x)
+  except (tf.errors.OpError, TypeError, ValueError) as e:
+    raise Unsupported(f"TF: {type(e).__name__}") from None
+  return {
+      "fwd_ms": median_ms(lambda: fwd(x).numpy(), repeats),
+      "step_ms": median_ms(lambda: [g.numpy() for g in step(x)], repeats),
+      "compile_s": compile_s,
+      "step_mem_bytes": None,
+  }
+
+
+# ----------------------------------------------------------------- PyTorch ---
+
+def _measure_torch(layer, repeats, median_ms):
+  import torch
+  import torch.nn.functional as F
+
+  torch.set_num_threads(os_cpu_count())
+  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[layer.dtype]
+  x, kernel = _data(layer)
+  if layer.data_format == "channels_last":
+    x = x.transpose(0, 3, 1, 2)
+  k, s = layer.kernel, layer.stride
+  if layer.padding == "same":  # output n * s: k - 2p + op = s
+    op = (k - s) % 2
+    pad = (k - s + op) // 2
+  else:
+    op, pad = 0, 0
+  if op >= s and s > 1 or pad < 0:
+    raise Unsupported("torch padding")
+  memory_format = (torch.channels_last if layer.data_format == "channels_last"
+                   else torch.contiguous_format)
+  xt = torch.tensor(x, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_(True)
+  w = torch.tensor(kernel.transpose(3, 2, 0, 1), dtype=dtype).requires_grad_(True)  # (in, out, kh, kw)
+  f = lambda: F.conv_transpose2d(xt, w, stride=s, padding=pad, output_padding=op)  # noqa: E731
+  with torch.no_grad():
+    target = torch.randn_like(f())
+
+  def step():
+    xt.grad, w.grad = None, None
+    (0.5 * ((f() - target) ** 2).sum()).backward()
+
+  t0 = time.perf_counter()
+  step()
+  compile_s = time.perf_counter() - t0
+
+  def fwd():
+    with torch.no_grad():
+      f()
+
+  return {"fwd_ms": median_ms(fwd, repeats), "step_ms": median_ms(step, repeats),
+          "compile_s": compile_s, "step_mem_bytes": None}
+
+
+def os_cpu_count():
+  import os
+  return os.cpu_count() or 1
+
+
+def measure(impl: str, layer: Layer, repeats: int, median_ms):
+  if impl == "tensorflow":
+    return _measure_tf(layer, repeats, median_ms)
+  if impl == "torch":
+    return _measure_torch(layer, repeats, median_ms)
+  return _measure_jax(impl, layer, repeats, median_ms)
