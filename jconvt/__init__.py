@@ -6,6 +6,7 @@ from jconvt._config import ConvTransposeConfig as ConvTransposeConfig
 from jconvt._conv import conv2d_transpose as conv2d_transpose
 from jconvt._conv import output_shape as output_shape
 from jconvt._reference import reference_conv2d_transpose as reference_conv2d_transpose
+from jconvt import compat as compat
 from jconvt import constraints as constraints
 from jconvt import initializers as initializers
 from jconvt import linen as linen
