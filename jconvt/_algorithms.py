@@ -124,7 +124,7 @@ def _phase_groups(k: int, s: int):
 
 
 def conv_phase(x, kernel, config, geometry):
-  """Sub-pixel decomposition (``dilation_rate`` must be 1 where stride > 1).
+  """Sub-pixel decomposition (``dilation_rate`` must be 1).
 
   For output phase ``r`` and ``o + pad = t * s + r``:
   ``y[o] = sum_q x[t - q] kernel[q * s + r]``, a stride-1 convolution of
@@ -154,12 +154,18 @@ def conv_phase(x, kernel, config, geometry):
                           (0, 0), (0, 0)))
       sub = sub.reshape(ch, sh, cw, sw, f, c)[:, :nr, :, :nc]
       sub = sub[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(ch, cw, c, nr * nc * f)
-      z = lax.conv_general_dilated(
-          x, sub, window_strides=(1, 1),
-          padding=((ch - 1, kqh - 1), (cw - 1, kqw - 1)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"),
-          precision=config.precision,
-          preferred_element_type=config.preferred_element_type)
+      if ch == cw == 1:  # a 1x1 convolution: one GEMM (XLA:CPU's conv is slower)
+        xp = jnp.pad(x, ((0, 0), (0, kqh - 1), (0, kqw - 1), (0, 0)))
+        z = lax.dot_general(xp, sub[0, 0], (((3,), (0,)), ((), ())),
+                            precision=config.precision,
+                            preferred_element_type=config.preferred_element_type)
+      else:
+        z = lax.conv_general_dilated(
+            x, sub, window_strides=(1, 1),
+            padding=((ch - 1, kqh - 1), (cw - 1, kqw - 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=config.precision,
+            preferred_element_type=config.preferred_element_type)
       cols.append(z.reshape(n, th, tw, nr, nc, f).transpose(0, 1, 3, 2, 4, 5))
     rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
   full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
@@ -208,18 +214,14 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   return dk[:kh, :kw]
 
 
-def _uses_phase(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
-  """The automatic choice of forward algorithm (see ``conv2d_transpose``)."""
-  if config.algorithm == "phase":
-    return config.strides != (1, 1)
-  if config.strides == (1, 1) or config.dilation_rate != (1, 1):
-    return False  # nothing inserted to skip / phase form does not apply
-  return True
+def _uses_phase(config: ConvTransposeConfig) -> bool:
+  """The forward algorithm of the fast path (see ``dispatch``)."""
+  return config.dilation_rate == (1, 1) or config.algorithm == "phase"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _fast(x, kernel, config, geometry):
-  if _uses_phase(config, x.shape, kernel.shape):
+  if _uses_phase(config):
     return conv_phase(x, kernel, config, geometry)
   return conv_dilated(x, kernel, config, geometry)
 
@@ -243,7 +245,23 @@ _fast.defvjp(_fast_fwd, _fast_bwd)
 
 
 def dispatch(x, kernel, config, geometry):
-  """Runs the algorithm ``config.algorithm`` names (see the module doc)."""
+  """Runs the algorithm ``config.algorithm`` names.
+
+  * ``"dilated"``: ``conv_dilated``, differentiated by JAX.
+  * ``"phase"``: ``conv_phase`` forward (the plain stride-1 convolution when
+    the stride is 1) with the reversal-free custom VJP.
+  * ``"auto"``: on CPU, the fast path: ``conv_phase`` when the dilation is
+    1 (also at stride 1, where its pre-arranged HWIO kernel avoids the
+    flip), else ``conv_dilated``, both with the custom VJP. On other
+    backends (GPU, TPU), ``"dilated"``: their convolution libraries run the
+    input-dilated form and its reversed-window gradients natively. The
+    choice is made per platform at lowering (``lax.platform_dependent``).
+  """
   if config.algorithm == "dilated":
     return conv_dilated(x, kernel, config, geometry)
-  return _fast(x, kernel, config, geometry)
+  if config.algorithm == "phase":
+    return _fast(x, kernel, config, geometry)
+  return lax.platform_dependent(
+      x, kernel,
+      cpu=lambda x, k: _fast(x, k, config, geometry),
+      default=lambda x, k: conv_dilated(x, k, config, geometry))

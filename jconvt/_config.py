@@ -170,13 +170,11 @@ class ConvTransposeConfig:
       raise ValueError(
           f"`algorithm` (={self.algorithm!r}) must be one of {ALGORITHMS}.")
     set_("algorithm", self.algorithm.lower())
-    if (self.algorithm == "phase" and self.strides != (1, 1)
-        and self.dilation_rate != (1, 1)):
+    if self.algorithm == "phase" and self.dilation_rate != (1, 1):
       raise ValueError(
           f"`algorithm` (='phase') needs `dilation_rate` (={self.dilation_rate}) "
-          f"of 1 when `strides` (={self.strides}) is not 1: the sub-pixel "
-          f"decomposition of a dilated kernel is not implemented. Use "
-          f"algorithm='auto' or 'dilated'.")
+          f"of 1: the sub-pixel decomposition of a dilated kernel is not "
+          f"implemented. Use algorithm='auto' or 'dilated'.")
 
   @property
   def channels_last(self) -> bool:
