@@ -34,9 +34,12 @@ test-slow: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-# Regenerates the TF golden fixtures (needs the `tf` extra).
+# Regenerates the golden fixtures with real TF (the `tf` extra) and, when
+# installed, PyTorch.
 golden: $(VENV)/.installed-bench
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/golden/make_golden.py
+	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/golden/make_tf_layers.py
+	if $(BIN)/python -c "import torch" 2>/dev/null; then $(BIN)/python tests/golden/make_torch_golden.py; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

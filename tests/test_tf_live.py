@@ -37,3 +37,29 @@ def test_random_configs_match_live_tf(k, s, padding, h, op, data_format):
   cfg = jconvt.ConvTransposeConfig(s, padding, op, data_format=data_format)
   y = jconvt.conv2d_transpose({"kernel": kernel, "bias": bias}, jnp.asarray(x), cfg)
   assert_close(y, expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 4), s=st.integers(1, 3), padding=st.sampled_from(["valid", "same"]),
+       use_bias=st.booleans(), activation=st.sampled_from([None, "relu", "tanh", "softplus"]),
+       kreg=st.sampled_from([None, "l1", "l2", "l1_l2"]), areg=st.sampled_from([None, "l1", "l2"]),
+       data_format=st.sampled_from(["channels_last", "channels_first"]))
+def test_compat_shim_matches_live_tf_layer(k, s, padding, use_bias, activation, kreg, areg,
+                                           data_format):
+  from jconvt.compat.v1 import layers as jl
+  kwargs = dict(strides=s, padding=padding, use_bias=use_bias, activation=activation,
+                kernel_regularizer=kreg, bias_regularizer=kreg if use_bias else None,
+                activity_regularizer=areg, data_format=data_format)
+  x_shape = (2, 3, 4, 2) if data_format == "channels_last" else (2, 2, 3, 4)
+  x = np.random.default_rng(k + 10 * s).standard_normal(x_shape).astype(np.float32)
+  tf_layer = tf.compat.v1.layers.Conv2DTranspose(3, k, **kwargs)
+  y_tf = tf_layer(tf.constant(x)).numpy()
+  layer = jl.Conv2DTranspose(3, k, **kwargs)
+  layer.build(x_shape)
+  layer.set_weights(tf_layer.get_weights())
+  y = layer(jnp.asarray(x))
+  assert_close(y, y_tf)
+  assert len(layer.losses) == len(tf_layer.losses)
+  for a, b in zip(layer.losses, tf_layer.losses):
+    assert_close(a, float(b))
+  assert layer.compute_output_shape(x_shape) == tuple(tf_layer.compute_output_shape(x_shape))
