@@ -86,6 +86,35 @@ def run(layers, repeats, impl_names, progress=print):
   return rows
 
 
+def compile_sweep(progress=print):
+  """Compile seconds of the training step over kernel sizes and strides
+  (small shapes: compile time only), jconvt auto against dilated."""
+  import jax
+  import jax.numpy as jnp
+  import jconvt
+  rows = []
+  x = jnp.ones((2, 8, 8, 16))
+  for k in (1, 3, 5, 7):
+    for s in (1, 2, 4):
+      row = {"kernel": k, "stride": s}
+      for algorithm in ("auto", "dilated"):
+        cfg = jconvt.ConvTransposeConfig(s, "same" if (k % 2 or s == 1) else "valid",
+                                         algorithm=algorithm)
+        kern = jnp.ones((k, k, 16, 16))
+        step = jax.jit(jax.grad(lambda kk, x, cfg=cfg: jnp.sum(
+            jconvt.conv2d_transpose({"kernel": kk}, x, cfg) ** 2), argnums=(0, 1)))
+        t0 = time.perf_counter()
+        step.lower(kern, x).compile()
+        row[algorithm] = time.perf_counter() - t0
+      progress(f"compile k{k} s{s}: auto {row['auto']:.2f} s, dilated {row['dilated']:.2f} s")
+      rows.append(row)
+  lines = ["", "Training-step compile time (s), 2x8x8x16 -> 16, by kernel size and stride:", "",
+           "| kernel | stride | jconvt auto | dilated reference |", "|---|---|---|---|"]
+  lines += [f"| {r['kernel']} | {r['stride']} | {r['auto']:.2f} | {r['dilated']:.2f} |"
+            for r in rows]
+  return "\n".join(lines) + "\n"
+
+
 def _fmt_ratio(a, b):
   return "—" if a is None or b is None else f"{b / a:.2f}x"
 
@@ -181,6 +210,8 @@ def main(argv=None) -> int:
   rows = run(layers, repeats, None if args.impls is None else args.impls.split(","))
   header = f"### Benchmark ({time.strftime('%Y-%m-%d')}; {machine()})"
   table = markdown(rows, roofline, header)
+  if not args.quick:
+    table += compile_sweep()
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".md").write_text(table)

@@ -214,16 +214,64 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   return dk[:kh, :kw]
 
 
-def _uses_phase(config: ConvTransposeConfig) -> bool:
-  """The forward algorithm of the fast path (see ``dispatch``)."""
-  return config.dilation_rate == (1, 1) or config.algorithm == "phase"
+def conv_col2im(x, kernel, config, geometry):
+  """One GEMM of the input with the untouched kernel, then col2im.
+
+  ``cols = x @ kernel^T``: (n*h*w, c) x (kh*kw*f, c)^T, contracting the
+  kernel's last axis where it lies (no kernel transpose, which costs as
+  much as the GEMM for large kernels), then each tap's columns are added
+  at ``i * s + a * d`` on the phase-split canvas (n, th, s, tw, s, f).
+  Exactly the useful multiplications, any stride and dilation; the columns
+  take ``kh*kw*f`` values per input pixel, so ``auto`` uses it only for
+  small inputs (see ``dispatch``), where it is fastest.
+  """
+  if not config.channels_last:
+    x = jnp.transpose(x, (0, 2, 3, 1))
+  n, h, w, _ = x.shape
+  kh, kw, f, _ = kernel.shape
+  (sh, sw), (dh, dw) = config.strides, config.dilation_rate
+  out_dtype = config.preferred_element_type or x.dtype
+  cols = lax.dot_general(x, kernel, (((3,), (3,)), ((), ())), precision=config.precision,
+                         preferred_element_type=config.preferred_element_type)
+  th, tw = h + ((kh - 1) * dh) // sh, w + ((kw - 1) * dw) // sw
+  z = jnp.zeros((n, th, sh, tw, sw, f), out_dtype)
+  for a in range(kh):
+    qa, ra = divmod(a * dh, sh)
+    for b in range(kw):
+      qb, rb = divmod(b * dw, sw)
+      z = z.at[:, qa:qa + h, ra, qb:qb + w, rb].add(cols[:, :, :, a, b])
+  full = z.reshape(n, th * sh, tw * sw, f)
+  (out_h, pad_h), (out_w, pad_w) = geometry
+  full = lax.pad(full, jnp.zeros((), full.dtype),
+                 ((0, 0, 0), (-pad_h, out_h + pad_h - th * sh, 0),
+                  (-pad_w, out_w + pad_w - tw * sw, 0), (0, 0, 0)))
+  return full if config.channels_last else jnp.transpose(full, (0, 3, 1, 2))
+
+
+# Inputs with at most this many pixels (batch * height * width) take the
+# col2im forward and the convolution kernel gradient under "auto"; larger
+# ones the phase forward and the GEMM kernel gradient. Measured on a 2-core
+# x86 CPU (benchmarks/): see the README.
+SMALL_INPUT_PIXELS = 1024
+GEMM_KERNEL_GRAD_PIXELS = 4096
+
+
+def _forward_algorithm(config: ConvTransposeConfig, x_shape) -> str:
+  """The forward of the fast path: ``config.algorithm``, or for ``auto``
+  col2im on small inputs, phase on larger ones with dilation 1, and the
+  dilated form otherwise."""
+  if config.algorithm != "auto":
+    return config.algorithm
+  h, w = spatial(x_shape, config)
+  if x_shape[0] * h * w <= SMALL_INPUT_PIXELS:
+    return "col2im"
+  return "phase" if config.dilation_rate == (1, 1) else "dilated"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _fast(x, kernel, config, geometry):
-  if _uses_phase(config):
-    return conv_phase(x, kernel, config, geometry)
-  return conv_dilated(x, kernel, config, geometry)
+  forward = {"phase": conv_phase, "col2im": conv_col2im, "dilated": conv_dilated}
+  return forward[_forward_algorithm(config, x.shape)](x, kernel, config, geometry)
 
 
 def _fast_fwd(x, kernel, config, geometry):
@@ -234,7 +282,9 @@ def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
   dx = grad_input(dy, kernel, config, geometry, spatial(x.shape, config))
-  if config.dilation_rate == (1, 1) and config.strides != (1, 1):
+  h, w = spatial(x.shape, config)
+  if (config.dilation_rate == (1, 1) and config.strides != (1, 1)
+      and x.shape[0] * h * w > GEMM_KERNEL_GRAD_PIXELS):
     dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
   else:
     dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
@@ -250,16 +300,21 @@ def dispatch(x, kernel, config, geometry):
   * ``"dilated"``: ``conv_dilated``, differentiated by JAX.
   * ``"phase"``: ``conv_phase`` forward (the plain stride-1 convolution when
     the stride is 1) with the reversal-free custom VJP.
-  * ``"auto"``: on CPU, the fast path: ``conv_phase`` when the dilation is
-    1 (also at stride 1, where its pre-arranged HWIO kernel avoids the
-    flip), else ``conv_dilated``, both with the custom VJP. On other
+  * ``"col2im"``: ``conv_col2im`` forward with the custom VJP.
+  * ``"auto"``: on CPU, the fast path (custom VJP) with the forward
+    ``_forward_algorithm`` picks: ``conv_col2im`` for inputs of at most
+    ``SMALL_INPUT_PIXELS`` batch*height*width pixels, else ``conv_phase``
+    when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
+    kernel avoids the flip), else ``conv_dilated``. The kernel gradient is
+    the phase GEMMs above ``GEMM_KERNEL_GRAD_PIXELS`` (stride > 1,
+    dilation 1), else a forward-style convolution. On other
     backends (GPU, TPU), ``"dilated"``: their convolution libraries run the
     input-dilated form and its reversed-window gradients natively. The
     choice is made per platform at lowering (``lax.platform_dependent``).
   """
   if config.algorithm == "dilated":
     return conv_dilated(x, kernel, config, geometry)
-  if config.algorithm == "phase":
+  if config.algorithm in ("phase", "col2im"):
     return _fast(x, kernel, config, geometry)
   return lax.platform_dependent(
       x, kernel,

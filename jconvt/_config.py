@@ -16,7 +16,7 @@ IntOrPair = Union[int, tuple[int, int]]
 PaddingLike = Union[str, tuple[tuple[int, int], tuple[int, int]]]
 
 DATA_FORMATS = ("channels_last", "channels_first")
-ALGORITHMS = ("auto", "dilated", "phase")
+ALGORITHMS = ("auto", "dilated", "phase", "col2im")
 
 
 def _int(value, name: str, minimum: int) -> int:
@@ -122,8 +122,8 @@ class ConvTransposeConfig:
     preferred_element_type: ``None`` or a floating dtype: the accumulation
       and output dtype. By default the output dtype is the input's.
     algorithm: ``'auto'``, ``'dilated'`` (the input-dilated reference
-      formulation) or ``'phase'`` (sub-pixel decomposition). See
-      ``jconvt.conv2d_transpose``.
+      formulation), ``'phase'`` (sub-pixel decomposition) or ``'col2im'``
+      (one GEMM, then col2im). See ``jconvt._algorithms.dispatch``.
 
   >>> cfg = ConvTransposeConfig(strides=2, padding="SAME")
   >>> cfg.strides, cfg.padding

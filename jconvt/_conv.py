@@ -54,6 +54,11 @@ def _geometry(x_shape, kernel_shape, config):
       config.padding, config.output_padding, config.dilation_rate)
 
 
+def _layout_shape(batch, filters, geometry, config):
+  (h, _), (w, _) = geometry
+  return (batch, h, w, filters) if config.channels_last else (batch, filters, h, w)
+
+
 def output_shape(
     x_shape: Sequence[int], kernel_shape: Sequence[int],
     config: ConvTransposeConfig) -> tuple[int, int, int, int]:
@@ -76,9 +81,8 @@ def output_shape(
   """
   _check_config(config)
   _check_shapes(x_shape, kernel_shape, config)
-  (h, _), (w, _) = _geometry(x_shape, kernel_shape, config)
-  n, f = x_shape[0], kernel_shape[2]
-  return (n, h, w, f) if config.channels_last else (n, f, h, w)
+  return _layout_shape(x_shape[0], kernel_shape[2],
+                       _geometry(x_shape, kernel_shape, config), config)
 
 
 def _check_config(config) -> None:
@@ -160,7 +164,7 @@ def conv2d_transpose(params: Mapping[str, jax.Array], x: jax.Array,
   _check_shapes(x.shape, kernel.shape, config,
                 None if bias is None else bias.shape)
   geometry = _geometry(x.shape, kernel.shape, config)
-  out_shape = output_shape(x.shape, kernel.shape, config)
+  out_shape = _layout_shape(x.shape[0], kernel.shape[2], geometry, config)
   out_dtype = config.preferred_element_type or x.dtype
   kernel = jnp.asarray(kernel).astype(x.dtype)
 

@@ -12,7 +12,7 @@ import jconvt
 from conftest import assert_close, case_id, config_from_record, load_golden
 
 CASES = load_golden()
-ALGORITHMS = ("dilated", "phase", "auto")
+ALGORITHMS = ("dilated", "phase", "col2im", "auto")
 
 
 def _params(arrays):
@@ -68,3 +68,13 @@ def test_numpy_reference_matches_tf(rec, arrays):
   y = jconvt.reference_conv2d_transpose(
       arrays["x"], arrays["kernel"], arrays.get("bias"), config_from_record(rec))
   assert_close(y, arrays["y"])
+
+
+@pytest.mark.parametrize("rec,arrays", CASES[::3], ids=[case_id(r) for r, _ in CASES[::3]])
+def test_large_input_paths_of_auto_match_tf(rec, arrays, monkeypatch):
+  """"auto" takes the phase forward and the GEMM kernel gradient above its
+  size thresholds; force them on the golden grid's small inputs."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_algorithms, "SMALL_INPUT_PIXELS", 0)
+  monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_PIXELS", 0)
+  test_forward_and_gradients_match_tf(rec, arrays, "auto")

@@ -1,5 +1,7 @@
 """Property tests: random configs against the independent NumPy reference."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +36,7 @@ def cases(draw):
       if any(s == 1 and o >= 1 for s, o in zip((sh, sw), op)):
         op = None
   data_format = draw(st.sampled_from(["channels_last", "channels_first"]))
-  algorithm = draw(st.sampled_from(["dilated", "phase", "auto"]))
+  algorithm = draw(st.sampled_from(["dilated", "phase", "col2im", "auto"]))
   if algorithm == "phase" and (dh, dw) != (1, 1):
     algorithm = "auto"
   cfg = ConvTransposeConfig((sh, sw), padding, op, (dh, dw), data_format,
@@ -81,6 +83,23 @@ def test_gradients_agree_across_algorithms(case):
   got = grads("auto")
   for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
     assert_close(a, b)
+  # The paths "auto" takes on large inputs (phase forward, GEMM kernel
+  # gradient), forced here on small ones.
+  with _thresholds(0, 0):
+    big = grads("auto")
+  for a, b in zip(jax.tree_util.tree_leaves(big), jax.tree_util.tree_leaves(ref)):
+    assert_close(a, b)
+
+
+@contextlib.contextmanager
+def _thresholds(small, gemm):
+  from jconvt import _algorithms
+  saved = _algorithms.SMALL_INPUT_PIXELS, _algorithms.GEMM_KERNEL_GRAD_PIXELS
+  _algorithms.SMALL_INPUT_PIXELS, _algorithms.GEMM_KERNEL_GRAD_PIXELS = small, gemm
+  try:
+    yield
+  finally:
+    _algorithms.SMALL_INPUT_PIXELS, _algorithms.GEMM_KERNEL_GRAD_PIXELS = saved
 
 
 @given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 4), st.integers(1, 3),

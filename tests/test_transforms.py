@@ -16,7 +16,7 @@ import jconvt
 from jconvt import ConvTransposeConfig
 from conftest import assert_close
 
-ALGORITHMS = ("dilated", "phase", "auto")
+ALGORITHMS = ("dilated", "phase", "col2im", "auto")
 
 
 def _data(x_shape=(2, 5, 4, 3), k_shape=(3, 3, 4, 3), seed=0, dtype=np.float32):
