@@ -132,6 +132,25 @@ def markdown(rows, roofline, header) -> str:
       if k not in impls:
         impls.append(k)
   peers = [i for i in impls if i != "jconvt"]
+  # A compact summary first: jconvt against the anchors users compare with.
+  summary_peers = [p for p in ("flax", "tensorflow", "torch") if p in impls]
+  lines.append("| layer | jconvt fwd ms | fwd GFLOP/s (% roof) | jconvt step ms | "
+               + " | ".join(f"fwd vs {p}" for p in summary_peers) + " | "
+               + " | ".join(f"step vs {p}" for p in summary_peers) + " |")
+  lines.append("|" + "---|" * (4 + 2 * len(summary_peers)))
+  for r in rows:
+    layer, res = r["layer"], r["results"]
+    j = res.get("jconvt")
+    if j is None:
+      continue
+    gf = layer.flops / j["fwd_ms"] / 1e6
+    cells = [layer.name, f"{j['fwd_ms']:.1f}", f"{gf:.0f} ({100 * gf / roofline:.0f}%)",
+             f"{j['step_ms']:.1f}"]
+    cells += [_fmt_ratio(j["fwd_ms"], res[p]["fwd_ms"]) if p in res else "—" for p in summary_peers]
+    cells += [_fmt_ratio(j["step_ms"], res[p]["step_ms"]) if p in res else "—"
+              for p in summary_peers]
+    lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Full table:", ""]
   cols = ["layer", "jconvt fwd", "GFLOP/s", "% roof", "jconvt step", "step GFLOP/s",
           "mem MiB", "compile s"]
   cols += [f"{p} fwd" for p in peers] + [f"{p} step" for p in peers]

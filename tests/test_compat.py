@@ -298,3 +298,18 @@ def test_flax_weights_convert_to_equal_outputs(transpose_kernel, kernel, strides
   params, cfg = compat.from_flax_conv_transpose(module, variables["params"])
   y = jconvt.conv2d_transpose(params, x, cfg)
   assert_close(y, module.apply(variables, x))
+
+
+def test_v1_initializer_constructors_have_v1_defaults():
+  key, shape = jax.random.key(0), (64, 64, 4, 4)
+  tn = np.asarray(compat.v1.truncated_normal_initializer(stddev=0.02)(key, shape))
+  assert abs(tn.std() - 0.02 * 0.8796) < 0.002 and np.abs(tn).max() <= 0.04 + 1e-6
+  rn = np.asarray(compat.v1.random_normal_initializer()(key, shape))
+  assert abs(rn.std() - 1.0) < 0.02  # TF v1's default stddev is 1.0
+  ru = np.asarray(compat.v1.random_uniform_initializer()(key, shape))
+  assert ru.min() >= 0 and ru.max() < 1 and ru.max() > 0.99
+  assert np.all(np.asarray(compat.v1.constant_initializer(0.5)(key, (3,))) == 0.5)
+  layer = tf_layers.Conv2DTranspose(4, 3, kernel_initializer=compat.v1.zeros_initializer(),
+                                    bias_initializer=compat.v1.ones_initializer())
+  layer.build((1, 3, 3, 2))
+  assert not layer.kernel.numpy().any() and np.all(layer.bias.numpy() == 1)

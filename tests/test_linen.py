@@ -220,3 +220,29 @@ def test_nnx_optimizer_skips_non_trainable_and_constraints_apply():
     step(model, opt)
   np.testing.assert_array_equal(model.b.kernel.get_value(), frozen)
   assert np.all(np.asarray(model.a.kernel.get_value()) >= 0)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("max_norm", dict(max_value=1.5, axis=(0, 1, 2))), ("unit_norm", dict(axis=(0, 1, 2))),
+    ("min_max_norm", dict(min_value=0.5, max_value=1.0, rate=0.7, axis=0)), ("non_neg", {})])
+def test_constraints_follow_keras_formulas_and_axes(name, kwargs):
+  w = np.random.default_rng(0).standard_normal((3, 3, 4, 5)).astype(np.float32)
+  c = jconvt.constraints.get({"class_name": name, "config": kwargs})
+  got = np.asarray(c(jnp.asarray(w)))
+  if name == "non_neg":
+    expected = w * (w >= 0)
+  else:
+    axis = kwargs["axis"]
+    norms = np.sqrt(np.sum(w ** 2, axis=axis, keepdims=True))
+    if name == "max_norm":
+      desired = np.clip(norms, 0, kwargs["max_value"])
+    elif name == "unit_norm":
+      desired = np.ones_like(norms)
+    else:
+      desired = (kwargs["rate"] * np.clip(norms, kwargs["min_value"], kwargs["max_value"])
+                 + (1 - kwargs["rate"]) * norms)
+    expected = w * desired / (1e-7 + norms)
+  assert_close(got, expected)
+  if name in ("max_norm", "unit_norm"):  # per in-channel filter (axis 0, 1, 2), as Keras
+    norms = np.sqrt(np.sum(got ** 2, axis=(0, 1, 2)))
+    assert norms.max() <= kwargs.get("max_value", 1.0) + 1e-5

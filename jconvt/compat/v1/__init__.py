@@ -3,9 +3,12 @@
 ``from jconvt.compat import v1 as tf_v1`` then ``tf_v1.layers.Conv2DTranspose``.
 """
 
+from jconvt.compat.v1 import initializers as initializers
 from jconvt.compat.v1 import layers as layers
+from jconvt.compat.v1.initializers import *  # noqa: F403  (tf.compat.v1.*_initializer names)
 from jconvt.compat.v1.layers import global_variables as global_variables
 from jconvt.compat.v1.layers import reset_default_graph as reset_default_graph
 from jconvt.compat.v1.layers import set_random_seed as set_random_seed
 
-__all__ = ("global_variables", "layers", "reset_default_graph", "set_random_seed")
+__all__ = ("global_variables", "initializers", "layers", "reset_default_graph",
+           "set_random_seed") + initializers.__all__
