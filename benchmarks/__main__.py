@@ -12,6 +12,8 @@ times. Writes benchmarks/results/latest.md and latest.png.
 """
 
 import argparse
+import dataclasses
+import json
 import os
 import pathlib
 import platform
@@ -115,6 +117,10 @@ def compile_sweep(progress=print):
   return "\n".join(lines) + "\n"
 
 
+def _mib(n):
+  return "—" if n is None else f"{n / 2**20:.0f}"
+
+
 def _fmt_ratio(a, b):
   return "—" if a is None or b is None else f"{b / a:.2f}x"
 
@@ -135,17 +141,21 @@ def markdown(rows, roofline, header) -> str:
   # A compact summary first: jconvt against the anchors users compare with.
   summary_peers = [p for p in ("flax", "tensorflow", "torch") if p in impls]
   lines.append("| layer | jconvt fwd ms | fwd GFLOP/s (% roof) | jconvt step ms | "
+               "temp MiB fwd / step (dilated ref) | "
                + " | ".join(f"fwd vs {p}" for p in summary_peers) + " | "
                + " | ".join(f"step vs {p}" for p in summary_peers) + " |")
-  lines.append("|" + "---|" * (4 + 2 * len(summary_peers)))
+  lines.append("|" + "---|" * (5 + 2 * len(summary_peers)))
   for r in rows:
     layer, res = r["layer"], r["results"]
     j = res.get("jconvt")
     if j is None:
       continue
     gf = layer.flops / j["fwd_ms"] / 1e6
+    ref = res.get("jconvt-dilated", {})
     cells = [layer.name, f"{j['fwd_ms']:.1f}", f"{gf:.0f} ({100 * gf / roofline:.0f}%)",
-             f"{j['step_ms']:.1f}"]
+             f"{j['step_ms']:.1f}",
+             f"{_mib(j.get('fwd_mem_bytes'))} / {_mib(j.get('step_mem_bytes'))} "
+             f"({_mib(ref.get('fwd_mem_bytes'))} / {_mib(ref.get('step_mem_bytes'))})"]
     cells += [_fmt_ratio(j["fwd_ms"], res[p]["fwd_ms"]) if p in res else "—" for p in summary_peers]
     cells += [_fmt_ratio(j["step_ms"], res[p]["step_ms"]) if p in res else "—"
               for p in summary_peers]
@@ -234,6 +244,10 @@ def main(argv=None) -> int:
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".md").write_text(table)
+  out.with_suffix(".json").write_text(json.dumps(
+      {"machine": machine(), "roofline_gflops": roofline,
+       "rows": [{"layer": dataclasses.asdict(r["layer"]), "results": r["results"]} for r in rows]},
+      indent=1))
   print()
   print(table)
   if plot(rows, out.with_suffix(".png")):

@@ -91,19 +91,25 @@ def _measure_jax(impl, layer, repeats, median_ms):
   t0 = time.perf_counter()
   compiled = step.lower(params, x).compile()
   compile_s = time.perf_counter() - t0
-  try:
-    mem = compiled.memory_analysis()
-    mem_bytes = None if mem is None else int(mem.temp_size_in_bytes)
-  except (AttributeError, NotImplementedError):
-    mem_bytes = None
+  fwd_compiled = fwd.lower(params, x).compile()
   jax.block_until_ready(fwd(params, x))
   jax.block_until_ready(compiled(params, x))
   return {
       "fwd_ms": median_ms(lambda: jax.block_until_ready(fwd(params, x)), repeats),
       "step_ms": median_ms(lambda: jax.block_until_ready(compiled(params, x)), repeats),
       "compile_s": compile_s,
-      "step_mem_bytes": mem_bytes,
+      "step_mem_bytes": _temp_bytes(compiled),
+      "fwd_mem_bytes": _temp_bytes(fwd_compiled),
   }
+
+
+def _temp_bytes(compiled):
+  """XLA's temporary buffers of a compiled computation (its peak scratch)."""
+  try:
+    mem = compiled.memory_analysis()
+  except (AttributeError, NotImplementedError):
+    return None
+  return None if mem is None else int(mem.temp_size_in_bytes)
 
 
 # -------------------------------------------------------------- TensorFlow ---
