@@ -11,6 +11,10 @@ import jconvt
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "tf_conv2d_transpose.npz"
 
+# The fixture writers need TensorFlow / PyTorch: scripts, not test modules
+# (--doctest-modules would import them).
+collect_ignore_glob = ["golden/*.py"]
+
 # Relative/absolute tolerances against float64 oracles, per compute dtype
 # (float32 at jax.default_matmul_precision("float32")).
 TOLERANCES = {
