@@ -128,6 +128,15 @@ def compile_sweep(progress=print):
   return "\n".join(lines) + "\n"
 
 
+def _jconvt_rows(rows):
+  """``(layer, results, jconvt's result, its forward GFLOP/s)`` per row that
+  has a jconvt result."""
+  for r in rows:
+    j = r["results"].get("jconvt")
+    if j is not None:
+      yield r["layer"], r["results"], j, r["layer"].flops / j["fwd_ms"] / 1e6
+
+
 def _mib(n):
   return "—" if n is None else f"{n / 2**20:.0f}"
 
@@ -151,17 +160,12 @@ def markdown(rows, roofline, header) -> str:
   peers = [i for i in impls if i != "jconvt"]
   # A compact summary first: jconvt against the anchors users compare with.
   summary_peers = [p for p in ("flax", "tensorflow", "torch") if p in impls]
-  lines.append("| layer | jconvt fwd ms | fwd GFLOP/s (% roof) | jconvt step ms | "
-               "temp MiB fwd / step (dilated ref) | "
-               + " | ".join(f"fwd vs {p}" for p in summary_peers) + " | "
-               + " | ".join(f"step vs {p}" for p in summary_peers) + " |")
-  lines.append("|" + "---|" * (5 + 2 * len(summary_peers)))
-  for r in rows:
-    layer, res = r["layer"], r["results"]
-    j = res.get("jconvt")
-    if j is None:
-      continue
-    gf = layer.flops / j["fwd_ms"] / 1e6
+  header = ["layer", "jconvt fwd ms", "fwd GFLOP/s (% roof)", "jconvt step ms",
+            "temp MiB fwd / step (dilated ref)"]
+  header += [f"fwd vs {p}" for p in summary_peers] + [f"step vs {p}" for p in summary_peers]
+  lines.append("| " + " | ".join(header) + " |")
+  lines.append("|" + "---|" * len(header))
+  for layer, res, j, gf in _jconvt_rows(rows):
     ref = res.get("jconvt-dilated", {})
     cells = [layer.name, f"{j['fwd_ms']:.1f}", f"{gf:.0f} ({100 * gf / roofline:.0f}%)",
              f"{j['step_ms']:.1f}",
@@ -178,12 +182,7 @@ def markdown(rows, roofline, header) -> str:
   cols += [f"fwd speedup vs {p}" for p in peers] + [f"step speedup vs {p}" for p in peers]
   lines.append("| " + " | ".join(cols) + " |")
   lines.append("|" + "---|" * len(cols))
-  for r in rows:
-    layer, res = r["layer"], r["results"]
-    j = res.get("jconvt")
-    if j is None:
-      continue
-    gf = layer.flops / j["fwd_ms"] / 1e6
+  for layer, res, j, gf in _jconvt_rows(rows):
     sgf = 3 * layer.flops / j["step_ms"] / 1e6
     mem = j.get("step_mem_bytes")
     cells = [f"{layer.name} ({'x'.join(map(str, layer.x_shape))}->{layer.filters}, {layer.dtype})",

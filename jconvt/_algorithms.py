@@ -109,6 +109,18 @@ def grad_kernel(x, dy, kernel_hw, config, geometry):
       precision=config.precision)
 
 
+def _window(full, geometry, config):
+  """TF's output window of a full NHWC canvas (n, H, W, f), which starts at
+  the canvas origin: ``full[:, pad_h:pad_h + out_h, pad_w:pad_w + out_w]``,
+  zero-extended past its end, in ``config``'s data format."""
+  (out_h, pad_h), (out_w, pad_w) = geometry
+  _, canvas_h, canvas_w, _ = full.shape
+  full = lax.pad(full, jnp.zeros((), full.dtype),
+                 ((0, 0, 0), (-pad_h, out_h + pad_h - canvas_h, 0),
+                  (-pad_w, out_w + pad_w - canvas_w, 0), (0, 0, 0)))
+  return full if config.channels_last else jnp.transpose(full, (0, 3, 1, 2))
+
+
 def _phase_groups(k: int, s: int):
   """Per axis: [(first_phase, num_phases, taps)] with equal tap counts.
 
@@ -169,12 +181,7 @@ def conv_phase(x, kernel, config, geometry):
       cols.append(z.reshape(n, th, tw, nr, nc, f).transpose(0, 1, 3, 2, 4, 5))
     rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
   full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
-  full = full.reshape(n, th * sh, tw * sw, f)
-  (out_h, pad_h), (out_w, pad_w) = geometry
-  full = lax.pad(full, jnp.zeros((), full.dtype),
-                 ((0, 0, 0), (-pad_h, out_h + pad_h - th * sh, 0),
-                  (-pad_w, out_w + pad_w - tw * sw, 0), (0, 0, 0)))
-  return full if config.channels_last else jnp.transpose(full, (0, 3, 1, 2))
+  return _window(full.reshape(n, th * sh, tw * sw, f), geometry, config)
 
 
 def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
@@ -240,12 +247,7 @@ def conv_col2im(x, kernel, config, geometry):
     for b in range(kw):
       qb, rb = divmod(b * dw, sw)
       z = z.at[:, qa:qa + h, ra, qb:qb + w, rb].add(cols[:, :, :, a, b])
-  full = z.reshape(n, th * sh, tw * sw, f)
-  (out_h, pad_h), (out_w, pad_w) = geometry
-  full = lax.pad(full, jnp.zeros((), full.dtype),
-                 ((0, 0, 0), (-pad_h, out_h + pad_h - th * sh, 0),
-                  (-pad_w, out_w + pad_w - tw * sw, 0), (0, 0, 0)))
-  return full if config.channels_last else jnp.transpose(full, (0, 3, 1, 2))
+  return _window(z.reshape(n, th * sh, tw * sw, f), geometry, config)
 
 
 # Inputs with at most this many pixels (batch * height * width) take the
