@@ -28,7 +28,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.layers import SUITE, Layer  # noqa: E402
+from benchmarks.layers import SUITE  # noqa: E402
 from benchmarks import runners  # noqa: E402
 
 COOLDOWN_S = 1.0  # pause between implementations, so one's threads idle before the next

@@ -3,7 +3,6 @@
 import json
 import pathlib
 import shutil
-import warnings
 
 import flax.linen as nn
 import jax

@@ -5,7 +5,6 @@ The fixture is written by tests/golden/make_golden.py (needs TensorFlow).
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import jconvt

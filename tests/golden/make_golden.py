@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import pathlib
-import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
