@@ -13,11 +13,15 @@ and returns the transposed convolution without bias or activation.
   with a sub-kernel of ``ceil(k / s)`` (or one fewer) taps per axis. Phases
   with equal tap counts share one convolution (at most four groups), their
   outputs are interleaved (depth-to-space) and TF's window is cut out.
-* Both fast paths (``phase`` and ``auto``) carry a ``jax.custom_vjp`` whose
-  backward pass is two forward-style convolutions without window reversal:
-  ``dx`` is the strided convolution of ``dy`` with the kernel (the forward
-  convolution the transposed one is the gradient of), and ``dkernel`` the
-  correlation of ``dy`` with the input (kernel dilated by the stride).
+* ``col2im``: one GEMM of the input with the stored kernel, then each tap's
+  columns are added at their output positions; exactly the useful work, any
+  stride and dilation.
+* The fast paths (``phase``, ``col2im`` and ``auto`` on CPU) carry a
+  ``jax.custom_vjp`` whose backward pass has no window reversal: ``dx`` is
+  the strided convolution of ``dy`` with the kernel (the forward convolution
+  the transposed one is the gradient of), and ``dkernel`` either the
+  correlation of ``dy`` with the input (kernel dilated by the stride) or, on
+  large inputs, GEMMs in the phase decomposition.
 """
 
 import functools
@@ -65,20 +69,23 @@ def conv_dilated(x: jax.Array, kernel: jax.Array, config: ConvTransposeConfig,
       preferred_element_type=config.preferred_element_type)
 
 
-
-
-def _forward_conv_padding(n, k, s, d, length, pad_before):
-  """``(lo, hi)`` of the forward conv (input ``length``) that gives ``n``."""
-  k_eff = _shapes.effective_kernel_size(k, d)
-  return pad_before, (n - 1) * s + k_eff - length - pad_before
+def _forward_conv_padding(in_hw, kernel_hw, config, geometry):
+  """Per axis, ``(lo, hi)`` of the forward convolution (of the transposed
+  one's output, ``length`` long) whose output has the input's ``n`` pixels:
+  the padding both gradients use."""
+  padding = []
+  for a in range(2):
+    length, pad_before = geometry[a]
+    k_eff = _shapes.effective_kernel_size(kernel_hw[a], config.dilation_rate[a])
+    padding.append((pad_before,
+                    (in_hw[a] - 1) * config.strides[a] + k_eff - length - pad_before))
+  return padding
 
 
 def grad_input(dy, kernel, config, geometry, in_hw):
   """``dx``: the strided forward convolution of ``dy`` with the kernel."""
-  padding = [_forward_conv_padding(in_hw[a], kernel.shape[a], config.strides[a],
-                                   config.dilation_rate[a], *geometry[a])
-             for a in range(2)]
-  io = "NHWC" if config.channels_last else "NCHW"
+  padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
+  io = dimension_numbers(config)[0]
   return lax.conv_general_dilated(
       dy, kernel, window_strides=config.strides, padding=padding,
       rhs_dilation=config.dilation_rate,
@@ -93,12 +100,7 @@ def grad_kernel(x, dy, kernel_hw, config, geometry):
   a convolution whose "batch" is the filters, whose contracted feature is
   the batch, and whose kernel is ``x`` dilated by the stride.
   """
-  in_hw = spatial(x.shape, config)
-  padding = []
-  for a in range(2):
-    lo, hi = _forward_conv_padding(in_hw[a], kernel_hw[a], config.strides[a],
-                                   config.dilation_rate[a], *geometry[a])
-    padding.append((lo, hi))
+  padding = _forward_conv_padding(spatial(x.shape, config), kernel_hw, config, geometry)
   if config.channels_last:
     dnums = ("CHWN", "IHWO", "HWNC")
   else:
@@ -258,14 +260,19 @@ SMALL_INPUT_PIXELS = 1024
 GEMM_KERNEL_GRAD_PIXELS = 4096
 
 
+def _pixels(x_shape, config: ConvTransposeConfig) -> int:
+  """batch * height * width: the size the rules above compare."""
+  h, w = spatial(x_shape, config)
+  return x_shape[0] * h * w
+
+
 def _forward_algorithm(config: ConvTransposeConfig, x_shape) -> str:
   """The forward of the fast path: ``config.algorithm``, or for ``auto``
   col2im on small inputs, phase on larger ones with dilation 1, and the
   dilated form otherwise."""
   if config.algorithm != "auto":
     return config.algorithm
-  h, w = spatial(x_shape, config)
-  if x_shape[0] * h * w <= SMALL_INPUT_PIXELS:
+  if _pixels(x_shape, config) <= SMALL_INPUT_PIXELS:
     return "col2im"
   return "phase" if config.dilation_rate == (1, 1) else "dilated"
 
@@ -284,9 +291,8 @@ def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
   dx = grad_input(dy, kernel, config, geometry, spatial(x.shape, config))
-  h, w = spatial(x.shape, config)
   if (config.dilation_rate == (1, 1) and config.strides != (1, 1)
-      and x.shape[0] * h * w > GEMM_KERNEL_GRAD_PIXELS):
+      and _pixels(x.shape, config) > GEMM_KERNEL_GRAD_PIXELS):
     dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
   else:
     dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)

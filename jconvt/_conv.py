@@ -13,6 +13,7 @@ from jconvt._algorithms import spatial as _spatial
 from jconvt._algorithms import dispatch as _dispatch
 from jconvt._config import ConvTransposeConfig
 
+
 def _check_shapes(x_shape, kernel_shape, config, bias_shape=None) -> None:
   x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
   if len(x_shape) != 4:

@@ -226,14 +226,19 @@ def _copy(tmp_path, name="ckpt_saver"):
   return dst
 
 
+def _flip_byte(path, offset, mask):
+  raw = bytearray(path.read_bytes())
+  raw[offset] ^= mask
+  path.write_bytes(bytes(raw))
+  return raw
+
+
 def test_corrupt_or_missing_checkpoints_fail_clearly(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"TF checkpoint index not found: .*nothing.index"):
     compat.load_tf_checkpoint(tmp_path / "nothing")
   d = _copy(tmp_path)
   data = d / "model.ckpt.data-00000-of-00001"
-  raw = bytearray(data.read_bytes())
-  raw[40] ^= 0xFF
-  data.write_bytes(bytes(raw))
+  raw = _flip_byte(data, 40, 0xFF)
   with pytest.raises(compat.CheckpointError, match=r"checksum mismatch for tensor"):
     compat.load_tf_checkpoint(d / "model.ckpt")
   data.write_bytes(bytes(raw[:100]))
@@ -244,9 +249,7 @@ def test_corrupt_or_missing_checkpoints_fail_clearly(tmp_path):
     compat.load_tf_checkpoint(d / "model.ckpt")
   d2 = _copy(tmp_path, "ckpt_object")
   index = d2 / "ckpt-1.index"
-  raw = bytearray(index.read_bytes())
-  raw[20] ^= 0x01
-  index.write_bytes(bytes(raw))
+  _flip_byte(index, 20, 0x01)
   with pytest.raises(compat.CheckpointError, match=r"checksum mismatch in the block"):
     compat.load_tf_checkpoint(d2 / "ckpt-1")
   index.write_bytes(b"not a checkpoint at all, just some bytes to fill the footer...")

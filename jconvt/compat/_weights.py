@@ -56,10 +56,9 @@ def load_layer_weights(layer, checkpoint, name: str | None = None) -> None:
     shape = ((None, None, None, in_channels) if layer.get_config()["data_format"] ==
              "channels_last" else (None, in_channels, None, None))
     layer.build(shape)
-  weights = [params["kernel"]] + ([params["bias"]] if layer.bias is not None else [])
   if layer.bias is not None and "bias" not in params:
     raise KeyError(f"layer {layer.name!r} has a bias but the checkpoint holds none")
-  layer.set_weights(weights)
+  layer.set_weights([params["kernel"]] + ([params["bias"]] if layer.bias is not None else []))
 
 
 def from_torch_conv_transpose2d(module=None, *, weight=None, bias=None, stride=1, padding=0,

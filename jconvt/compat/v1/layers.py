@@ -141,8 +141,6 @@ class Conv2DTranspose:
         kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
         activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
         bias_constraint=bias_constraint, dtype=dtype, param_dtype=dtype)
-    if isinstance(padding, str) and padding.lower() not in ("valid", "same"):
-      raise ValueError(f"`padding` (={padding!r}) must be 'valid' or 'same'.")
     self._args = dict(
         filters=filters, kernel_size=self._spec.kernel_size,
         strides=self._spec.config.strides, padding=self._spec.config.padding,
