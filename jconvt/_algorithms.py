@@ -24,6 +24,7 @@ and returns the transposed convolution without bias or activation.
   large inputs, GEMMs in the phase decomposition.
 """
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -85,11 +86,10 @@ def _forward_conv_padding(in_hw, kernel_hw, config, geometry):
 def grad_input(dy, kernel, config, geometry, in_hw):
   """``dx``: the strided forward convolution of ``dy`` with the kernel."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
-  io = dimension_numbers(config)[0]
   return lax.conv_general_dilated(
       dy, kernel, window_strides=config.strides, padding=padding,
       rhs_dilation=config.dilation_rate,
-      dimension_numbers=(io, "HWIO", io),  # I = filters, O = in_channels
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),  # I = filters, O = in_channels
       precision=config.precision)
 
 
@@ -98,29 +98,32 @@ def grad_kernel(x, dy, kernel_hw, config, geometry):
 
   ``dk[a, b, f, c] = sum_{n,i,j} x[n, i, j, c] dy[n, i*s + a*d - p, ...]``:
   a convolution whose "batch" is the filters, whose contracted feature is
-  the batch, and whose kernel is ``x`` dilated by the stride.
+  the batch, and whose kernel is ``x`` dilated by the stride. The operands
+  are transposed here into XLA:CPU's canonical layouts (input ``b01f``:
+  (f, H, W, n); kernel ``01io``: (h, w, n, c); output ``b01f``), so the
+  convolution reaches its fast (Eigen) path however the caller's program
+  is nested; left to XLA's layout pass, a gradient taken through an inner
+  ``jax.jit`` kept the raw layout and ran 10-20x slower.
   """
-  padding = _forward_conv_padding(spatial(x.shape, config), kernel_hw, config, geometry)
-  if config.channels_last:
-    dnums = ("CHWN", "IHWO", "HWNC")
-  else:
-    dnums = ("CNHW", "IOHW", "HWNC")
-  return lax.conv_general_dilated(
+  padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
+  dy, x = jnp.transpose(dy, (3, 1, 2, 0)), jnp.transpose(x, (1, 2, 0, 3))
+  dk = lax.conv_general_dilated(
       dy, x, window_strides=config.dilation_rate, padding=padding,
-      rhs_dilation=config.strides, dimension_numbers=dnums,
-      precision=config.precision)
+      rhs_dilation=config.strides, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=config.precision)  # (f, kh, kw, c)
+  return jnp.transpose(dk, (1, 2, 0, 3))
 
 
-def _window(full, geometry, config):
+def _window(full, geometry):
   """TF's output window of a full NHWC canvas (n, H, W, f), which starts at
   the canvas origin: ``full[:, pad_h:pad_h + out_h, pad_w:pad_w + out_w]``,
-  zero-extended past its end, in ``config``'s data format."""
+  zero-extended past its end."""
   (out_h, pad_h), (out_w, pad_w) = geometry
   _, canvas_h, canvas_w, _ = full.shape
   full = lax.pad(full, jnp.zeros((), full.dtype),
                  ((0, 0, 0), (-pad_h, out_h + pad_h - canvas_h, 0),
                   (-pad_w, out_w + pad_w - canvas_w, 0), (0, 0, 0)))
-  return full if config.channels_last else jnp.transpose(full, (0, 3, 1, 2))
+  return full
 
 
 def _phase_groups(k: int, s: int):
@@ -146,8 +149,6 @@ def conv_phase(x, kernel, config, geometry):
   (n, h + kq_h - 1, phases_h, w + kq_w - 1, phases_w, f) -> interleaved
   (n, (h + kq_h - 1) * s_h, (w + kq_w - 1) * s_w, f) -> TF's window.
   """
-  if not config.channels_last:
-    x = jnp.transpose(x, (0, 2, 3, 1))
   n, h, w, c = x.shape
   kh, kw, f, _ = kernel.shape
   (sh, sw) = config.strides
@@ -183,7 +184,7 @@ def conv_phase(x, kernel, config, geometry):
       cols.append(z.reshape(n, th, tw, nr, nc, f).transpose(0, 1, 3, 2, 4, 5))
     rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
   full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
-  return _window(full.reshape(n, th * sh, tw * sw, f), geometry, config)
+  return _window(full.reshape(n, th * sh, tw * sw, f), geometry)
 
 
 def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
@@ -197,9 +198,6 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   them), each on ``x`` shifted by ``q``. No im2col: the largest temporary
   is one shifted copy of ``x``.
   """
-  if not config.channels_last:
-    x = jnp.transpose(x, (0, 2, 3, 1))
-    dy = jnp.transpose(dy, (0, 2, 3, 1))
   n, h, w, c = x.shape
   f = dy.shape[-1]
   (kh, kw), (sh, sw) = kernel_hw, config.strides
@@ -234,8 +232,6 @@ def conv_col2im(x, kernel, config, geometry):
   take ``kh*kw*f`` values per input pixel, so ``auto`` uses it only for
   small inputs (see ``dispatch``), where it is fastest.
   """
-  if not config.channels_last:
-    x = jnp.transpose(x, (0, 2, 3, 1))
   n, h, w, _ = x.shape
   kh, kw, f, _ = kernel.shape
   (sh, sw), (dh, dw) = config.strides, config.dilation_rate
@@ -249,7 +245,7 @@ def conv_col2im(x, kernel, config, geometry):
     for b in range(kw):
       qb, rb = divmod(b * dw, sw)
       z = z.at[:, qa:qa + h, ra, qb:qb + w, rb].add(cols[:, :, :, a, b])
-  return _window(z.reshape(n, th * sh, tw * sw, f), geometry, config)
+  return _window(z.reshape(n, th * sh, tw * sw, f), geometry)
 
 
 # Inputs with at most this many pixels (batch * height * width) take the
@@ -278,19 +274,19 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape) -> str:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _fast(x, kernel, config, geometry):
+def _fast_nhwc(x, kernel, config, geometry):
   forward = {"phase": conv_phase, "col2im": conv_col2im, "dilated": conv_dilated}
   return forward[_forward_algorithm(config, x.shape)](x, kernel, config, geometry)
 
 
 def _fast_fwd(x, kernel, config, geometry):
-  return _fast(x, kernel, config, geometry), (x, kernel)
+  return _fast_nhwc(x, kernel, config, geometry), (x, kernel)
 
 
 def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
-  dx = grad_input(dy, kernel, config, geometry, spatial(x.shape, config))
+  dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
   if (config.dilation_rate == (1, 1) and config.strides != (1, 1)
       and _pixels(x.shape, config) > GEMM_KERNEL_GRAD_PIXELS):
     dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
@@ -299,7 +295,18 @@ def _fast_bwd(config, geometry, residuals, dy):
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
-_fast.defvjp(_fast_fwd, _fast_bwd)
+_fast_nhwc.defvjp(_fast_fwd, _fast_bwd)
+
+
+def _fast(x, kernel, config, geometry):
+  """The fast path in any data format: its algorithms and gradients work on
+  NHWC (XLA:CPU's canonical convolution layout), so a channels_first input
+  is transposed in and the output back."""
+  if config.channels_last:
+    return _fast_nhwc(x, kernel, config, geometry)
+  nhwc = dataclasses.replace(config, data_format="channels_last")
+  y = _fast_nhwc(jnp.transpose(x, (0, 2, 3, 1)), kernel, nhwc, geometry)
+  return jnp.transpose(y, (0, 3, 1, 2))
 
 
 def dispatch(x, kernel, config, geometry):

@@ -165,6 +165,31 @@ def test_precision_reaches_hlo(algorithm):
   assert grad_hlo.count("HIGHEST") >= 2
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution layouts")
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("strides,dilation,size", [
+    (1, 1, 4), (1, 1, 24), (2, 1, 4), (2, 1, 24), (1, 2, 24), (2, 2, 24)])
+@pytest.mark.parametrize("nested_jit", [False, True])
+def test_cpu_training_step_convolutions_are_canonical(data_format, strides, dilation, size,
+                                                      nested_jit):
+  """Every convolution of the fast path's training step reaches XLA:CPU in
+  its canonical layout (``b01f_01io->b01f``), the only one it runs on its
+  fast (Eigen) path: others fall to a naive loop 10-20x slower. A kernel
+  gradient left to XLA's layout pass lost it when the forward sat in its
+  own ``jax.jit``."""
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation, data_format=data_format)
+  x = jnp.ones((2, size, size, 8) if data_format == "channels_last" else (2, 8, size, size))
+  params = {"kernel": jnp.ones((3, 3, 6, 8)), "bias": jnp.zeros((6,))}
+  f = lambda p, x: jconvt.conv2d_transpose(p, x, cfg)
+  f = jax.jit(f) if nested_jit else f
+  step = jax.jit(jax.grad(lambda p, x: jnp.sum(f(p, x) ** 2), argnums=(0, 1)))
+  convs = [line for line in step.lower(params, x).compile().as_text().splitlines()
+           if " convolution(" in line]
+  assert convs  # every configuration here has at least one convolution
+  for line in convs:
+    assert "dim_labels=b01f_01io->b01f" in line, line
+
+
 @pytest.mark.parametrize("strides,dilation,padding", [
     (2, 2, "same"), ((2, 3), (3, 2), "valid"), (3, 2, "same"), (1, 3, "same"), (2, 1, "valid")])
 def test_strided_dilated_is_gradient_of_forward_conv(strides, dilation, padding):
