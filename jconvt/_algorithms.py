@@ -226,8 +226,11 @@ def conv_col2im(x, kernel, config, geometry):
 
   ``cols = x @ kernel^T``: (n*h*w, c) x (kh*kw*f, c)^T, contracting the
   kernel's last axis where it lies (no kernel transpose, which costs as
-  much as the GEMM for large kernels), then each tap's columns are added
-  at ``i * s + a * d`` on the phase-split canvas (n, th, s, tw, s, f).
+  much as the GEMM for large kernels). Tap ``(a, b)`` lands at
+  ``i * s + a * d`` on the phase-split canvas (n, th, s, tw, s, f): on phase
+  ``(a*d mod s, b*d mod s)`` shifted by ``(a*d div s, b*d div s)``, so each
+  phase plane is a sum of zero-padded column blocks, which XLA fuses into
+  one pass (in-place updates, one per tap, compiled 5x slower at k7).
   Exactly the useful multiplications, any stride and dilation; the columns
   take ``kh*kw*f`` values per input pixel, so ``auto`` uses it only for
   small inputs (see ``dispatch``), where it is fastest.
@@ -235,16 +238,21 @@ def conv_col2im(x, kernel, config, geometry):
   n, h, w, _ = x.shape
   kh, kw, f, _ = kernel.shape
   (sh, sw), (dh, dw) = config.strides, config.dilation_rate
-  out_dtype = config.preferred_element_type or x.dtype
   cols = lax.dot_general(x, kernel, (((3,), (3,)), ((), ())), precision=config.precision,
                          preferred_element_type=config.preferred_element_type)
   th, tw = h + ((kh - 1) * dh) // sh, w + ((kw - 1) * dw) // sw
-  z = jnp.zeros((n, th, sh, tw, sw, f), out_dtype)
+  zero = jnp.zeros((), cols.dtype)
+  planes = {}
   for a in range(kh):
     qa, ra = divmod(a * dh, sh)
     for b in range(kw):
       qb, rb = divmod(b * dw, sw)
-      z = z.at[:, qa:qa + h, ra, qb:qb + w, rb].add(cols[:, :, :, a, b])
+      block = lax.pad(cols[:, :, :, a, b], zero, ((0, 0, 0), (qa, th - h - qa, 0),
+                                                  (qb, tw - w - qb, 0), (0, 0, 0)))
+      planes[ra, rb] = planes[ra, rb] + block if (ra, rb) in planes else block
+  empty = jnp.zeros((n, th, tw, f), cols.dtype)  # phases no tap reaches
+  z = jnp.stack([jnp.stack([planes.get((ra, rb), empty) for rb in range(sw)], axis=3)
+                 for ra in range(sh)], axis=2)  # (n, th, sh, tw, sw, f)
   return _window(z.reshape(n, th * sh, tw * sw, f), geometry)
 
 
