@@ -19,9 +19,13 @@ and returns the transposed convolution without bias or activation.
 * The fast paths (``phase``, ``col2im`` and ``auto`` on CPU) carry a
   ``jax.custom_vjp`` whose backward pass has no window reversal: ``dx`` is
   the strided convolution of ``dy`` with the kernel (the forward convolution
-  the transposed one is the gradient of), and ``dkernel`` either the
+  the transposed one is the gradient of) or, on small inputs, GEMMs in the
+  phase decomposition, and ``dkernel`` either the
   correlation of ``dy`` with the input (kernel dilated by the stride) or, on
-  large inputs, GEMMs in the phase decomposition.
+  large inputs, GEMMs in the phase decomposition. They work in NHWC with
+  HWIO kernels, the only convolution layout XLA:CPU runs on its fast
+  (Eigen) path whatever the caller's program looks like: channels_first
+  data is transposed around them.
 """
 
 import dataclasses
@@ -187,28 +191,66 @@ def conv_phase(x, kernel, config, geometry):
   return _window(full.reshape(n, th * sh, tw * sw, f), geometry)
 
 
+def _dy_canvas(dy, kernel_hw, config, geometry, in_hw):
+  """The output cotangent placed on the phase decomposition's full canvas
+  and folded space-to-depth: (n, th, tw, s_h * s_w * f) with
+  ``th = h + ceil(kh / s_h) - 1`` (likewise ``tw``); rows of ``dy`` past
+  the canvas, which no input pixel reaches, are dropped."""
+  n, f = dy.shape[0], dy.shape[-1]
+  (kh, kw), (sh, sw) = kernel_hw, config.strides
+  th, tw = in_hw[0] + -(-kh // sh) - 1, in_hw[1] + -(-kw // sw) - 1
+  (out_h, pad_h), (out_w, pad_w) = geometry
+  d = lax.pad(dy, jnp.zeros((), dy.dtype),
+              ((0, 0, 0), (pad_h, th * sh - pad_h - out_h, 0),
+               (pad_w, tw * sw - pad_w - out_w, 0), (0, 0, 0)))
+  d = d.reshape(n, th, sh, tw, sw, f).transpose(0, 1, 3, 2, 4, 5)
+  return d.reshape(n, th, tw, sh * sw * f)
+
+
+def grad_input_phase(dy, kernel, config, geometry, in_hw):
+  """``dx`` by the phase decomposition (``dilation_rate`` 1), as GEMMs.
+
+  The forward pass is ``y_r[t] = sum_q x[t - q] k[q * s + r]``, so
+  ``dx[i] = sum_{q, r} D[i + q, r] k[q * s + r]``: per shift ``q`` one GEMM
+  (n*h*w, s_h*s_w*f) @ (s_h*s_w*f, c) of a window of the canvas ``D``
+  (``_dy_canvas``) with the kernel's taps ``q * s + r`` (zero past the
+  kernel), summed over the ``ceil(k/s)^2`` shifts. Used on small inputs,
+  where XLA:CPU runs it faster than the strided convolution (deep
+  channels, few pixels); slower on large ones (it reads ``D`` once per
+  shift).
+  """
+  kh, kw, f, c = kernel.shape
+  (sh, sw), (h, w) = config.strides, in_hw
+  kqh, kqw = -(-kh // sh), -(-kw // sw)
+  d = _dy_canvas(dy, (kh, kw), config, geometry, in_hw)
+  k = jnp.pad(kernel, ((0, kqh * sh - kh), (0, kqw * sw - kw), (0, 0), (0, 0)))
+  k = k.reshape(kqh, sh, kqw, sw, f, c).transpose(0, 2, 1, 3, 4, 5)
+  k = k.reshape(kqh, kqw, sh * sw * f, c)
+  dx = None
+  for qh in range(kqh):
+    for qw in range(kqw):
+      term = lax.dot_general(d[:, qh:qh + h, qw:qw + w], k[qh, qw],
+                             (((3,), (0,)), ((), ())), precision=config.precision)
+      dx = term if dx is None else dx + term
+  return dx  # (n, h, w, c)
+
+
 def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   """``dkernel`` by the phase decomposition (``dilation_rate`` 1), as GEMMs.
 
-  With ``D`` the output cotangent placed on the full canvas and folded
-  space-to-depth, (n, th, tw, s_h * s_w * f), the forward pass is
-  ``y_r[t] = sum_q x[t - q] k[q * s + r]``, so
+  With ``D`` the canvas of ``_dy_canvas`` and the forward pass
+  ``y_r[t] = sum_q x[t - q] k[q * s + r]``,
   ``dk[q * s + r] = sum_t x[t - q] D[t, r]``: one GEMM
   (c, n*th*tw) @ (n*th*tw, s_h*s_w*f) per shift ``q`` (``ceil(k/s)^2`` of
   them), each on ``x`` shifted by ``q``. No im2col: the largest temporary
   is one shifted copy of ``x``.
   """
   n, h, w, c = x.shape
-  f = dy.shape[-1]
   (kh, kw), (sh, sw) = kernel_hw, config.strides
-  kqh, kqw = -(-kh // sh), -(-kw // sw)
-  th, tw = h + kqh - 1, w + kqw - 1
-  (out_h, pad_h), (out_w, pad_w) = geometry
-  d = lax.pad(dy, jnp.zeros((), dy.dtype),
-              ((0, 0, 0), (pad_h, th * sh - pad_h - out_h, 0),
-               (pad_w, tw * sw - pad_w - out_w, 0), (0, 0, 0)))
-  d = d.reshape(n, th, sh, tw, sw, f).transpose(0, 1, 3, 2, 4, 5)
-  d = d.reshape(n * th * tw, sh * sw * f)
+  d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))
+  _, th, tw, _ = d.shape
+  d = d.reshape(n * th * tw, -1)
+  kqh, kqw = th - h + 1, tw - w + 1
   taps = []
   for qh in range(kqh):
     for qw in range(kqw):
@@ -216,6 +258,7 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
       taps.append(lax.dot_general(
           xq.reshape(-1, c), d, (((0,), (0,)), ((), ())),
           precision=config.precision))  # (c, sh * sw * f)
+  f = d.shape[-1] // (sh * sw)
   dk = jnp.stack(taps).reshape(kqh, kqw, c, sh, sw, f)
   dk = dk.transpose(0, 3, 1, 4, 5, 2).reshape(kqh * sh, kqw * sw, f, c)
   return dk[:kh, :kw]
@@ -257,9 +300,14 @@ def conv_col2im(x, kernel, config, geometry):
 
 
 # Inputs with at most this many pixels (batch * height * width) take the
-# col2im forward and the convolution kernel gradient under "auto"; larger
-# ones the phase forward and the GEMM kernel gradient. Measured on a 2-core
-# x86 CPU (benchmarks/): see the README.
+# col2im forward and (stride > 1, dilation 1) the GEMM input gradient under
+# "auto"; larger ones the phase forward and the strided-convolution input
+# gradient. The kernel gradient is GEMMs above GEMM_KERNEL_GRAD_PIXELS
+# (stride > 1, dilation 1), else a convolution. Measured on a 2-core
+# x86 CPU (benchmarks/): see the README. At stride 1 the kernel gradient
+# stays a convolution: its GEMMs have only ``filters`` columns (N), which
+# XLA:CPU runs 2x faster on the suite's 64->64 layer but 1.3x slower at
+# 32 channels and 13x slower for an RGB output (3 filters).
 SMALL_INPUT_PIXELS = 1024
 GEMM_KERNEL_GRAD_PIXELS = 4096
 
@@ -294,9 +342,13 @@ def _fast_fwd(x, kernel, config, geometry):
 def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
-  dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
-  if (config.dilation_rate == (1, 1) and config.strides != (1, 1)
-      and _pixels(x.shape, config) > GEMM_KERNEL_GRAD_PIXELS):
+  pixels = _pixels(x.shape, config)
+  phase = config.dilation_rate == (1, 1) and config.strides != (1, 1)
+  if phase and pixels <= SMALL_INPUT_PIXELS:
+    dx = grad_input_phase(dy, kernel, config, geometry, x.shape[1:3])
+  else:
+    dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
+  if phase and pixels > GEMM_KERNEL_GRAD_PIXELS:
     dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
   else:
     dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
@@ -328,9 +380,10 @@ def dispatch(x, kernel, config, geometry):
     ``_forward_algorithm`` picks: ``conv_col2im`` for inputs of at most
     ``SMALL_INPUT_PIXELS`` batch*height*width pixels, else ``conv_phase``
     when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
-    kernel avoids the flip), else ``conv_dilated``. The kernel gradient is
-    the phase GEMMs above ``GEMM_KERNEL_GRAD_PIXELS`` (stride > 1,
-    dilation 1), else a forward-style convolution. On other
+    kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
+    dilation 1, the input gradient is the phase GEMMs up to
+    ``SMALL_INPUT_PIXELS`` and the kernel gradient above
+    ``GEMM_KERNEL_GRAD_PIXELS``; otherwise forward-style convolutions. On other
     backends (GPU, TPU), ``"dilated"``: their convolution libraries run the
     input-dilated form and its reversed-window gradients natively. The
     choice is made per platform at lowering (``lax.platform_dependent``).
