@@ -137,6 +137,11 @@ def _jconvt_rows(rows):
       yield r["layer"], r["results"], j, r["layer"].flops / j["fwd_ms"] / 1e6
 
 
+def _impls(rows):
+  """The implementations with a result in any row, in the order they ran."""
+  return list(dict.fromkeys(impl for r in rows for impl in r["results"]))
+
+
 def _mib(n):
   return "—" if n is None else f"{n / 2**20:.0f}"
 
@@ -152,11 +157,7 @@ def markdown(rows, roofline, header) -> str:
            "gradients for input and kernel, is 3x the forward FLOPs); `speedup vs X` is X's time over jconvt's "
            "(>1: jconvt faster). Peak memory is XLA's temporary buffers of the compiled "
            "training step; compile is the training step's compile time.", ""]
-  impls = []
-  for r in rows:
-    for k in r["results"]:
-      if k not in impls:
-        impls.append(k)
+  impls = _impls(rows)
   peers = [i for i in impls if i != "jconvt"]
   # A compact summary first: jconvt against the anchors users compare with.
   summary_peers = [p for p in ("flax", "tensorflow", "torch") if p in impls]
@@ -205,11 +206,7 @@ def plot(rows, path):
   except ImportError:
     print("matplotlib not installed: no plot", file=sys.stderr)
     return False
-  impls = []
-  for r in rows:
-    for k in r["results"]:
-      if k not in impls:
-        impls.append(k)
+  impls = _impls(rows)
   names = [r["layer"].name for r in rows]
   fig, axes = plt.subplots(1, 2, figsize=(15, 6))
   width = 0.8 / max(len(impls), 1)

@@ -2,6 +2,7 @@
 (gradients with respect to the input and the kernel) for a suite layer."""
 
 import importlib.util
+import os
 import time
 
 import numpy as np
@@ -115,7 +116,6 @@ def _temp_bytes(compiled):
 # -------------------------------------------------------------- TensorFlow ---
 
 def _measure_tf(layer, repeats, median_ms):
-  import os
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import tensorflow as tf
 
@@ -159,7 +159,7 @@ def _measure_torch(layer, repeats, median_ms):
   import torch
   import torch.nn.functional as F
 
-  torch.set_num_threads(os_cpu_count())
+  torch.set_num_threads(os.cpu_count() or 1)
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[layer.dtype]
   x, kernel = _data(layer)
   if layer.data_format == "channels_last":
@@ -194,11 +194,6 @@ def _measure_torch(layer, repeats, median_ms):
 
   return {"fwd_ms": median_ms(fwd, repeats), "step_ms": median_ms(step, repeats),
           "compile_s": compile_s, "step_mem_bytes": None}
-
-
-def os_cpu_count():
-  import os
-  return os.cpu_count() or 1
 
 
 def measure(impl: str, layer: Layer, repeats: int, median_ms):

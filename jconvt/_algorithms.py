@@ -28,7 +28,6 @@ and returns the transposed convolution without bias or activation.
   data is transposed around them.
 """
 
-import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -124,10 +123,9 @@ def _window(full, geometry):
   zero-extended past its end."""
   (out_h, pad_h), (out_w, pad_w) = geometry
   _, canvas_h, canvas_w, _ = full.shape
-  full = lax.pad(full, jnp.zeros((), full.dtype),
+  return lax.pad(full, jnp.zeros((), full.dtype),
                  ((0, 0, 0), (-pad_h, out_h + pad_h - canvas_h, 0),
                   (-pad_w, out_w + pad_w - canvas_w, 0), (0, 0, 0)))
-  return full
 
 
 def _phase_groups(k: int, s: int):
@@ -136,7 +134,7 @@ def _phase_groups(k: int, s: int):
   Phase ``r`` (``0 <= r < s``) meets taps ``r, r + s, ...``: ``kq = ceil(k/s)``
   of them for ``r < rem = k - (kq - 1) * s``, one fewer for the rest.
   """
-  kq = -(-k // s)
+  kq = _shapes.taps_per_phase(k, s)
   rem = k - (kq - 1) * s
   groups = [(0, rem, kq)]
   if rem < s:
@@ -191,6 +189,24 @@ def conv_phase(x, kernel, config, geometry):
   return _window(full.reshape(n, th * sh, tw * sw, f), geometry)
 
 
+def _phase_taps(kernel, strides):
+  """The kernel (kh, kw, f, c) as the phase decomposition's taps
+  (kq_h, kq_w, s_h, s_w, f, c): entry ``[q, r]`` is tap ``q * s + r``,
+  zero past the kernel. ``_kernel_from_phase_taps`` is its inverse."""
+  kh, kw, f, c = kernel.shape
+  sh, sw = strides
+  kqh, kqw = _shapes.taps_per_phase(kh, sh), _shapes.taps_per_phase(kw, sw)
+  k = jnp.pad(kernel, ((0, kqh * sh - kh), (0, kqw * sw - kw), (0, 0), (0, 0)))
+  return k.reshape(kqh, sh, kqw, sw, f, c).transpose(0, 2, 1, 3, 4, 5)
+
+
+def _kernel_from_phase_taps(taps, kernel_hw):
+  """Taps (kq_h, kq_w, s_h, s_w, f, c) back to a (kh, kw, f, c) kernel."""
+  kqh, kqw, sh, sw, f, c = taps.shape
+  k = taps.transpose(0, 2, 1, 3, 4, 5).reshape(kqh * sh, kqw * sw, f, c)
+  return k[:kernel_hw[0], :kernel_hw[1]]
+
+
 def _dy_canvas(dy, kernel_hw, config, geometry, in_hw):
   """The output cotangent placed on the phase decomposition's full canvas
   and folded space-to-depth: (n, th, tw, s_h * s_w * f) with
@@ -198,7 +214,8 @@ def _dy_canvas(dy, kernel_hw, config, geometry, in_hw):
   the canvas, which no input pixel reaches, are dropped."""
   n, f = dy.shape[0], dy.shape[-1]
   (kh, kw), (sh, sw) = kernel_hw, config.strides
-  th, tw = in_hw[0] + -(-kh // sh) - 1, in_hw[1] + -(-kw // sw) - 1
+  th = _shapes.phase_canvas_length(in_hw[0], kh, sh)
+  tw = _shapes.phase_canvas_length(in_hw[1], kw, sw)
   (out_h, pad_h), (out_w, pad_w) = geometry
   d = lax.pad(dy, jnp.zeros((), dy.dtype),
               ((0, 0, 0), (pad_h, th * sh - pad_h - out_h, 0),
@@ -219,13 +236,11 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   channels, few pixels); slower on large ones (it reads ``D`` once per
   shift).
   """
-  kh, kw, f, c = kernel.shape
-  (sh, sw), (h, w) = config.strides, in_hw
-  kqh, kqw = -(-kh // sh), -(-kw // sw)
-  d = _dy_canvas(dy, (kh, kw), config, geometry, in_hw)
-  k = jnp.pad(kernel, ((0, kqh * sh - kh), (0, kqw * sw - kw), (0, 0), (0, 0)))
-  k = k.reshape(kqh, sh, kqw, sw, f, c).transpose(0, 2, 1, 3, 4, 5)
-  k = k.reshape(kqh, kqw, sh * sw * f, c)
+  h, w = in_hw
+  d = _dy_canvas(dy, kernel.shape[:2], config, geometry, in_hw)
+  k = _phase_taps(kernel, config.strides)
+  kqh, kqw = k.shape[:2]
+  k = k.reshape(kqh, kqw, -1, k.shape[-1])  # (kq_h, kq_w, s_h * s_w * f, c)
   dx = None
   for qh in range(kqh):
     for qw in range(kqw):
@@ -246,7 +261,7 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   is one shifted copy of ``x``.
   """
   n, h, w, c = x.shape
-  (kh, kw), (sh, sw) = kernel_hw, config.strides
+  sh, sw = config.strides
   d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))
   _, th, tw, _ = d.shape
   d = d.reshape(n * th * tw, -1)
@@ -258,10 +273,8 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
       taps.append(lax.dot_general(
           xq.reshape(-1, c), d, (((0,), (0,)), ((), ())),
           precision=config.precision))  # (c, sh * sw * f)
-  f = d.shape[-1] // (sh * sw)
-  dk = jnp.stack(taps).reshape(kqh, kqw, c, sh, sw, f)
-  dk = dk.transpose(0, 3, 1, 4, 5, 2).reshape(kqh * sh, kqw * sw, f, c)
-  return dk[:kh, :kw]
+  taps = jnp.stack(taps).reshape(kqh, kqw, c, sh, sw, -1)
+  return _kernel_from_phase_taps(taps.transpose(0, 1, 3, 4, 5, 2), kernel_hw)
 
 
 def conv_col2im(x, kernel, config, geometry):
@@ -273,7 +286,7 @@ def conv_col2im(x, kernel, config, geometry):
   ``i * s + a * d`` on the phase-split canvas (n, th, s, tw, s, f): on phase
   ``(a*d mod s, b*d mod s)`` shifted by ``(a*d div s, b*d div s)``, so each
   phase plane is a sum of zero-padded column blocks, which XLA fuses into
-  one pass (in-place updates, one per tap, compiled 5x slower at k7).
+  one pass (one in-place update per tap compiled 5x slower at k7).
   Exactly the useful multiplications, any stride and dilation; the columns
   take ``kh*kw*f`` values per input pixel, so ``auto`` uses it only for
   small inputs (see ``dispatch``), where it is fastest.
@@ -283,7 +296,8 @@ def conv_col2im(x, kernel, config, geometry):
   (sh, sw), (dh, dw) = config.strides, config.dilation_rate
   cols = lax.dot_general(x, kernel, (((3,), (3,)), ((), ())), precision=config.precision,
                          preferred_element_type=config.preferred_element_type)
-  th, tw = h + ((kh - 1) * dh) // sh, w + ((kw - 1) * dw) // sw
+  th = _shapes.phase_canvas_length(h, kh, sh, dh)
+  tw = _shapes.phase_canvas_length(w, kw, sw, dw)
   zero = jnp.zeros((), cols.dtype)
   planes = {}
   for a in range(kh):
@@ -364,7 +378,7 @@ def _fast(x, kernel, config, geometry):
   is transposed in and the output back."""
   if config.channels_last:
     return _fast_nhwc(x, kernel, config, geometry)
-  nhwc = dataclasses.replace(config, data_format="channels_last")
+  nhwc = config.replace(data_format="channels_last")
   y = _fast_nhwc(jnp.transpose(x, (0, 2, 3, 1)), kernel, nhwc, geometry)
   return jnp.transpose(y, (0, 3, 1, 2))
 

@@ -132,3 +132,20 @@ def dilated_conv_padding(
   lo = k_eff - 1 - pad_before
   hi = length + pad_before - (input_length - 1) * stride - 1
   return lo, hi
+
+
+def taps_per_phase(kernel_size: int, stride: int) -> int:
+  """``ceil(k / s)``: the most taps of one axis that meet one output phase
+  (phase ``r`` meets taps ``r, r + s, ...``), at dilation 1."""
+  return -(-kernel_size // stride)
+
+
+def phase_canvas_length(input_length: int, kernel_size: int, stride: int,
+                        dilation: int = 1) -> int:
+  """Rows of the phase-split canvas (``full`` folded into rows of ``stride``).
+
+  Tap ``a`` of input pixel ``i`` lands at ``i * s + a * d``, i.e. on canvas
+  row ``i + (a * d) // s``: the canvas has ``n + ((k - 1) * d) // s`` rows
+  (``n + taps_per_phase(k, s) - 1`` at dilation 1).
+  """
+  return input_length + ((kernel_size - 1) * dilation) // stride
