@@ -21,8 +21,9 @@ and returns the transposed convolution without bias or activation.
   the strided convolution of ``dy`` with the kernel (the forward convolution
   the transposed one is the gradient of) or, on small inputs, GEMMs in the
   phase decomposition, and ``dkernel`` either the
-  correlation of ``dy`` with the input (kernel dilated by the stride) or, on
-  large inputs, GEMMs in the phase decomposition. They work in NHWC with
+  correlation of ``dy`` with the input (kernel dilated by the stride) or
+  (large strided inputs; stride 1 with 32 or more channels each way) GEMMs
+  in the phase decomposition, chunked over the batch. They work in NHWC with
   HWIO kernels, the only convolution layout XLA:CPU runs on its fast
   (Eigen) path whatever the caller's program looks like: channels_first
   data is transposed around them.
@@ -251,30 +252,52 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
 
 
 def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
-  """``dkernel`` by the phase decomposition (``dilation_rate`` 1), as GEMMs.
+  """``dkernel`` by the phase decomposition (``dilation_rate`` 1, any
+  stride), as one GEMM per chunk of images.
 
-  With ``D`` the canvas of ``_dy_canvas`` and the forward pass
-  ``y_r[t] = sum_q x[t - q] k[q * s + r]``,
-  ``dk[q * s + r] = sum_t x[t - q] D[t, r]``: one GEMM
-  (c, n*th*tw) @ (n*th*tw, s_h*s_w*f) per shift ``q`` (``ceil(k/s)^2`` of
-  them), each on ``x`` shifted by ``q``. No im2col: the largest temporary
-  is one shifted copy of ``x``.
+  With ``D`` the canvas of ``_dy_canvas`` (n, th, tw, s_h*s_w*f) and the
+  forward pass ``y_r[t] = sum_q x[t - q] k[q * s + r]``,
+  ``dk[q * s + r] = sum_t x[t - q] D[t, r]``. On the canvas flattened to
+  ``L = n * th * tw`` rows, a shift by ``q`` is a shift by
+  ``q_h * tw + q_w`` rows; ``x`` (zero past its ``h x w`` corner of each
+  canvas) never wraps into a neighbour's pixels. Splitting the shift
+  between the operands, ``x`` shifted down by ``q_h`` canvas rows and
+  ``D`` up by ``q_w`` columns, all taps come from one GEMM
+  (kq_h*c, L) @ (L, kq_w*s_h*s_w*f) of two stacks, each ``ceil(k/s)``
+  shifted copies of one operand (no ``k*k`` im2col). The batch is cut
+  into chunks of ``_kernel_grad_chunk`` images, run by ``lax.scan`` and
+  accumulated in float32 or wider: the stacks stay cache-sized and the
+  temporary memory about one chunk's.
   """
   n, h, w, c = x.shape
   sh, sw = config.strides
-  d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))
-  _, th, tw, _ = d.shape
-  d = d.reshape(n * th * tw, -1)
+  th = _shapes.phase_canvas_length(h, kernel_hw[0], sh)
+  tw = _shapes.phase_canvas_length(w, kernel_hw[1], sw)
   kqh, kqw = th - h + 1, tw - w + 1
-  taps = []
-  for qh in range(kqh):
-    for qw in range(kqw):
-      xq = jnp.pad(x, ((0, 0), (qh, th - h - qh), (qw, tw - w - qw), (0, 0)))
-      taps.append(lax.dot_general(
-          xq.reshape(-1, c), d, (((0,), (0,)), ((), ())),
-          precision=config.precision))  # (c, sh * sw * f)
-  taps = jnp.stack(taps).reshape(kqh, kqw, c, sh, sw, -1)
-  return _kernel_from_phase_taps(taps.transpose(0, 1, 3, 4, 5, 2), kernel_hw)
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+
+  def taps(x, dy):  # one chunk: (kq_h * c, kq_w * s_h * s_w * f)
+    d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))
+    rows = d.shape[0] * th * tw
+    xc = jnp.pad(x, ((0, 0), (0, th - h), (0, tw - w), (0, 0))).reshape(rows, c)
+    xc = jnp.pad(xc, (((kqh - 1) * tw, 0), (0, 0)))
+    xs = jnp.stack([xc[(kqh - 1 - qh) * tw:(kqh - 1 - qh) * tw + rows] for qh in range(kqh)],
+                   axis=1)
+    d = jnp.pad(d.reshape(rows, -1), ((0, kqw - 1), (0, 0)))
+    ds = jnp.stack([d[qw:qw + rows] for qw in range(kqw)], axis=1)
+    return lax.dot_general(xs.reshape(rows, kqh * c), ds.reshape(rows, -1),
+                           (((0,), (0,)), ((), ())), precision=config.precision,
+                           preferred_element_type=acc_dtype)
+
+  chunk = _kernel_grad_chunk(n, th * tw)
+  if chunk == n:
+    g = taps(x, dy)
+  else:
+    split = lambda a: a.reshape(n // chunk, chunk, *a.shape[1:])
+    g0 = jnp.zeros((kqh * c, kqw * sh * sw * dy.shape[-1]), acc_dtype)
+    g, _ = lax.scan(lambda g, xd: (g + taps(*xd), None), g0, (split(x), split(dy)))
+  g = g.reshape(kqh, c, kqw, sh, sw, -1).transpose(0, 2, 3, 4, 5, 1)
+  return _kernel_from_phase_taps(g, kernel_hw)
 
 
 def conv_col2im(x, kernel, config, geometry):
@@ -316,14 +339,29 @@ def conv_col2im(x, kernel, config, geometry):
 # Inputs with at most this many pixels (batch * height * width) take the
 # col2im forward and (stride > 1, dilation 1) the GEMM input gradient under
 # "auto"; larger ones the phase forward and the strided-convolution input
-# gradient. The kernel gradient is GEMMs above GEMM_KERNEL_GRAD_PIXELS
-# (stride > 1, dilation 1), else a convolution. Measured on a 2-core
-# x86 CPU (benchmarks/): see the README. At stride 1 the kernel gradient
-# stays a convolution: its GEMMs have only ``filters`` columns (N), which
-# XLA:CPU runs 2x faster on the suite's 64->64 layer but 1.3x slower at
-# 32 channels and 13x slower for an RGB output (3 filters).
+# gradient. The kernel gradient (dilation 1) is GEMMs (``grad_kernel_phase``)
+# above GEMM_KERNEL_GRAD_PIXELS when the stride is > 1, and at stride 1 when
+# both channel counts are at least GEMM_KERNEL_GRAD_CHANNELS; else a
+# convolution. The GEMMs' batch is cut into chunks of at least
+# KERNEL_GRAD_CHUNK_ROWS canvas pixels (``_kernel_grad_chunk``). Measured on
+# 2-core x86 CPUs (benchmarks/, README): at stride 1 the GEMMs ran 1.3-4.5x
+# faster than XLA:CPU's convolution with 32-128 channels but 1.1-3x slower
+# with 16 or fewer (an RGB output has 3 filters); chunks of about 2048 rows
+# ran up to 2.6x faster than one GEMM over the whole batch and cut its
+# temporary memory 2-6x, smaller ones lose GEMM efficiency.
 SMALL_INPUT_PIXELS = 1024
 GEMM_KERNEL_GRAD_PIXELS = 4096
+GEMM_KERNEL_GRAD_CHANNELS = 32
+KERNEL_GRAD_CHUNK_ROWS = 2048
+
+
+def _kernel_grad_chunk(batch: int, canvas_pixels: int) -> int:
+  """Images per chunk of ``grad_kernel_phase``: the fewest, dividing the
+  batch, whose canvases hold at least ``KERNEL_GRAD_CHUNK_ROWS`` pixels."""
+  want = -(-KERNEL_GRAD_CHUNK_ROWS // max(canvas_pixels, 1))
+  if want >= batch:
+    return batch
+  return next(b for b in range(min(want, batch), batch + 1) if batch % b == 0)
 
 
 def _pixels(x_shape, config: ConvTransposeConfig) -> int:
@@ -341,6 +379,16 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape) -> str:
   if _pixels(x_shape, config) <= SMALL_INPUT_PIXELS:
     return "col2im"
   return "phase" if config.dilation_rate == (1, 1) else "dilated"
+
+
+def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+  """Whether the fast path's kernel gradient is ``grad_kernel_phase``'s
+  GEMMs (else ``grad_kernel``'s convolution); the rule above."""
+  if config.dilation_rate != (1, 1):
+    return False
+  if config.strides != (1, 1):
+    return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
+  return min(kernel_shape[2:]) >= GEMM_KERNEL_GRAD_CHANNELS
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -362,7 +410,7 @@ def _fast_bwd(config, geometry, residuals, dy):
     dx = grad_input_phase(dy, kernel, config, geometry, x.shape[1:3])
   else:
     dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
-  if phase and pixels > GEMM_KERNEL_GRAD_PIXELS:
+  if _kernel_grad_is_gemm(config, x.shape, kernel.shape):
     dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
   else:
     dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
@@ -397,7 +445,9 @@ def dispatch(x, kernel, config, geometry):
     kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs up to
     ``SMALL_INPUT_PIXELS`` and the kernel gradient above
-    ``GEMM_KERNEL_GRAD_PIXELS``; otherwise forward-style convolutions. On other
+    ``GEMM_KERNEL_GRAD_PIXELS``; at stride 1 (dilation 1) the kernel
+    gradient is GEMMs when both channel counts are at least
+    ``GEMM_KERNEL_GRAD_CHANNELS``; otherwise forward-style convolutions. On other
     backends (GPU, TPU), ``"dilated"``: their convolution libraries run the
     input-dilated form and its reversed-window gradients natively. The
     choice is made per platform at lowering (``lax.platform_dependent``).

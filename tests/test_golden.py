@@ -72,10 +72,13 @@ def test_numpy_reference_matches_tf(rec, arrays):
 @pytest.mark.parametrize("rec,arrays", CASES[::3], ids=[case_id(r) for r, _ in CASES[::3]])
 def test_large_input_paths_of_auto_match_tf(rec, arrays, monkeypatch):
   """"auto" takes the phase forward, the strided-convolution input gradient
-  and the GEMM kernel gradient above its size thresholds; force them on the
-  golden grid's small inputs (which otherwise take col2im, the GEMM input
-  gradient and the convolution kernel gradient)."""
+  and the GEMM kernel gradient (at stride 1 too, and chunked over the batch)
+  above its size thresholds; force them on the golden grid's small inputs
+  (which otherwise take col2im, the GEMM input gradient and the convolution
+  kernel gradient). One-pixel chunks put every image in its own chunk."""
   from jconvt import _algorithms
   monkeypatch.setattr(_algorithms, "SMALL_INPUT_PIXELS", 0)
   monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_PIXELS", 0)
+  monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_CHANNELS", 0)
+  monkeypatch.setattr(_algorithms, "KERNEL_GRAD_CHUNK_ROWS", 1)
   test_forward_and_gradients_match_tf(rec, arrays, "auto")

@@ -84,7 +84,7 @@ def test_gradients_agree_across_algorithms(case):
   for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
     assert_close(a, b)
   # The paths "auto" takes on large inputs (phase forward, GEMM kernel
-  # gradient), forced here on small ones.
+  # gradient chunked over the batch), forced here on small ones.
   with _thresholds(0, 0):
     big = grads("auto")
   for a, b in zip(jax.tree_util.tree_leaves(big), jax.tree_util.tree_leaves(ref)):
@@ -94,12 +94,17 @@ def test_gradients_agree_across_algorithms(case):
 @contextlib.contextmanager
 def _thresholds(small, gemm):
   from jconvt import _algorithms
-  saved = _algorithms.SMALL_INPUT_PIXELS, _algorithms.GEMM_KERNEL_GRAD_PIXELS
-  _algorithms.SMALL_INPUT_PIXELS, _algorithms.GEMM_KERNEL_GRAD_PIXELS = small, gemm
+  names = ("SMALL_INPUT_PIXELS", "GEMM_KERNEL_GRAD_PIXELS", "GEMM_KERNEL_GRAD_CHANNELS",
+           "KERNEL_GRAD_CHUNK_ROWS")
+  saved = [getattr(_algorithms, name) for name in names]
+  # gemm also stands for the stride-1 channel rule; chunks of one image.
+  for name, value in zip(names, (small, gemm, gemm, 1)):
+    setattr(_algorithms, name, value)
   try:
     yield
   finally:
-    _algorithms.SMALL_INPUT_PIXELS, _algorithms.GEMM_KERNEL_GRAD_PIXELS = saved
+    for name, value in zip(names, saved):
+      setattr(_algorithms, name, value)
 
 
 @given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 4), st.integers(1, 3),
