@@ -190,6 +190,43 @@ def test_cpu_training_step_convolutions_are_canonical(data_format, strides, dila
     assert "dim_labels=b01f_01io->b01f" in line, line
 
 
+@pytest.mark.parametrize("batch", [1, 2, 6, 7, 12, 16, 36])
+@pytest.mark.parametrize("canvas_pixels", [1, 25, 81, 289, 1089, 4356])
+def test_kernel_gradient_chunks_are_the_fewest_images_that_fill_a_chunk(batch, canvas_pixels):
+  from jconvt._algorithms import KERNEL_GRAD_CHUNK_ROWS, _kernel_grad_chunk
+  chunk = _kernel_grad_chunk(batch, canvas_pixels)
+  fits = [b for b in range(1, batch + 1)
+          if batch % b == 0 and b * canvas_pixels >= KERNEL_GRAD_CHUNK_ROWS]
+  assert chunk == (fits[0] if fits else batch)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_chunked_kernel_gradient_accumulates_in_float32(dtype, strides, monkeypatch):
+  """The GEMM kernel gradient sums its chunks in float32. Here 2048 one-image
+  chunks each add a positive share: a half-precision running sum would stall
+  once it outgrew the shares by the mantissa's range (2^8 for bfloat16,
+  2^11 for float16) and end far below the true sum."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_PIXELS", 0)
+  monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_CHANNELS", 0)
+  monkeypatch.setattr(_algorithms, "KERNEL_GRAD_CHUNK_ROWS", 1)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0.5, 1.0, (2048, 2, 2, 2)).astype(dtype).astype(np.float32)
+  kernel = rng.standard_normal((3, 3, 2, 2)).astype(dtype).astype(np.float32)
+  cfg = ConvTransposeConfig(strides, "same")
+
+  def dk(algorithm, dtype):
+    c = cfg.replace(algorithm=algorithm)
+    return jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
+        {"kernel": k}, jnp.asarray(x, dtype), c).astype(jnp.float32)))(
+            jnp.asarray(kernel, dtype))
+
+  got = dk("auto", dtype)
+  assert got.dtype == dtype
+  assert_close(got, dk("dilated", jnp.float32), dtype=dtype)
+
+
 @pytest.mark.parametrize("strides,dilation,padding", [
     (2, 2, "same"), ((2, 3), (3, 2), "valid"), (3, 2, "same"), (1, 3, "same"), (2, 1, "valid")])
 def test_strided_dilated_is_gradient_of_forward_conv(strides, dilation, padding):
