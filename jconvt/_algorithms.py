@@ -110,12 +110,37 @@ def grad_kernel(x, dy, kernel_hw, config, geometry):
   ``jax.jit`` kept the raw layout and ran 10-20x slower.
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
+  if config.strides == (1, 1) and x.shape[3] < dy.shape[3]:
+    return _grad_kernel_swapped(x, dy, kernel_hw, config, padding)
   dy, x = jnp.transpose(dy, (3, 1, 2, 0)), jnp.transpose(x, (1, 2, 0, 3))
   dk = lax.conv_general_dilated(
       dy, x, window_strides=config.dilation_rate, padding=padding,
       rhs_dilation=config.strides, dimension_numbers=("NHWC", "HWIO", "NHWC"),
       precision=config.precision)  # (f, kh, kw, c)
   return jnp.transpose(dk, (1, 2, 0, 3))
+
+
+def _grad_kernel_swapped(x, dy, kernel_hw, config, padding):
+  """``grad_kernel`` at stride 1 with the roles swapped, for fewer input
+  channels than filters: XLA:CPU runs the convolution 3.5x faster with the
+  smaller channel count as its batch (3 -> 64 channels).
+
+  ``dk[a] = sum_i x[i] dy[i + a*d - p]`` is ``dy`` slid over ``x``: output
+  ``t = p - a*d`` of the convolution (batch ``c``, features ``n -> f``,
+  window stride ``d``) of ``x`` with the kernel ``dy``, so the taps come out
+  reversed.
+  """
+  dk_hw = []
+  for a in range(2):
+    h, big = x.shape[1 + a], dy.shape[1 + a]
+    k, d, p = kernel_hw[a], config.dilation_rate[a], padding[a][0]
+    lo = (k - 1) * d - p
+    dk_hw.append((lo, (k - 1) * d + big - h - lo))
+  x, dy = jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3))
+  dk = lax.conv_general_dilated(
+      x, dy, window_strides=config.dilation_rate, padding=dk_hw,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=config.precision)  # (c, kh, kw, f)
+  return jnp.transpose(dk[:, ::-1, ::-1], (1, 2, 3, 0))
 
 
 def _window(full, geometry):
@@ -155,6 +180,15 @@ def conv_phase(x, kernel, config, geometry):
   n, h, w, c = x.shape
   kh, kw, f, _ = kernel.shape
   (sh, sw) = config.strides
+  if (sh, sw) == (1, 1) and min(c, f) < STRIDE1_DEEP_CHANNELS:
+    # One phase: the plain convolution, with TF's padding rather than on the
+    # full canvas, which XLA:CPU ran 1.5-2.6x slower with few channels.
+    padding = [_shapes.dilated_conv_padding(x.shape[1 + a], kernel.shape[a], 1, 1, *geometry[a])
+               for a in range(2)]
+    return lax.conv_general_dilated(
+        x, jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)), window_strides=(1, 1),
+        padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=config.precision, preferred_element_type=config.preferred_element_type)
   (gh, kqh), (gw, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   th, tw = h + kqh - 1, w + kqw - 1
   rows = []
@@ -341,17 +375,20 @@ def conv_col2im(x, kernel, config, geometry):
 # "auto"; larger ones the phase forward and the strided-convolution input
 # gradient. The kernel gradient (dilation 1) is GEMMs (``grad_kernel_phase``)
 # above GEMM_KERNEL_GRAD_PIXELS when the stride is > 1, and at stride 1 when
-# both channel counts are at least GEMM_KERNEL_GRAD_CHANNELS; else a
-# convolution. The GEMMs' batch is cut into chunks of at least
-# KERNEL_GRAD_CHUNK_ROWS canvas pixels (``_kernel_grad_chunk``). Measured on
-# 2-core x86 CPUs (benchmarks/, README): at stride 1 the GEMMs ran 1.3-4.5x
-# faster than XLA:CPU's convolution with 32-128 channels but 1.1-3x slower
-# with 16 or fewer (an RGB output has 3 filters); chunks of about 2048 rows
-# ran up to 2.6x faster than one GEMM over the whole batch and cut its
-# temporary memory 2-6x, smaller ones lose GEMM efficiency.
+# both channel counts are at least STRIDE1_DEEP_CHANNELS; else a convolution.
+# At stride 1 the phase forward is computed on the full canvas and windowed
+# with that many channels each way, else with TF's padding. The GEMMs' batch
+# is cut into chunks of at least KERNEL_GRAD_CHUNK_ROWS canvas pixels
+# (``_kernel_grad_chunk``). Measured on 2-core x86 CPUs (benchmarks/,
+# README): at stride 1 the GEMMs ran 1.3-4.5x faster than XLA:CPU's
+# convolution with 32-128 channels but 1.1-3x slower with 16 or fewer (an
+# RGB output has 3 filters), and the full-canvas forward 1.4-1.8x faster
+# with 64 channels, 1.5-2.6x slower with 3; chunks of about 2048 rows ran up
+# to 2.6x faster than one GEMM over the whole batch and cut its temporary
+# memory 2-6x, smaller ones lose GEMM efficiency.
 SMALL_INPUT_PIXELS = 1024
 GEMM_KERNEL_GRAD_PIXELS = 4096
-GEMM_KERNEL_GRAD_CHANNELS = 32
+STRIDE1_DEEP_CHANNELS = 32
 KERNEL_GRAD_CHUNK_ROWS = 2048
 
 
@@ -388,7 +425,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> 
     return False
   if config.strides != (1, 1):
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
-  return min(kernel_shape[2:]) >= GEMM_KERNEL_GRAD_CHANNELS
+  return min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -447,7 +484,7 @@ def dispatch(x, kernel, config, geometry):
     ``SMALL_INPUT_PIXELS`` and the kernel gradient above
     ``GEMM_KERNEL_GRAD_PIXELS``; at stride 1 (dilation 1) the kernel
     gradient is GEMMs when both channel counts are at least
-    ``GEMM_KERNEL_GRAD_CHANNELS``; otherwise forward-style convolutions. On other
+    ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style convolutions. On other
     backends (GPU, TPU), ``"dilated"``: their convolution libraries run the
     input-dilated form and its reversed-window gradients natively. The
     choice is made per platform at lowering (``lax.platform_dependent``).

@@ -79,6 +79,6 @@ def test_large_input_paths_of_auto_match_tf(rec, arrays, monkeypatch):
   from jconvt import _algorithms
   monkeypatch.setattr(_algorithms, "SMALL_INPUT_PIXELS", 0)
   monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_PIXELS", 0)
-  monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_CHANNELS", 0)
+  monkeypatch.setattr(_algorithms, "STRIDE1_DEEP_CHANNELS", 0)
   monkeypatch.setattr(_algorithms, "KERNEL_GRAD_CHUNK_ROWS", 1)
   test_forward_and_gradients_match_tf(rec, arrays, "auto")

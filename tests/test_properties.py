@@ -94,7 +94,7 @@ def test_gradients_agree_across_algorithms(case):
 @contextlib.contextmanager
 def _thresholds(small, gemm):
   from jconvt import _algorithms
-  names = ("SMALL_INPUT_PIXELS", "GEMM_KERNEL_GRAD_PIXELS", "GEMM_KERNEL_GRAD_CHANNELS",
+  names = ("SMALL_INPUT_PIXELS", "GEMM_KERNEL_GRAD_PIXELS", "STRIDE1_DEEP_CHANNELS",
            "KERNEL_GRAD_CHUNK_ROWS")
   saved = [getattr(_algorithms, name) for name in names]
   # gemm also stands for the stride-1 channel rule; chunks of one image.

@@ -167,11 +167,12 @@ def test_precision_reaches_hlo(algorithm):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution layouts")
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("strides,dilation,size", [
-    (1, 1, 4), (1, 1, 24), (2, 1, 4), (2, 1, 24), (1, 2, 24), (2, 2, 24)])
+@pytest.mark.parametrize("strides,dilation,size,filters", [
+    (1, 1, 4, 6), (1, 1, 24, 6), (2, 1, 4, 6), (2, 1, 24, 6), (1, 2, 24, 6), (2, 2, 24, 6),
+    (1, 1, 24, 12), (1, 2, 24, 12)])  # 12 filters > 8 channels: swapped kernel gradient
 @pytest.mark.parametrize("nested_jit", [False, True])
 def test_cpu_training_step_convolutions_are_canonical(data_format, strides, dilation, size,
-                                                      nested_jit):
+                                                      filters, nested_jit):
   """Every convolution of the fast path's training step reaches XLA:CPU in
   its canonical layout (``b01f_01io->b01f``), the only one it runs on its
   fast (Eigen) path: others fall to a naive loop 10-20x slower. A kernel
@@ -179,7 +180,7 @@ def test_cpu_training_step_convolutions_are_canonical(data_format, strides, dila
   own ``jax.jit``."""
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation, data_format=data_format)
   x = jnp.ones((2, size, size, 8) if data_format == "channels_last" else (2, 8, size, size))
-  params = {"kernel": jnp.ones((3, 3, 6, 8)), "bias": jnp.zeros((6,))}
+  params = {"kernel": jnp.ones((3, 3, filters, 8)), "bias": jnp.zeros((filters,))}
   f = lambda p, x: jconvt.conv2d_transpose(p, x, cfg)
   f = jax.jit(f) if nested_jit else f
   step = jax.jit(jax.grad(lambda p, x: jnp.sum(f(p, x) ** 2), argnums=(0, 1)))
@@ -209,7 +210,7 @@ def test_chunked_kernel_gradient_accumulates_in_float32(dtype, strides, monkeypa
   2^11 for float16) and end far below the true sum."""
   from jconvt import _algorithms
   monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_PIXELS", 0)
-  monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_CHANNELS", 0)
+  monkeypatch.setattr(_algorithms, "STRIDE1_DEEP_CHANNELS", 0)
   monkeypatch.setattr(_algorithms, "KERNEL_GRAD_CHUNK_ROWS", 1)
   rng = np.random.default_rng(0)
   x = rng.uniform(0.5, 1.0, (2048, 2, 2, 2)).astype(dtype).astype(np.float32)
