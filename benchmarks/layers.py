@@ -39,6 +39,9 @@ SUITE = (
     Layer("dcgan 4->8 k4s2", 16, 4, 1024, 512, 4, 2),
     Layer("dcgan 16->32 k4s2", 16, 16, 256, 128, 4, 2, large=True),
     Layer("stride 1 k3", 8, 32, 64, 64, 3, 1),
+    # Output layers to RGB (3 filters): few channels, where the rules differ.
+    Layer("dcgan 32->64 to RGB k4s2", 16, 32, 64, 3, 4, 2),
+    Layer("stride 1 to RGB k3", 8, 64, 32, 3, 3, 1),
     Layer("k4s2 channels_first", 16, 16, 256, 128, 4, 2, data_format="channels_first"),
     Layer("batch 1 latency k4s2", 1, 16, 256, 128, 4, 2),
     Layer("k4s2 bfloat16", 16, 16, 256, 128, 4, 2, dtype="bfloat16"),
