@@ -269,7 +269,10 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   kernel), summed over the ``ceil(k/s)^2`` shifts. Used on small inputs,
   where XLA:CPU runs it faster than the strided convolution (deep
   channels, few pixels); slower on large ones (it reads ``D`` once per
-  shift).
+  shift), except when the kernel is no larger than the stride: then it is
+  one GEMM, and ``grad_kernel_phase`` builds the same ``D`` unchunked, which
+  XLA computes once for both (k2 s2: step 1.6x faster, temporary memory 49
+  -> 16 MiB).
   """
   h, w = in_hw
   d = _dy_canvas(dy, kernel.shape[:2], config, geometry, in_hw)
@@ -323,7 +326,7 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
                            (((0,), (0,)), ((), ())), precision=config.precision,
                            preferred_element_type=acc_dtype)
 
-  chunk = _kernel_grad_chunk(n, th * tw)
+  chunk = n if kqh == kqw == 1 else _kernel_grad_chunk(n, th * tw)
   if chunk == n:
     g = taps(x, dy)
   else:
@@ -373,7 +376,8 @@ def conv_col2im(x, kernel, config, geometry):
 # Inputs with at most this many pixels (batch * height * width) take the
 # col2im forward and (stride > 1, dilation 1) the GEMM input gradient under
 # "auto"; larger ones the phase forward and the strided-convolution input
-# gradient. The kernel gradient (dilation 1) is GEMMs (``grad_kernel_phase``)
+# gradient, unless the kernel is no larger than the stride (the GEMM input
+# gradient is then one GEMM, whatever the size). The kernel gradient (dilation 1) is GEMMs (``grad_kernel_phase``)
 # above GEMM_KERNEL_GRAD_PIXELS when the stride is > 1, and at stride 1 when
 # both channel counts are at least STRIDE1_DEEP_CHANNELS; else a convolution.
 # At stride 1 the phase forward is computed on the full canvas and windowed
@@ -443,7 +447,8 @@ def _fast_bwd(config, geometry, residuals, dy):
   dy = dy.astype(x.dtype)
   pixels = _pixels(x.shape, config)
   phase = config.dilation_rate == (1, 1) and config.strides != (1, 1)
-  if phase and pixels <= SMALL_INPUT_PIXELS:
+  one_tap = all(k <= s for k, s in zip(kernel.shape[:2], config.strides))
+  if phase and (pixels <= SMALL_INPUT_PIXELS or one_tap):
     dx = grad_input_phase(dy, kernel, config, geometry, x.shape[1:3])
   else:
     dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
@@ -481,7 +486,8 @@ def dispatch(x, kernel, config, geometry):
     when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
     kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs up to
-    ``SMALL_INPUT_PIXELS`` and the kernel gradient above
+    ``SMALL_INPUT_PIXELS`` or with a kernel no larger than the stride, and
+    the kernel gradient above
     ``GEMM_KERNEL_GRAD_PIXELS``; at stride 1 (dilation 1) the kernel
     gradient is GEMMs when both channel counts are at least
     ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style convolutions. On other
