@@ -288,17 +288,9 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   return dx  # (n, h, w, c)
 
 
-def _prunes_taps(kernel_hw, strides) -> bool:
-  """Whether ``grad_kernel_phase`` leaves out the taps past the kernel:
-  measured faster for 3 taps at stride 2 and kernels shorter than the
-  stride (k3 s2: 36 -> 26 ms), slower for k5 at strides 2, 3 and 4."""
-  return (any(k % s for k, s in zip(kernel_hw, strides))
-          and all(k <= s or (k, s) == (3, 2) for k, s in zip(kernel_hw, strides)))
-
-
 def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   """``dkernel`` by the phase decomposition (``dilation_rate`` 1, any
-  stride), as GEMMs per chunk of images.
+  stride), as one GEMM per chunk of images.
 
   With ``D`` the canvas of ``_dy_canvas`` (n, th, tw, s_h*s_w*f) and the
   forward pass ``y_r[t] = sum_q x[t - q] k[q * s + r]``,
@@ -309,67 +301,39 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   between the operands, ``x`` shifted down by ``q_h`` canvas rows and
   ``D`` up by ``q_w`` columns, all taps come from one GEMM
   (kq_h*c, L) @ (L, kq_w*s_h*s_w*f) of two stacks, each ``ceil(k/s)``
-  shifted copies of one operand (no ``k*k`` im2col). Where the kernel is
-  not a multiple of the stride, taps ``q * s + r >= k`` are zero; under
-  ``_prunes_taps`` they are left out: ``D``'s stack keeps the phases ``r_w``
-  each ``q_w`` reaches, and one GEMM per ``q_h`` those its ``r_h`` reach
-  (k3 s2: 9 of 16 products). The batch is cut into chunks of
-  ``_kernel_grad_chunk`` images, run by ``lax.scan`` and accumulated in
-  float32 or wider: the stacks stay cache-sized and the temporary memory
-  about one chunk's.
+  shifted copies of one operand (no ``k*k`` im2col). The batch is cut
+  into chunks of ``_kernel_grad_chunk`` images, run by ``lax.scan`` and
+  accumulated in float32 or wider: the stacks stay cache-sized and the
+  temporary memory about one chunk's.
   """
   n, h, w, c = x.shape
-  f = dy.shape[-1]
   sh, sw = config.strides
   th = _shapes.phase_canvas_length(h, kernel_hw[0], sh)
   tw = _shapes.phase_canvas_length(w, kernel_hw[1], sw)
   kqh, kqw = th - h + 1, tw - w + 1
   acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
-  prune = _prunes_taps(kernel_hw, config.strides)
-  # Phases of tap row (column) q that the kernel reaches: r < k - q * s.
-  nh = [min(sh, kernel_hw[0] - q * sh) for q in range(kqh)]
-  nw = [min(sw, kernel_hw[1] - q * sw) for q in range(kqw)]
 
-  def gemm(a, b):
-    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=config.precision,
-                           preferred_element_type=acc_dtype)
-
-  def taps(x, dy):  # one chunk's GEMMs
+  def taps(x, dy):  # one chunk: (kq_h * c, kq_w * s_h * s_w * f)
     d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))
     rows = d.shape[0] * th * tw
     xc = jnp.pad(x, ((0, 0), (0, th - h), (0, tw - w), (0, 0))).reshape(rows, c)
     xc = jnp.pad(xc, (((kqh - 1) * tw, 0), (0, 0)))
-    shifted_x = [xc[(kqh - 1 - qh) * tw:(kqh - 1 - qh) * tw + rows] for qh in range(kqh)]
+    xs = jnp.stack([xc[(kqh - 1 - qh) * tw:(kqh - 1 - qh) * tw + rows] for qh in range(kqh)],
+                   axis=1)
     d = jnp.pad(d.reshape(rows, -1), ((0, kqw - 1), (0, 0)))
-    if not prune:  # (kq_h * c, kq_w * s_h * s_w * f)
-      xs = jnp.stack(shifted_x, axis=1).reshape(rows, kqh * c)
-      ds = jnp.stack([d[qw:qw + rows] for qw in range(kqw)], axis=1)
-      return (gemm(xs, ds.reshape(rows, -1)),)
-    d = d.reshape(rows + kqw - 1, sh, sw, f)
-    ds = jnp.concatenate([d[qw:qw + rows, :, :nw[qw]] for qw in range(kqw)], axis=2)
-    # Per q_h: (c, nh[q_h] * sum(nw) * f).
-    return tuple(gemm(shifted_x[qh], ds[:, :nh[qh]].reshape(rows, -1)) for qh in range(kqh))
+    ds = jnp.stack([d[qw:qw + rows] for qw in range(kqw)], axis=1)
+    return lax.dot_general(xs.reshape(rows, kqh * c), ds.reshape(rows, -1),
+                           (((0,), (0,)), ((), ())), precision=config.precision,
+                           preferred_element_type=acc_dtype)
 
   chunk = n if kqh == kqw == 1 else _kernel_grad_chunk(n, th * tw)
   if chunk == n:
     g = taps(x, dy)
   else:
     split = lambda a: a.reshape(n // chunk, chunk, *a.shape[1:])
-    g0 = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                jax.eval_shape(taps, split(x)[0], split(dy)[0]))
-    g, _ = lax.scan(lambda g, xd: (tuple(a + b for a, b in zip(g, taps(*xd))), None),
-                    g0, (split(x), split(dy)))
-  if not prune:
-    g = g[0].reshape(kqh, c, kqw, sh, sw, f).transpose(0, 2, 3, 4, 5, 1)
-  else:  # back to (kq_h, kq_w, s_h, s_w, f, c), zero at the taps left out
-    rows_of_taps = []
-    for qh in range(kqh):
-      gq = g[qh].reshape(c, nh[qh], sum(nw), f)
-      starts = [sum(nw[:qw]) for qw in range(kqw)]
-      rows_of_taps.append(jnp.stack([
-          jnp.pad(gq[:, :, s0:s0 + nw[qw]], ((0, 0), (0, sh - nh[qh]), (0, sw - nw[qw]), (0, 0)))
-          for qw, s0 in enumerate(starts)]))  # (kq_w, c, s_h, s_w, f)
-    g = jnp.stack(rows_of_taps).transpose(0, 1, 3, 4, 5, 2)
+    g0 = jnp.zeros((kqh * c, kqw * sh * sw * dy.shape[-1]), acc_dtype)
+    g, _ = lax.scan(lambda g, xd: (g + taps(*xd), None), g0, (split(x), split(dy)))
+  g = g.reshape(kqh, c, kqw, sh, sw, -1).transpose(0, 2, 3, 4, 5, 1)
   return _kernel_from_phase_taps(g, kernel_hw)
 
 
