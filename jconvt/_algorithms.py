@@ -19,14 +19,14 @@ and returns the transposed convolution without bias or activation.
 * The fast paths (``phase``, ``col2im`` and ``auto`` on CPU) carry a
   ``jax.custom_vjp`` whose backward pass has no window reversal: ``dx`` is
   the strided convolution of ``dy`` with the kernel (the forward convolution
-  the transposed one is the gradient of) or, on small inputs, GEMMs in the
-  phase decomposition, and ``dkernel`` either the
-  correlation of ``dy`` with the input (kernel dilated by the stride) or
-  (large strided inputs; stride 1 with 32 or more channels each way) GEMMs
-  in the phase decomposition, chunked over the batch. They work in NHWC with
-  HWIO kernels, the only convolution layout XLA:CPU runs on its fast
-  (Eigen) path whatever the caller's program looks like: channels_first
-  data is transposed around them.
+  the transposed one is the gradient of) or, on small inputs and kernels
+  no larger than the stride, GEMMs in the phase decomposition, and
+  ``dkernel`` either the correlation of ``dy`` with the input (kernel
+  dilated by the stride) or (large strided inputs; stride 1 with 32 or more
+  channels each way) GEMMs in the phase decomposition, chunked over the
+  batch. They work in NHWC with HWIO kernels, the only convolution layout
+  XLA:CPU runs on its fast (Eigen) path whatever the caller's program looks
+  like: channels_first data is transposed around them.
 """
 
 import functools
@@ -132,10 +132,10 @@ def _grad_kernel_swapped(x, dy, kernel_hw, config, padding):
   """
   dk_hw = []
   for a in range(2):
-    h, big = x.shape[1 + a], dy.shape[1 + a]
+    x_len, dy_len = x.shape[1 + a], dy.shape[1 + a]
     k, d, p = kernel_hw[a], config.dilation_rate[a], padding[a][0]
     lo = (k - 1) * d - p
-    dk_hw.append((lo, (k - 1) * d + big - h - lo))
+    dk_hw.append((lo, (k - 1) * d + dy_len - x_len - lo))
   x, dy = jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3))
   dk = lax.conv_general_dilated(
       x, dy, window_strides=config.dilation_rate, padding=dk_hw,
@@ -377,9 +377,10 @@ def conv_col2im(x, kernel, config, geometry):
 # col2im forward and (stride > 1, dilation 1) the GEMM input gradient under
 # "auto"; larger ones the phase forward and the strided-convolution input
 # gradient, unless the kernel is no larger than the stride (the GEMM input
-# gradient is then one GEMM, whatever the size). The kernel gradient (dilation 1) is GEMMs (``grad_kernel_phase``)
-# above GEMM_KERNEL_GRAD_PIXELS when the stride is > 1, and at stride 1 when
-# both channel counts are at least STRIDE1_DEEP_CHANNELS; else a convolution.
+# gradient is then one GEMM, whatever the size). The kernel gradient
+# (dilation 1) is GEMMs (``grad_kernel_phase``) above GEMM_KERNEL_GRAD_PIXELS
+# when the stride is > 1, and at stride 1 when both channel counts are at
+# least STRIDE1_DEEP_CHANNELS; else a convolution.
 # At stride 1 the phase forward is computed on the full canvas and windowed
 # with that many channels each way, else with TF's padding. The GEMMs' batch
 # is cut into chunks of at least KERNEL_GRAD_CHUNK_ROWS canvas pixels
@@ -402,7 +403,7 @@ def _kernel_grad_chunk(batch: int, canvas_pixels: int) -> int:
   want = -(-KERNEL_GRAD_CHUNK_ROWS // max(canvas_pixels, 1))
   if want >= batch:
     return batch
-  return next(b for b in range(min(want, batch), batch + 1) if batch % b == 0)
+  return next(b for b in range(want, batch + 1) if batch % b == 0)
 
 
 def _pixels(x_shape, config: ConvTransposeConfig) -> int:
@@ -487,10 +488,10 @@ def dispatch(x, kernel, config, geometry):
     kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs up to
     ``SMALL_INPUT_PIXELS`` or with a kernel no larger than the stride, and
-    the kernel gradient above
-    ``GEMM_KERNEL_GRAD_PIXELS``; at stride 1 (dilation 1) the kernel
-    gradient is GEMMs when both channel counts are at least
-    ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style convolutions. On other
+    the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS``; at stride 1
+    (dilation 1) the kernel gradient is GEMMs when both channel counts are
+    at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
+    convolutions. On other
     backends (GPU, TPU), ``"dilated"``: their convolution libraries run the
     input-dilated form and its reversed-window gradients natively. The
     choice is made per platform at lowering (``lax.platform_dependent``).
