@@ -59,19 +59,21 @@ def conv_dilated(x: jax.Array, kernel: jax.Array, config: ConvTransposeConfig,
                  geometry) -> jax.Array:
   """The reference formulation: one convolution over the input dilated by the
   stride, with the spatially flipped kernel. No bias, no activation."""
-  in_hw = spatial(x.shape, config)
-  padding = [
-      _shapes.dilated_conv_padding(in_hw[a], kernel.shape[a],
-                                   config.strides[a], config.dilation_rate[a],
-                                   *geometry[a])
-      for a in range(2)
-  ]
   return lax.conv_general_dilated(
-      x, kernel[::-1, ::-1], window_strides=(1, 1), padding=padding,
+      x, kernel[::-1, ::-1], window_strides=(1, 1),
+      padding=_dilated_padding(spatial(x.shape, config), kernel.shape[:2], config, geometry),
       lhs_dilation=config.strides, rhs_dilation=config.dilation_rate,
       dimension_numbers=dimension_numbers(config),
       precision=config.precision,
       preferred_element_type=config.preferred_element_type)
+
+
+def _dilated_padding(in_hw, kernel_hw, config, geometry):
+  """Per axis, ``(lo, hi)`` of the input-dilated convolution with the flipped
+  kernel that computes the transposed one (at stride 1: the plain one)."""
+  return [_shapes.dilated_conv_padding(in_hw[a], kernel_hw[a], config.strides[a],
+                                       config.dilation_rate[a], *geometry[a])
+          for a in range(2)]
 
 
 def _forward_conv_padding(in_hw, kernel_hw, config, geometry):
@@ -183,11 +185,10 @@ def conv_phase(x, kernel, config, geometry):
   if (sh, sw) == (1, 1) and min(c, f) < STRIDE1_DEEP_CHANNELS:
     # One phase: the plain convolution, with TF's padding rather than on the
     # full canvas, which XLA:CPU ran 1.5-2.6x slower with few channels.
-    padding = [_shapes.dilated_conv_padding(x.shape[1 + a], kernel.shape[a], 1, 1, *geometry[a])
-               for a in range(2)]
     return lax.conv_general_dilated(
         x, jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)), window_strides=(1, 1),
-        padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        padding=_dilated_padding((h, w), (kh, kw), config, geometry),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=config.precision, preferred_element_type=config.preferred_element_type)
   (gh, kqh), (gw, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   th, tw = h + kqh - 1, w + kqw - 1
@@ -423,6 +424,18 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape) -> str:
   return "phase" if config.dilation_rate == (1, 1) else "dilated"
 
 
+def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+  """Whether the fast path's input gradient is ``grad_input_phase``'s GEMMs
+  (else ``grad_input``'s strided convolution); the rule above. With a
+  kernel no larger than the stride (one tap per phase) it is one GEMM at
+  any size, and ``grad_kernel_phase`` runs unchunked: both fold the same
+  ``dy``, which XLA builds once."""
+  if config.dilation_rate != (1, 1) or config.strides == (1, 1):
+    return False
+  one_tap = all(k <= s for k, s in zip(kernel_shape[:2], config.strides))
+  return one_tap or _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+
+
 def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
   """Whether the fast path's kernel gradient is ``grad_kernel_phase``'s
   GEMMs (else ``grad_kernel``'s convolution); the rule above."""
@@ -446,10 +459,7 @@ def _fast_fwd(x, kernel, config, geometry):
 def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
-  pixels = _pixels(x.shape, config)
-  phase = config.dilation_rate == (1, 1) and config.strides != (1, 1)
-  one_tap = all(k <= s for k, s in zip(kernel.shape[:2], config.strides))
-  if phase and (pixels <= SMALL_INPUT_PIXELS or one_tap):
+  if _input_grad_is_gemm(config, x.shape, kernel.shape):
     dx = grad_input_phase(dy, kernel, config, geometry, x.shape[1:3])
   else:
     dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
@@ -491,10 +501,10 @@ def dispatch(x, kernel, config, geometry):
     the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS``; at stride 1
     (dilation 1) the kernel gradient is GEMMs when both channel counts are
     at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
-    convolutions. On other
-    backends (GPU, TPU), ``"dilated"``: their convolution libraries run the
-    input-dilated form and its reversed-window gradients natively. The
-    choice is made per platform at lowering (``lax.platform_dependent``).
+    convolutions. On other backends (GPU, TPU), ``"dilated"``: their
+    convolution libraries run the input-dilated form and its reversed-window
+    gradients natively. The choice is made per platform at lowering
+    (``lax.platform_dependent``).
   """
   if config.algorithm == "dilated":
     return conv_dilated(x, kernel, config, geometry)
