@@ -169,9 +169,11 @@ def conv2d_transpose(params: Mapping[str, jax.Array], x: jax.Array,
   out_dtype = config.preferred_element_type or x.dtype
   kernel = jnp.asarray(kernel).astype(x.dtype)
 
-  if x.size == 0 or kernel.size == 0:
-    # Nothing to sum: XLA would be asked for zero-sized windows. The output
-    # (bias aside) and every gradient through it are exactly zero.
+  if x.size == 0 or kernel.size == 0 or 0 in out_shape:
+    # Nothing to sum, or nowhere to put it (an empty output, which "same"
+    # gives e.g. with output_padding 0 and an even kernel on a one-pixel
+    # input): XLA would be asked for zero-sized windows. The output (bias
+    # aside) and every gradient through it are exactly zero.
     y = jnp.zeros(out_shape, out_dtype)
   else:
     y = _dispatch(x, kernel, config, geometry)

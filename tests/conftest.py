@@ -1,5 +1,6 @@
 """Shared fixtures: per-dtype tolerances, golden fixtures, strict JAX modes."""
 
+import contextlib
 import json
 import pathlib
 
@@ -34,6 +35,25 @@ def assert_close(actual, desired, dtype=np.float32, scale=None):
     scale = max(1.0, float(np.abs(desired).max(initial=0.0)))
   np.testing.assert_allclose(actual, desired, rtol=tol["rtol"],
                              atol=tol["atol"] * scale)
+
+
+@contextlib.contextmanager
+def large_input_paths():
+  """Forces the paths ``auto`` takes above its size thresholds (phase
+  forward, strided-convolution input gradient, GEMM kernel gradient, also
+  at stride 1) on small test inputs, with one image per kernel-gradient
+  chunk; restores the thresholds on exit."""
+  from jconvt import _algorithms
+  forced = {"SMALL_INPUT_PIXELS": 0, "GEMM_KERNEL_GRAD_PIXELS": 0,
+            "STRIDE1_DEEP_CHANNELS": 0, "KERNEL_GRAD_CHUNK_ROWS": 1}
+  saved = {name: getattr(_algorithms, name) for name in forced}
+  for name, value in forced.items():
+    setattr(_algorithms, name, value)
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      setattr(_algorithms, name, value)
 
 
 @pytest.fixture(autouse=True)

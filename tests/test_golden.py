@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 import jconvt
-from conftest import assert_close, case_id, config_from_record, load_golden
+from conftest import (assert_close, case_id, config_from_record, large_input_paths,
+                      load_golden)
 
 CASES = load_golden()
 ALGORITHMS = ("dilated", "phase", "col2im", "auto")
@@ -70,15 +71,11 @@ def test_numpy_reference_matches_tf(rec, arrays):
 
 
 @pytest.mark.parametrize("rec,arrays", CASES[::3], ids=[case_id(r) for r, _ in CASES[::3]])
-def test_large_input_paths_of_auto_match_tf(rec, arrays, monkeypatch):
+def test_large_input_paths_of_auto_match_tf(rec, arrays):
   """"auto" takes the phase forward, the strided-convolution input gradient
   and the GEMM kernel gradient (at stride 1 too, and chunked over the batch)
   above its size thresholds; force them on the golden grid's small inputs
   (which otherwise take col2im, the GEMM input gradient and the convolution
   kernel gradient). One-pixel chunks put every image in its own chunk."""
-  from jconvt import _algorithms
-  monkeypatch.setattr(_algorithms, "SMALL_INPUT_PIXELS", 0)
-  monkeypatch.setattr(_algorithms, "GEMM_KERNEL_GRAD_PIXELS", 0)
-  monkeypatch.setattr(_algorithms, "STRIDE1_DEEP_CHANNELS", 0)
-  monkeypatch.setattr(_algorithms, "KERNEL_GRAD_CHUNK_ROWS", 1)
-  test_forward_and_gradients_match_tf(rec, arrays, "auto")
+  with large_input_paths():
+    test_forward_and_gradients_match_tf(rec, arrays, "auto")

@@ -1,7 +1,5 @@
 """Property tests: random configs against the independent NumPy reference."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +7,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import jconvt
 from jconvt import ConvTransposeConfig
-from conftest import assert_close
+from conftest import assert_close, large_input_paths
 
 
 @st.composite
@@ -85,26 +83,10 @@ def test_gradients_agree_across_algorithms(case):
     assert_close(a, b)
   # The paths "auto" takes on large inputs (phase forward, GEMM kernel
   # gradient chunked over the batch), forced here on small ones.
-  with _thresholds(0, 0):
+  with large_input_paths():
     big = grads("auto")
   for a, b in zip(jax.tree_util.tree_leaves(big), jax.tree_util.tree_leaves(ref)):
     assert_close(a, b)
-
-
-@contextlib.contextmanager
-def _thresholds(small, gemm):
-  from jconvt import _algorithms
-  names = ("SMALL_INPUT_PIXELS", "GEMM_KERNEL_GRAD_PIXELS", "STRIDE1_DEEP_CHANNELS",
-           "KERNEL_GRAD_CHUNK_ROWS")
-  saved = [getattr(_algorithms, name) for name in names]
-  # gemm also stands for the stride-1 channel rule; chunks of one image.
-  for name, value in zip(names, (small, gemm, gemm, 1)):
-    setattr(_algorithms, name, value)
-  try:
-    yield
-  finally:
-    for name, value in zip(names, saved):
-      setattr(_algorithms, name, value)
 
 
 @given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 4), st.integers(1, 3),

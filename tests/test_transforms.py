@@ -1,5 +1,6 @@
 """jit, grad, vmap, dtypes, precision, sharding, and the cases beyond TF."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from jax.test_util import check_grads
 
 import jconvt
 from jconvt import ConvTransposeConfig
-from conftest import assert_close
+from conftest import assert_close, large_input_paths
 
 ALGORITHMS = ("dilated", "phase", "col2im", "auto")
 
@@ -278,7 +279,7 @@ def test_stride_one_even_kernel_output_padding_zero_follows_atrous_rule():
   assert_close(y, full[:, 0:3, 0:3])
 
 
-def test_empty_outputs_have_zero_gradients():
+def test_empty_inputs_have_zero_gradients():
   for x_shape in [(0, 3, 3, 2), (2, 0, 3, 2), (2, 3, 3, 0)]:
     params, x = _data(x_shape=x_shape, k_shape=(3, 3, 2, x_shape[-1]))
     for algorithm in ALGORITHMS:
@@ -287,9 +288,42 @@ def test_empty_outputs_have_zero_gradients():
       gp, gx = jax.jit(jax.grad(f, argnums=(0, 1)))(params, x)
       assert gx.shape == x.shape and not np.any(gx)
       assert gp["kernel"].shape == params["kernel"].shape
-      if x_shape[-1] == 0 or x_shape[0] == 0:
-        pass  # the output is bias (or empty): bias gradient may be non-zero
       assert not np.any(gp["kernel"])
+
+
+# (strides, padding, output_padding, output height): each crops a width-2
+# kernel's output on a one-pixel-wide input to nothing.
+EMPTY_OUTPUT_CONFIGS = [(1, "same", 0, 3), (2, ((0, 0), (1, 1)), None, 7)]
+
+
+@pytest.mark.parametrize("strides,padding,output_padding,out_h", EMPTY_OUTPUT_CONFIGS)
+@pytest.mark.parametrize("channels", [(1, 2), (2, 1), (40, 40)])  # (in, filters)
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_empty_outputs_have_zero_gradients(strides, padding, output_padding, out_h,
+                                           channels, data_format):
+  """A non-empty input whose output is empty (width 0): every algorithm's
+  output is empty and its gradients are exactly zero, also on the paths
+  forced for large inputs (the stride-1 kernel gradient with roles swapped
+  once failed to lower there: a zero-sized window)."""
+  c, f = channels
+  cl = data_format == "channels_last"
+  x_shape = (2, 3, 1, c) if cl else (2, c, 3, 1)
+  params, x = _data(x_shape=x_shape, k_shape=(3, 2, f, c))
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding,
+                            data_format=data_format)
+  out_shape = jconvt.output_shape(x_shape, params["kernel"].shape, cfg)
+  assert out_shape == ((2, out_h, 0, f) if cl else (2, f, out_h, 0))
+  for algorithm in ALGORITHMS:
+    c_alg = cfg.replace(algorithm=algorithm)
+    f_loss = lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, c_alg) ** 2)
+    for forced in (contextlib.nullcontext(), large_input_paths()):
+      with forced:
+        y = jconvt.conv2d_transpose(params, x, c_alg)
+        gp, gx = jax.jit(jax.grad(f_loss, argnums=(0, 1)))(params, x)
+      assert y.shape == out_shape
+      assert gx.shape == x.shape and not np.any(gx)
+      assert gp["kernel"].shape == params["kernel"].shape and not np.any(gp["kernel"])
+      assert not np.any(gp["bias"])
 
 
 def test_multi_device_batch_sharding():
