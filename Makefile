@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow bench golden clean
+.PHONY: demo test test-slow explore bench golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(VENV)/.installed-test
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 -m slow $(PYTEST_ARGS)
+
+# The property tests with fresh random examples, 10x as many as `make test`
+# replays (about 15 minutes on 2 cores).
+explore: $(VENV)/.installed-test
+	JCONVT_HYPOTHESIS=explore $(BIN)/python -m pytest -n 2 tests/test_properties.py $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

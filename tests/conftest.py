@@ -2,13 +2,29 @@
 
 import contextlib
 import json
+import os
 import pathlib
 
 import jax
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import jconvt
+
+# Property tests replay the same examples on every run of the default suite
+# (CI included): a red run then points at a change, not at a lucky draw.
+# `make explore` draws fresh examples, EXPLORE_SCALE times as many.
+settings.register_profile("replay", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile(os.environ.get("JCONVT_HYPOTHESIS", "replay"))
+EXPLORE_SCALE = 10
+
+
+def examples(n: int) -> int:
+  """A property test's example count: ``n``, scaled up when exploring."""
+  return n * EXPLORE_SCALE if settings.default.derandomize is False else n
+
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "tf_conv2d_transpose.npz"
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import jconvt
 from jconvt import ConvTransposeConfig
-from conftest import assert_close, large_input_paths
+from conftest import assert_close, examples, large_input_paths
 
 
 @st.composite
@@ -46,7 +46,7 @@ def cases(draw):
   return cfg, x_shape, (kh, kw, f, c), seed
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_matches_numpy_reference(case):
   cfg, x_shape, k_shape, seed = case
@@ -60,7 +60,7 @@ def test_matches_numpy_reference(case):
   assert_close(y, expected)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_gradients_agree_across_algorithms(case):
   """The custom VJP (phase/auto) equals JAX's own autodiff of the reference."""

@@ -14,10 +14,10 @@ import jax.numpy as jnp  # noqa: E402
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 import jconvt  # noqa: E402
-from conftest import assert_close  # noqa: E402
+from conftest import assert_close, examples  # noqa: E402
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(k=st.integers(1, 5), s=st.integers(1, 3), padding=st.sampled_from(["valid", "same"]),
        h=st.integers(1, 5), op=st.one_of(st.none(), st.integers(0, 2)),
        data_format=st.sampled_from(["channels_last", "channels_first"]))
@@ -39,7 +39,7 @@ def test_random_configs_match_live_tf(k, s, padding, h, op, data_format):
   assert_close(y, expected)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(k=st.integers(1, 4), s=st.integers(1, 3), padding=st.sampled_from(["valid", "same"]),
        use_bias=st.booleans(), activation=st.sampled_from([None, "relu", "tanh", "softplus"]),
        kreg=st.sampled_from([None, "l1", "l2", "l1_l2"]), areg=st.sampled_from([None, "l1", "l2"]),
