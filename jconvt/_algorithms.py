@@ -350,7 +350,7 @@ def conv_col2im(x, kernel, config, geometry):
   one pass (one in-place update per tap compiled 5x slower at k7).
   Exactly the useful multiplications, any stride and dilation; the columns
   take ``kh*kw*f`` values per input pixel, so ``auto`` uses it only for
-  small inputs (see ``dispatch``), where it is fastest.
+  small inputs with deep channels (see ``dispatch``), where it is fastest.
   """
   n, h, w, _ = x.shape
   kh, kw, f, _ = kernel.shape
@@ -375,7 +375,9 @@ def conv_col2im(x, kernel, config, geometry):
 
 
 # Inputs with at most this many pixels (batch * height * width) take the
-# col2im forward and (stride > 1, dilation 1) the GEMM input gradient under
+# col2im forward (but phase where it wastes nothing and the layer has at
+# least COL2IM_DEEP_FILTERS filters and fewer than COL2IM_DEEP_INPUT input
+# channels) and (stride > 1, dilation 1) the GEMM input gradient under
 # "auto"; larger ones the phase forward and the strided-convolution input
 # gradient, unless the kernel is no larger than the stride (the GEMM input
 # gradient is then one GEMM, whatever the size). The kernel gradient
@@ -391,8 +393,15 @@ def conv_col2im(x, kernel, config, geometry):
 # RGB output has 3 filters), and the full-canvas forward 1.4-1.8x faster
 # with 64 channels, 1.5-2.6x slower with 3; chunks of about 2048 rows ran up
 # to 2.6x faster than one GEMM over the whole batch and cut its temporary
-# memory 2-6x, smaller ones lose GEMM efficiency.
+# memory 2-6x, smaller ones lose GEMM efficiency. On small inputs
+# (2x16x16) col2im's forward ran 1.05-3.4x slower than phase with 3-64
+# input channels and 32-64 filters at k4 s2 and stride 1 (training step up
+# to 2.6x), but faster with 3 filters (1.1-2.7x), with 128 or more input
+# channels (up to 1.8x at 1024) and at k3 s2, where phase multiplies 16
+# taps for 9 (1.05-3x).
 SMALL_INPUT_PIXELS = 1024
+COL2IM_DEEP_FILTERS = 32
+COL2IM_DEEP_INPUT = 128
 GEMM_KERNEL_GRAD_PIXELS = 4096
 STRIDE1_DEEP_CHANNELS = 32
 KERNEL_GRAD_CHUNK_ROWS = 2048
@@ -413,15 +422,28 @@ def _pixels(x_shape, config: ConvTransposeConfig) -> int:
   return x_shape[0] * h * w
 
 
-def _forward_algorithm(config: ConvTransposeConfig, x_shape) -> str:
+def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape) -> str:
   """The forward of the fast path: ``config.algorithm``, or for ``auto``
-  col2im on small inputs, phase on larger ones with dilation 1, and the
-  dilated form otherwise."""
+  col2im on small inputs (unless ``_phase_beats_col2im``), phase on the
+  others with dilation 1, and the dilated form otherwise."""
   if config.algorithm != "auto":
     return config.algorithm
-  if _pixels(x_shape, config) <= SMALL_INPUT_PIXELS:
+  phase_ok = config.dilation_rate == (1, 1)
+  if _pixels(x_shape, config) <= SMALL_INPUT_PIXELS and not (
+      phase_ok and _phase_beats_col2im(config, x_shape, kernel_shape)):
     return "col2im"
-  return "phase" if config.dilation_rate == (1, 1) else "dilated"
+  return "phase" if phase_ok else "dilated"
+
+
+def _phase_beats_col2im(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+  """On a small input (dilation 1), whether the phase forward beats col2im:
+  when it multiplies no inserted zero (each stride divides its kernel
+  size, stride 1 included) and col2im's ``kh*kw*filters`` columns per pixel
+  outweigh its GEMM (at least ``COL2IM_DEEP_FILTERS`` filters, fewer than
+  ``COL2IM_DEEP_INPUT`` input channels); the rule above."""
+  kh, kw, f, c = kernel_shape
+  exact = all(k % s == 0 for k, s in zip((kh, kw), config.strides))
+  return exact and f >= COL2IM_DEEP_FILTERS and c < COL2IM_DEEP_INPUT
 
 
 def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
@@ -449,7 +471,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _fast_nhwc(x, kernel, config, geometry):
   forward = {"phase": conv_phase, "col2im": conv_col2im, "dilated": conv_dilated}
-  return forward[_forward_algorithm(config, x.shape)](x, kernel, config, geometry)
+  return forward[_forward_algorithm(config, x.shape, kernel.shape)](x, kernel, config, geometry)
 
 
 def _fast_fwd(x, kernel, config, geometry):
@@ -493,7 +515,8 @@ def dispatch(x, kernel, config, geometry):
   * ``"col2im"``: ``conv_col2im`` forward with the custom VJP.
   * ``"auto"``: on CPU, the fast path (custom VJP) with the forward
     ``_forward_algorithm`` picks: ``conv_col2im`` for inputs of at most
-    ``SMALL_INPUT_PIXELS`` batch*height*width pixels, else ``conv_phase``
+    ``SMALL_INPUT_PIXELS`` batch*height*width pixels (but ``conv_phase``
+    under ``_phase_beats_col2im``), else ``conv_phase``
     when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
     kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs up to

@@ -75,7 +75,8 @@ def test_large_input_paths_of_auto_match_tf(rec, arrays):
   """"auto" takes the phase forward, the strided-convolution input gradient
   and the GEMM kernel gradient (at stride 1 too, and chunked over the batch)
   above its size thresholds; force them on the golden grid's small inputs
-  (which otherwise take col2im, the GEMM input gradient and the convolution
-  kernel gradient). One-pixel chunks put every image in its own chunk."""
+  (which otherwise take col2im or phase, the GEMM input gradient and the
+  convolution kernel gradient). One-pixel chunks put every image in its own
+  chunk."""
   with large_input_paths():
     test_forward_and_gradients_match_tf(rec, arrays, "auto")

@@ -202,6 +202,23 @@ def test_kernel_gradient_chunks_are_the_fewest_images_that_fill_a_chunk(batch, c
   assert chunk == (fits[0] if fits else batch)
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
+    ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, "col2im"),  # deep input
+    ((2, 16, 16, 64), (4, 4, 64, 64), 2, 1, "phase"),  # shallow input, deep output
+    ((2, 16, 16, 64), (4, 4, 3, 64), 2, 1, "col2im"),  # an RGB output
+    ((2, 16, 16, 64), (3, 3, 64, 64), 2, 1, "col2im"),  # phase would waste 7 of 16 taps
+    ((2, 16, 16, 3), (3, 3, 32, 3), 1, 1, "phase"),  # stride 1, 3 -> 32
+    ((2, 16, 16, 3), (3, 3, 32, 3), 1, 2, "col2im"),  # dilated: no phase
+    ((4, 32, 32, 64), (4, 4, 64, 64), 2, 1, "phase"),  # large input
+    ((4, 32, 32, 64), (4, 4, 64, 64), 1, 2, "dilated"),
+])
+def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
+  """The forward ``auto`` picks on CPU, per the documented rule."""
+  from jconvt._algorithms import _forward_algorithm
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  assert _forward_algorithm(cfg, x_shape, kernel_shape) == expected
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("strides", [1, 2])
 def test_chunked_kernel_gradient_accumulates_in_float32(dtype, strides, monkeypatch):
