@@ -107,7 +107,7 @@ def compile_sweep(progress=print):
   import jconvt
   rows = []
   x = jnp.ones((2, 8, 8, 16))
-  for k in (1, 3, 5, 7):
+  for k in (1, 3, 5, 7, 11):
     for s in (1, 2, 4):
       row = {"kernel": k, "stride": s}
       for algorithm in ("auto", "dilated"):

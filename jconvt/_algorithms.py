@@ -377,7 +377,8 @@ def conv_col2im(x, kernel, config, geometry):
 # Inputs with at most this many pixels (batch * height * width) take the
 # col2im forward (but phase where it wastes nothing and the layer has at
 # least COL2IM_DEEP_FILTERS filters and fewer than COL2IM_DEEP_INPUT input
-# channels) and (stride > 1, dilation 1) the GEMM input gradient under
+# channels, or with more than COL2IM_MAX_TAPS taps per output pixel) and
+# (stride > 1, dilation 1) the GEMM input gradient under
 # "auto"; larger ones the phase forward and the strided-convolution input
 # gradient, unless the kernel is no larger than the stride (the GEMM input
 # gradient is then one GEMM, whatever the size). The kernel gradient
@@ -398,10 +399,14 @@ def conv_col2im(x, kernel, config, geometry):
 # input channels and 32-64 filters at k4 s2 and stride 1 (training step up
 # to 2.6x), but faster with 3 filters (1.1-2.7x), with 128 or more input
 # channels (up to 1.8x at 1024) and at k3 s2, where phase multiplies 16
-# taps for 9 (1.05-3x).
+# taps for 9 (1.05-3x). Past 25 taps per output pixel (k7 at stride 1) XLA
+# no longer fuses col2im's adds into one pass in a training step: the step
+# compiled 2-7x slower (k7, k11 at stride 1: 2.2 and 4.5 s against 0.6 s for
+# phase) and ran no faster (21 vs 23 ms, 75 vs 67 ms on 2x16x16x128 -> 64).
 SMALL_INPUT_PIXELS = 1024
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
+COL2IM_MAX_TAPS = 25
 GEMM_KERNEL_GRAD_PIXELS = 4096
 STRIDE1_DEEP_CHANNELS = 32
 KERNEL_GRAD_CHUNK_ROWS = 2048
@@ -424,15 +429,25 @@ def _pixels(x_shape, config: ConvTransposeConfig) -> int:
 
 def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape) -> str:
   """The forward of the fast path: ``config.algorithm``, or for ``auto``
-  col2im on small inputs (unless ``_phase_beats_col2im``), phase on the
-  others with dilation 1, and the dilated form otherwise."""
+  col2im on small inputs (up to ``COL2IM_MAX_TAPS`` taps per output pixel,
+  unless ``_phase_beats_col2im``), phase on the others with dilation 1, and
+  the dilated form otherwise."""
   if config.algorithm != "auto":
     return config.algorithm
   phase_ok = config.dilation_rate == (1, 1)
-  if _pixels(x_shape, config) <= SMALL_INPUT_PIXELS and not (
-      phase_ok and _phase_beats_col2im(config, x_shape, kernel_shape)):
+  if (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+      and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
+      and not (phase_ok and _phase_beats_col2im(config, x_shape, kernel_shape))):
     return "col2im"
   return "phase" if phase_ok else "dilated"
+
+
+def _col2im_taps_per_pixel(config: ConvTransposeConfig, kernel_shape) -> int:
+  """How many column blocks col2im adds into one output pixel (at most):
+  ``ceil(kh/s_h) * ceil(kw/s_w)``, all ``kh * kw`` at stride 1 (TF allows
+  a dilation only there)."""
+  return (_shapes.taps_per_phase(kernel_shape[0], config.strides[0])
+          * _shapes.taps_per_phase(kernel_shape[1], config.strides[1]))
 
 
 def _phase_beats_col2im(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
@@ -515,8 +530,9 @@ def dispatch(x, kernel, config, geometry):
   * ``"col2im"``: ``conv_col2im`` forward with the custom VJP.
   * ``"auto"``: on CPU, the fast path (custom VJP) with the forward
     ``_forward_algorithm`` picks: ``conv_col2im`` for inputs of at most
-    ``SMALL_INPUT_PIXELS`` batch*height*width pixels (but ``conv_phase``
-    under ``_phase_beats_col2im``), else ``conv_phase``
+    ``SMALL_INPUT_PIXELS`` batch*height*width pixels and
+    ``COL2IM_MAX_TAPS`` taps per output pixel (but ``conv_phase`` under
+    ``_phase_beats_col2im``), else ``conv_phase``
     when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
     kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs up to

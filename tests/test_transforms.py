@@ -209,6 +209,11 @@ def test_kernel_gradient_chunks_are_the_fewest_images_that_fill_a_chunk(batch, c
     ((2, 16, 16, 64), (3, 3, 64, 64), 2, 1, "col2im"),  # phase would waste 7 of 16 taps
     ((2, 16, 16, 3), (3, 3, 32, 3), 1, 1, "phase"),  # stride 1, 3 -> 32
     ((2, 16, 16, 3), (3, 3, 32, 3), 1, 2, "col2im"),  # dilated: no phase
+    ((1, 16, 16, 256), (5, 5, 128, 256), 1, 1, "col2im"),  # 25 taps per pixel
+    ((1, 16, 16, 256), (7, 7, 128, 256), 1, 1, "phase"),  # 49
+    ((1, 16, 16, 256), (9, 9, 128, 256), 2, 1, "col2im"),  # 25
+    ((1, 16, 16, 256), (11, 11, 128, 256), 2, 1, "phase"),  # 36
+    ((1, 16, 16, 256), (7, 7, 128, 256), 1, 2, "dilated"),
     ((4, 32, 32, 64), (4, 4, 64, 64), 2, 1, "phase"),  # large input
     ((4, 32, 32, 64), (4, 4, 64, 64), 1, 2, "dilated"),
 ])
