@@ -437,7 +437,7 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape) -> st
   phase_ok = config.dilation_rate == (1, 1)
   if (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS
       and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
-      and not (phase_ok and _phase_beats_col2im(config, x_shape, kernel_shape))):
+      and not (phase_ok and _phase_beats_col2im(config, kernel_shape))):
     return "col2im"
   return "phase" if phase_ok else "dilated"
 
@@ -450,7 +450,7 @@ def _col2im_taps_per_pixel(config: ConvTransposeConfig, kernel_shape) -> int:
           * _shapes.taps_per_phase(kernel_shape[1], config.strides[1]))
 
 
-def _phase_beats_col2im(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+def _phase_beats_col2im(config: ConvTransposeConfig, kernel_shape) -> bool:
   """On a small input (dilation 1), whether the phase forward beats col2im:
   when it multiplies no inserted zero (each stride divides its kernel
   size, stride 1 included) and col2im's ``kh*kw*filters`` columns per pixel
