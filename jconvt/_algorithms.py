@@ -355,8 +355,10 @@ def conv_col2im(x, kernel, config, geometry):
   n, h, w, _ = x.shape
   kh, kw, f, _ = kernel.shape
   (sh, sw), (dh, dw) = config.strides, config.dilation_rate
-  cols = lax.dot_general(x, kernel, (((3,), (3,)), ((), ())), precision=config.precision,
+  cols = lax.dot_general(x, kernel.reshape(kh * kw * f, -1), (((3,), (1,)), ((), ())),
+                         precision=config.precision,
                          preferred_element_type=config.preferred_element_type)
+  cols = cols.reshape(n, h, w, kh, kw, f)
   th = _shapes.phase_canvas_length(h, kh, sh, dh)
   tw = _shapes.phase_canvas_length(w, kw, sw, dw)
   zero = jnp.zeros((), cols.dtype)
