@@ -289,18 +289,6 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   return dx  # (n, h, w, c)
 
 
-def _shift_split(ch, cw, c, cols):
-  """Which axes' shifts the ``x`` stack takes in ``_correlate_taps`` (the
-  ``D`` stack takes the others): ``(h_on_x, w_on_x)`` for the narrowest
-  pair of stacks, ``c * shifts_on_x + cols * shifts_on_d`` values per
-  canvas row; ties keep the height shifts on ``x``."""
-  options = [(True, False), (False, False), (False, True), (True, True)]
-  def width(split):
-    on_x = (ch if split[0] else 1) * (cw if split[1] else 1)
-    return c * on_x + cols * (ch * cw // on_x)
-  return min(options, key=width)
-
-
 def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   """``g[q_h, q_w] = sum_u xc[u]^T d[u + q_h * tw + q_w]`` for
   ``q < (ch, cw)``, as one GEMM: (ch, cw, cols, c).
@@ -308,29 +296,33 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   ``xc`` (rows, c) and ``d`` (rows, cols) are canvases flattened to rows,
   ``tw`` canvas pixels wide; ``xc`` is zero wherever a shift would carry
   ``d`` past a canvas row's end or the last row, so nothing wraps. Each
-  shift is split between the operands (``_shift_split``): stacks of
-  shifted copies of each (no ``ch * cw`` im2col of the wider one), and the
-  narrower stack is the GEMM's left operand, which XLA:CPU runs up to 2x
-  faster (2178 rows: (24, 128) 72 GFLOP/s, (128, 24) 16 GFLOP/s)."""
+  operand is a stack of shifted copies (no ``ch * cw`` im2col): ``xc``
+  shifted down by ``q_h`` canvas rows and ``d`` up by ``q_w`` pixels, or,
+  when that is narrower (``d`` thinner than ``xc``: an RGB output), ``d``
+  by both and ``xc`` not at all. The narrower stack is the GEMM's left
+  operand, which XLA:CPU runs up to 4x faster (2178 rows: (24, 128) 72
+  GFLOP/s, (128, 24) 16 GFLOP/s). Measured on 3-64 channels, k3-k4 s2:
+  the split ran 1.5-2x faster with both shifts on a 3-filter ``d``; both
+  on a 3- or 16-channel ``x`` ran 1.2-1.4x slower than the height split.
+  """
   rows, c = xc.shape
-  h_on_x, w_on_x = _shift_split(ch, cw, c, d.shape[1])
-  xh, xw = (ch if h_on_x else 1), (cw if w_on_x else 1)
-  dh, dw = ch // xh, cw // xw
-  x_offsets = [qh * tw + qw for qh in range(xh) for qw in range(xw)]
-  d_offsets = [qh * tw + qw for qh in range(dh) for qw in range(dw)]
-  front = x_offsets[-1]
+  cols = d.shape[1]
+  both_on_d = c + ch * cw * cols < ch * c + cw * cols
+  xh, (dh, dw) = (1, (ch, cw)) if both_on_d else (ch, (1, cw))
+  front = (xh - 1) * tw
   xp = jnp.pad(xc, ((front, 0), (0, 0)))
-  xs = jnp.stack([xp[front - o:front - o + rows] for o in x_offsets], axis=1)
-  dp = jnp.pad(d, ((0, d_offsets[-1]), (0, 0)))
-  ds = jnp.stack([dp[o:o + rows] for o in d_offsets], axis=1)
+  xs = jnp.stack([xp[front - q * tw:front - q * tw + rows] for q in range(xh)], axis=1)
+  offsets = [qh * tw + qw for qh in range(dh) for qw in range(dw)]
+  dp = jnp.pad(d, ((0, offsets[-1]), (0, 0)))
+  ds = jnp.stack([dp[o:o + rows] for o in offsets], axis=1)
   xs, ds = xs.reshape(rows, -1), ds.reshape(rows, -1)
   dims = (((0,), (0,)), ((), ()))
   if xs.shape[1] <= ds.shape[1]:
     g = lax.dot_general(xs, ds, dims, precision=precision, preferred_element_type=acc_dtype)
   else:
     g = lax.dot_general(ds, xs, dims, precision=precision, preferred_element_type=acc_dtype).T
-  g = g.reshape(xh, xw, c, dh, dw, -1).transpose(0, 3, 1, 4, 5, 2)
-  return g.reshape(ch, cw, -1, c)
+  # (xh * c, dh * dw * cols): one of xh, dh is 1.
+  return g.reshape(xh, c, dh, cw, cols).transpose(0, 2, 3, 4, 1).reshape(ch, cw, cols, c)
 
 
 def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
@@ -346,7 +338,10 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   as in ``conv_phase`` (equal tap counts, at most two groups per axis);
   each pair of groups is one GEMM over its own taps
   (``_correlate_taps``), so no tap past the kernel is computed (k3 s2: 9
-  taps, not 16). The batch is cut into chunks of ``_kernel_grad_chunk``
+  taps, not 16); but with fewer than ``EXACT_TAPS_FILTERS`` filters,
+  where each group's GEMM is too thin to pay for its own pass over ``x``,
+  all phases are one GEMM over ``ceil(k / s)`` taps per axis, those past
+  the kernel dropped afterwards. The batch is cut into chunks of ``_kernel_grad_chunk``
   images, run by ``lax.scan`` and accumulated in float32 or wider: the
   stacks stay cache-sized and the temporary memory about one chunk's.
   """
@@ -354,6 +349,8 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   sh, sw = config.strides
   f = dy.shape[-1]
   (gh, kqh), (gw, kqw) = _phase_groups(kernel_hw[0], sh), _phase_groups(kernel_hw[1], sw)
+  if f < EXACT_TAPS_FILTERS:
+    gh, gw = [(0, sh, kqh)], [(0, sw, kqw)]  # one GEMM, taps past the kernel included
   th, tw = h + kqh - 1, w + kqw - 1
   pairs = [(a, b) for a in gh for b in gw if a[2] and b[2]]
   acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
@@ -446,7 +443,9 @@ def conv_col2im(x, kernel, config, geometry):
 # At stride 1 the phase forward is computed on the full canvas and windowed
 # with that many channels each way, else with TF's padding. The GEMMs' batch
 # is cut into chunks of at least KERNEL_GRAD_CHUNK_ROWS canvas pixels
-# (``_kernel_grad_chunk``). Measured on 2-core x86 CPUs (benchmarks/,
+# (``_kernel_grad_chunk``); with fewer than EXACT_TAPS_FILTERS filters
+# they are one GEMM over all phases, else one per pair of phase groups
+# (``grad_kernel_phase``). Measured on 2-core x86 CPUs (benchmarks/,
 # README): at stride 1 the GEMMs ran 1.3-4.5x faster than XLA:CPU's
 # convolution with 32-128 channels but 1.1-3x slower with 16 or fewer (an
 # RGB output has 3 filters), and the full-canvas forward 1.4-1.8x faster
@@ -461,6 +460,10 @@ def conv_col2im(x, kernel, config, geometry):
 # no longer fuses col2im's adds into one pass in a training step: the step
 # compiled 2-7x slower (k7, k11 at stride 1: 2.2 and 4.5 s against 0.6 s for
 # phase) and ran no faster (21 vs 23 ms, 75 vs 67 ms on 2x16x16x128 -> 64).
+# Kernel gradient at k3 s2 (16x32x32 inputs): a GEMM per pair of phase
+# groups ran 1.2-2.8x faster than one GEMM over all 16 taps with 3-128
+# input channels and 16-128 filters, 1.4-4x slower with 1-3 filters; with 8
+# filters faster at 64 input channels, slower at 128.
 SMALL_INPUT_PIXELS = 1024
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
@@ -468,6 +471,7 @@ COL2IM_MAX_TAPS = 25
 GEMM_KERNEL_GRAD_PIXELS = 4096
 STRIDE1_DEEP_CHANNELS = 32
 KERNEL_GRAD_CHUNK_ROWS = 2048
+EXACT_TAPS_FILTERS = 8
 
 
 def _kernel_grad_chunk(batch: int, canvas_pixels: int) -> int:

@@ -224,6 +224,42 @@ def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
   assert _forward_algorithm(cfg, x_shape, kernel_shape) == expected
 
 
+@pytest.mark.parametrize("exact_taps", [True, False])
+@pytest.mark.parametrize("x_shape,kernel_shape,strides", [
+    ((2, 5, 6, 40), (3, 3, 33, 40), (2, 2)),  # k % s != 0: two phase groups per axis
+    ((3, 4, 5, 32), (5, 4, 32, 32), (2, 3)),  # groups on one axis only
+    ((2, 6, 6, 33), (3, 5, 40, 33), (3, 2)),
+    ((2, 5, 5, 64), (4, 4, 3, 64), (2, 2)),   # a 3-filter dy: both shifts on its stack
+    ((2, 5, 5, 64), (3, 3, 3, 64), (2, 2)),
+    ((2, 5, 5, 3), (3, 3, 64, 3), (2, 2)),    # 3 input channels: the narrow x stack
+    ((2, 6, 6, 32), (1, 1, 40, 32), (2, 2)),  # kernel < stride: phases no tap reaches
+    ((2, 6, 7, 32), (3, 3, 32, 32), (1, 1)),
+])
+def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_taps):
+  """``grad_kernel_phase`` against the reference's kernel gradient, whole and
+  one image per chunk, with one GEMM per pair of phase groups (its own taps
+  only) and with one GEMM over all taps (zero past the kernel), and both
+  ways of splitting the shifts between the stacks."""
+  from jconvt import _algorithms
+  params, x = _data(x_shape, kernel_shape)
+  kernel = params["kernel"]
+  cfg = ConvTransposeConfig(strides, "same")
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  dy = jnp.asarray(np.random.default_rng(1).standard_normal(
+      jconvt.output_shape(x.shape, kernel_shape, cfg)), np.float32)
+  want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
+      {"kernel": k}, x, cfg.replace(algorithm="dilated")) * dy))(kernel)
+  saved = _algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS
+  try:
+    _algorithms.EXACT_TAPS_FILTERS = 0 if exact_taps else 10**9
+    for chunk_rows in (10**9, 1):
+      _algorithms.KERNEL_GRAD_CHUNK_ROWS = chunk_rows
+      got = _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg, geometry)
+      assert_close(got, want)
+  finally:
+    _algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS = saved
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("strides", [1, 2])
 def test_chunked_kernel_gradient_accumulates_in_float32(dtype, strides):
