@@ -437,8 +437,9 @@ def conv_col2im(x, kernel, config, geometry):
 # "auto"; larger ones the phase forward and the strided-convolution input
 # gradient, unless the kernel is no larger than the stride (the GEMM input
 # gradient is then one GEMM, whatever the size). The kernel gradient
-# (dilation 1) is GEMMs (``grad_kernel_phase``) above GEMM_KERNEL_GRAD_PIXELS
-# when the stride is > 1, and at stride 1 when both channel counts are at
+# (dilation 1) is GEMMs (``grad_kernel_phase``) when the stride is > 1
+# above GEMM_KERNEL_GRAD_PIXELS or with at most SHALLOW_INPUT_CHANNELS input
+# channels on images of at least SHALLOW_MIN_IMAGE_PIXELS, and at stride 1 when both channel counts are at
 # least STRIDE1_DEEP_CHANNELS; else a convolution.
 # At stride 1 the phase forward is computed on the full canvas and windowed
 # with that many channels each way, else with TF's padding. The GEMMs' batch
@@ -463,12 +464,19 @@ def conv_col2im(x, kernel, config, geometry):
 # Kernel gradient at k3 s2 (16x32x32 inputs): a GEMM per pair of phase
 # groups ran 1.2-2.8x faster than one GEMM over all 16 taps with 3-128
 # input channels and 16-128 filters, 1.4-4x slower with 1-3 filters; with 8
-# filters faster at 64 input channels, slower at 128.
+# filters faster at 64 input channels, slower at 128. On inputs of at most
+# 4096 pixels (stride 2, k3-k4), the GEMMs ran 1.2-15x faster than the
+# convolution with 1-16 input channels on 16x16 to 64x64 images, but
+# 0.5-2.9x on 8x8 ones (batch 16); with 32-1024 input channels the
+# convolution ran up to 2.6x faster on 8x8 and 16x16 images, the GEMMs up
+# to 1.7x faster on 32x32 and 64x64 ones.
 SMALL_INPUT_PIXELS = 1024
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25
 GEMM_KERNEL_GRAD_PIXELS = 4096
+SHALLOW_INPUT_CHANNELS = 16
+SHALLOW_MIN_IMAGE_PIXELS = 256
 STRIDE1_DEEP_CHANNELS = 32
 KERNEL_GRAD_CHUNK_ROWS = 2048
 EXACT_TAPS_FILTERS = 8
@@ -541,7 +549,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> 
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
-    return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
+    h, w = spatial(x_shape, config)
+    shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and h * w >= SHALLOW_MIN_IMAGE_PIXELS
+    return shallow or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
 
 
@@ -599,7 +609,9 @@ def dispatch(x, kernel, config, geometry):
     kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs up to
     ``SMALL_INPUT_PIXELS`` or with a kernel no larger than the stride, and
-    the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS``; at stride 1
+    the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS`` or with at most
+    ``SHALLOW_INPUT_CHANNELS`` input channels on images of at least
+    ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1
     (dilation 1) the kernel gradient is GEMMs when both channel counts are
     at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
     convolutions. On other backends (GPU, TPU), ``"dilated"``: their

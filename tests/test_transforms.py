@@ -224,6 +224,24 @@ def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
   assert _forward_algorithm(cfg, x_shape, kernel_shape) == expected
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
+    ((4, 32, 32, 64), (4, 4, 64, 64), 2, 1, False),  # 4096 pixels
+    ((8, 32, 32, 64), (4, 4, 64, 64), 2, 1, True),  # past GEMM_KERNEL_GRAD_PIXELS
+    ((1, 64, 64, 3), (4, 4, 64, 3), 2, 1, True),  # 3 input channels, 64x64 image
+    ((1, 16, 16, 16), (3, 3, 64, 16), 2, 1, True),  # 16 input channels, 16x16 image
+    ((1, 16, 16, 17), (3, 3, 64, 17), 2, 1, False),
+    ((16, 8, 8, 3), (4, 4, 64, 3), 2, 1, False),  # 8x8 images
+    ((1, 64, 64, 3), (4, 4, 64, 3), 1, 2, False),  # dilated: no phase
+    ((1, 64, 64, 3), (3, 3, 64, 3), 1, 1, False),  # stride 1, shallow
+    ((1, 16, 16, 32), (3, 3, 32, 32), 1, 1, True),  # stride 1, deep
+])
+def test_auto_kernel_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
+  """Whether ``auto``'s kernel gradient is the GEMMs on CPU, per the rule."""
+  from jconvt._algorithms import _kernel_grad_is_gemm
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape) is expected
+
+
 @pytest.mark.parametrize("exact_taps", [True, False])
 @pytest.mark.parametrize("x_shape,kernel_shape,strides", [
     ((2, 5, 6, 40), (3, 3, 33, 40), (2, 2)),  # k % s != 0: two phase groups per axis
