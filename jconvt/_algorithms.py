@@ -439,7 +439,8 @@ def conv_col2im(x, kernel, config, geometry):
 # col2im forward (but phase where it wastes nothing and the layer has at
 # least COL2IM_DEEP_FILTERS filters and fewer than COL2IM_DEEP_INPUT input
 # channels, or with more than COL2IM_MAX_TAPS taps per output pixel) and
-# (stride > 1, dilation 1) the GEMM input gradient under
+# (stride > 1, dilation 1, each stride dividing its kernel size, at least
+# GEMM_INPUT_GRAD_CHANNELS input channels) the GEMM input gradient under
 # "auto"; larger ones the phase forward and the strided-convolution input
 # gradient, unless the kernel is no larger than the stride (the GEMM input
 # gradient is then one GEMM, whatever the size). The kernel gradient
@@ -475,11 +476,16 @@ def conv_col2im(x, kernel, config, geometry):
 # convolution with 1-16 input channels on 16x16 to 64x64 images, but
 # 0.5-2.9x on 8x8 ones (batch 16); with 32-1024 input channels the
 # convolution ran up to 2.6x faster on 8x8 and 16x16 images, the GEMMs up
-# to 1.7x faster on 32x32 and 64x64 ones.
+# to 1.7x faster on 32x32 and 64x64 ones. The small-input GEMM input
+# gradient (256 to 1024 pixels, stride 2) ran 0.9-1.34x as fast as the
+# strided convolution at k4 with 256 input channels, 1.05-1.34x with 512
+# (dcgan 8->16 step 172 -> 136 ms on another EPYC), but 1.03-8x slower at
+# k3 (it multiplies 16 taps for 9) and with 3-128 input channels.
 SMALL_INPUT_PIXELS = 1024
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25
+GEMM_INPUT_GRAD_CHANNELS = 256
 GEMM_KERNEL_GRAD_PIXELS = 4096
 SHALLOW_INPUT_CHANNELS = 16
 SHALLOW_MIN_IMAGE_PIXELS = 256
@@ -541,12 +547,16 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> b
   """Whether the fast path's input gradient is ``grad_input_phase``'s GEMMs
   (else ``grad_input``'s strided convolution); the rule above. With a
   kernel no larger than the stride (one tap per phase) it is one GEMM at
-  any size, and ``grad_kernel_phase`` runs unchunked: both fold the same
+  any size (else only on small inputs with at least
+  ``GEMM_INPUT_GRAD_CHANNELS`` input channels and each stride dividing its
+  kernel size), and ``grad_kernel_phase`` runs unchunked: both fold the same
   ``dy``, which XLA builds once."""
   if config.dilation_rate != (1, 1) or config.strides == (1, 1):
     return False
   one_tap = all(k <= s for k, s in zip(kernel_shape[:2], config.strides))
-  return one_tap or _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+  exact = all(k % s == 0 for k, s in zip(kernel_shape[:2], config.strides))
+  return one_tap or (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS and exact
+                     and kernel_shape[3] >= GEMM_INPUT_GRAD_CHANNELS)
 
 
 def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
@@ -614,7 +624,9 @@ def dispatch(x, kernel, config, geometry):
     when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
     kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs up to
-    ``SMALL_INPUT_PIXELS`` or with a kernel no larger than the stride, and
+    ``SMALL_INPUT_PIXELS`` (with at least ``GEMM_INPUT_GRAD_CHANNELS`` input
+    channels and each stride dividing its kernel size) or with a kernel no
+    larger than the stride, and
     the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS`` or with at most
     ``SHALLOW_INPUT_CHANNELS`` input channels on images of at least
     ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1

@@ -74,6 +74,23 @@ def large_input_paths():
       setattr(_algorithms, name, value)
 
 
+@contextlib.contextmanager
+def gemm_input_gradient():
+  """Forces ``auto``'s GEMM input gradient (``grad_input_phase``) wherever
+  it applies (dilation 1, stride > 1), which by its rule it takes only on
+  deep small inputs or with a kernel no larger than the stride; restores
+  the rule on exit."""
+  from jconvt import _algorithms
+  saved = _algorithms._input_grad_is_gemm
+  _algorithms._input_grad_is_gemm = (
+      lambda config, x_shape, kernel_shape: config.dilation_rate == (1, 1)
+      and config.strides != (1, 1))
+  try:
+    yield
+  finally:
+    _algorithms._input_grad_is_gemm = saved
+
+
 @pytest.fixture(autouse=True)
 def _strict_jax():
   with jax.default_matmul_precision("float32"), jax.numpy_rank_promotion("raise"):

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 import jconvt
-from conftest import (assert_close, case_id, config_from_record, large_input_paths,
-                      load_golden)
+from conftest import (assert_close, case_id, config_from_record, gemm_input_gradient,
+                      large_input_paths, load_golden)
 
 CASES = load_golden()
 ALGORITHMS = ("dilated", "phase", "col2im", "auto")
@@ -61,6 +61,14 @@ def test_forward_and_gradients_match_tf(rec, arrays, algorithm):
   assert_close(dparams["kernel"], arrays["dkernel"])
   if "bias" in arrays:
     assert_close(dparams["bias"], arrays["dbias"])
+
+
+@pytest.mark.parametrize("rec,arrays", CASES[1::3], ids=[case_id(r) for r, _ in CASES[1::3]])
+def test_gemm_input_gradient_of_auto_matches_tf(rec, arrays):
+  """"auto"'s GEMM input gradient, which its rule keeps to deep small inputs
+  (the golden grid's are shallow), forced wherever it applies."""
+  with gemm_input_gradient():
+    test_forward_and_gradients_match_tf(rec, arrays, "auto")
 
 
 @pytest.mark.parametrize("rec,arrays", CASES[::5], ids=[case_id(r) for r, _ in CASES[::5]])

@@ -225,6 +225,26 @@ def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
+    ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, True),  # small, deep, k4 s2
+    ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, True),
+    ((1, 16, 16, 256), (3, 3, 128, 256), 2, 1, False),  # k3 s2: zero taps
+    ((1, 16, 16, 128), (4, 4, 128, 128), 2, 1, False),  # 128 input channels
+    ((4, 16, 16, 512), (4, 4, 128, 512), 2, 1, True),  # 1024 pixels
+    ((5, 16, 16, 512), (4, 4, 128, 512), 2, 1, False),  # 1280
+    ((8, 32, 32, 256), (2, 2, 128, 256), 2, 1, True),  # one tap: any size
+    ((8, 32, 32, 3), (2, 2, 128, 3), 2, 1, True),
+    ((8, 32, 32, 256), (4, 4, 128, 256), 2, 1, False),  # large
+    ((1, 16, 16, 256), (3, 3, 128, 256), 1, 1, False),  # stride 1
+    ((1, 16, 16, 256), (3, 3, 128, 256), 1, 2, False),  # dilated
+])
+def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
+  """Whether ``auto``'s input gradient is the GEMMs on CPU, per the rule."""
+  from jconvt._algorithms import _input_grad_is_gemm
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  assert _input_grad_is_gemm(cfg, x_shape, kernel_shape) is expected
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
     ((4, 32, 32, 64), (4, 4, 64, 64), 2, 1, False),  # 4096 pixels
     ((8, 32, 32, 64), (4, 4, 64, 64), 2, 1, True),  # past GEMM_KERNEL_GRAD_PIXELS
     ((1, 64, 64, 3), (4, 4, 64, 3), 2, 1, True),  # 3 input channels, 64x64 image
