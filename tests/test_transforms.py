@@ -224,6 +224,23 @@ def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
   assert _forward_algorithm(cfg, x_shape, kernel_shape) == expected
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,dilation,expected", [
+    ((8, 32, 32, 64), (3, 3, 64, 64), 1, True),
+    ((8, 32, 32, 128), (5, 5, 64, 128), 1, True),
+    ((8, 32, 32, 128), (3, 3, 128, 128), 1, False),  # 128 channels each way
+    ((8, 32, 32, 16), (3, 3, 64, 16), 1, False),  # 16 input channels
+    ((2, 16, 16, 64), (3, 3, 64, 64), 1, False),  # 512 pixels
+    ((8, 32, 32, 64), (3, 3, 64, 64), 2, False),  # dilated
+])
+def test_full_canvas_input_gradient_rule(x_shape, kernel_shape, dilation, expected):
+  """Whether the stride-1 input gradient runs on the full canvas, per the rule."""
+  from jconvt._algorithms import _full_canvas_input_grad
+  cfg = ConvTransposeConfig(1, "same", dilation_rate=dilation)
+  assert _full_canvas_input_grad(cfg, x_shape[0], x_shape[1:3], kernel_shape) is expected
+  stride2 = ConvTransposeConfig(2, "same")
+  assert not _full_canvas_input_grad(stride2, x_shape[0], x_shape[1:3], kernel_shape)
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
     ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, True),  # small, deep, k4 s2
     ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, True),
