@@ -285,7 +285,8 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   shift), except when the kernel is no larger than the stride: then it is
   one GEMM, and ``grad_kernel_phase`` builds the same ``D`` unchunked, which
   XLA computes once for both (k2 s2: step 1.6x faster, temporary memory 49
-  -> 16 MiB).
+  -> 16 MiB). The GEMMs and their sum are in float32 or wider, which also
+  puts bfloat16 GEMMs on XLA:CPU's fast path.
   """
   h, w = in_hw
   d = _dy_canvas(dy, kernel.shape[:2], config, geometry, in_hw)
@@ -296,9 +297,10 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   for qh in range(kqh):
     for qw in range(kqw):
       term = lax.dot_general(d[:, qh:qh + h, qw:qw + w], k[qh, qw],
-                             (((3,), (0,)), ((), ())), precision=config.precision)
+                             (((3,), (0,)), ((), ())), precision=config.precision,
+                             preferred_element_type=jnp.promote_types(dy.dtype, jnp.float32))
       dx = term if dx is None else dx + term
-  return dx  # (n, h, w, c)
+  return dx.astype(dy.dtype)  # (n, h, w, c)
 
 
 def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
@@ -500,7 +502,14 @@ def conv_col2im(x, kernel, config, geometry):
 # channels and filters: on 1024-16384 pixels, k3 and k5, it ran 1.2-1.75x
 # faster with 32-64 (8x32x32x64 -> 64: 6.7 -> 4.6 ms), the same to 7%
 # slower with 128-256, and 1.1-1.4x slower with 16 channels or on 512
-# pixels.
+# pixels. With bfloat16 inputs, both gradients at stride > 1 are the GEMMs
+# (the input gradient when each stride divides its kernel size), whatever
+# the size: with float32 accumulation XLA:CPU ran a bfloat16 GEMM at about
+# twice the float32 rate (AVX512-BF16 EPYC: 389 against 198 GFLOP/s at
+# 2048x2048) but its bfloat16 convolutions at the float32 rate; at k4 s2
+# on 4x16x16 to 16x32x32 inputs with 64-512 channels the input gradient's
+# GEMMs ran 1.01-1.98x, the kernel gradient's 1.01-1.91x as fast as the
+# convolutions (suite layer 16x16x16x256 -> 128: step 88 -> 77 ms).
 SMALL_INPUT_PIXELS = 1024
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
@@ -564,18 +573,22 @@ def _phase_beats_col2im(config: ConvTransposeConfig, kernel_shape) -> bool:
   return exact and f >= COL2IM_DEEP_FILTERS and c < COL2IM_DEEP_INPUT
 
 
-def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
+                        dtype=jnp.float32) -> bool:
   """Whether the fast path's input gradient is ``grad_input_phase``'s GEMMs
   (else ``grad_input``'s strided convolution); the rule above. With a
   kernel no larger than the stride (one tap per phase) it is one GEMM at
   any size (else only on small inputs with at least
   ``GEMM_INPUT_GRAD_CHANNELS`` input channels and each stride dividing its
   kernel size), and ``grad_kernel_phase`` runs unchunked: both fold the same
-  ``dy``, which XLA builds once."""
+  ``dy``, which XLA builds once. With bfloat16 inputs it is the GEMMs
+  whenever each stride divides its kernel size."""
   if config.dilation_rate != (1, 1) or config.strides == (1, 1):
     return False
   one_tap = all(k <= s for k, s in zip(kernel_shape[:2], config.strides))
   exact = all(k % s == 0 for k, s in zip(kernel_shape[:2], config.strides))
+  if exact and jnp.dtype(dtype) == jnp.bfloat16:
+    return True
   return one_tap or (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS and exact
                      and kernel_shape[3] >= GEMM_INPUT_GRAD_CHANNELS)
 
@@ -601,12 +614,16 @@ def _full_canvas_channels(kernel_shape) -> bool:
   return STRIDE1_DEEP_CHANNELS <= min(kernel_shape[2:]) < FULL_CANVAS_MAX_CHANNELS
 
 
-def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
+                         dtype=jnp.float32) -> bool:
   """Whether the fast path's kernel gradient is ``grad_kernel_phase``'s
-  GEMMs (else ``grad_kernel``'s convolution); the rule above."""
+  GEMMs (else ``grad_kernel``'s convolution); the rule above. With
+  bfloat16 inputs at stride > 1 it is always the GEMMs."""
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
+    if jnp.dtype(dtype) == jnp.bfloat16:
+      return True
     h, w = spatial(x_shape, config)
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and h * w >= SHALLOW_MIN_IMAGE_PIXELS
     return shallow or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
@@ -626,11 +643,11 @@ def _fast_fwd(x, kernel, config, geometry):
 def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
-  if _input_grad_is_gemm(config, x.shape, kernel.shape):
+  if _input_grad_is_gemm(config, x.shape, kernel.shape, x.dtype):
     dx = grad_input_phase(dy, kernel, config, geometry, x.shape[1:3])
   else:
     dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
-  if _kernel_grad_is_gemm(config, x.shape, kernel.shape):
+  if _kernel_grad_is_gemm(config, x.shape, kernel.shape, x.dtype):
     dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
   else:
     dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
@@ -674,7 +691,9 @@ def dispatch(x, kernel, config, geometry):
     ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1
     (dilation 1) the kernel gradient is GEMMs when both channel counts are
     at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
-    convolutions. On other backends (GPU, TPU), ``"dilated"``: their
+    convolutions. With bfloat16 inputs and stride > 1 both gradients are
+    the GEMMs (the input gradient when each stride divides its kernel
+    size), accumulated in float32. On other backends (GPU, TPU), ``"dilated"``: their
     convolution libraries run the input-dilated form and its reversed-window
     gradients natively. The choice is made per platform at lowering
     (``lax.platform_dependent``).

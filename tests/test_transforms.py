@@ -145,6 +145,28 @@ def test_preferred_element_type(algorithm):
   assert_close(y, ref)  # bf16 inputs, exact float32 accumulation
 
 
+@pytest.mark.parametrize("kernel_size,strides", [(4, 2), (3, 2), (2, 2), (3, 1)])
+def test_bfloat16_gradients_match_float32(kernel_size, strides):
+  """``auto``'s gradients of bfloat16 inputs (the float32-accumulated GEMMs
+  at stride > 1) against the float32 reference path's on the same values."""
+  params, x = _data((2, 5, 6, 16), (kernel_size, kernel_size, 24, 16))
+  params = {"kernel": params["kernel"].astype(jnp.bfloat16)}
+  x = x.astype(jnp.bfloat16)
+  dy = jnp.asarray(np.random.default_rng(2).standard_normal(jconvt.output_shape(
+      x.shape, params["kernel"].shape, ConvTransposeConfig(strides, "same"))), jnp.bfloat16)
+
+  def grads(p, x, algorithm):
+    cfg = ConvTransposeConfig(strides, "same", algorithm=algorithm)
+    return jax.grad(lambda p, x: jnp.sum((jconvt.conv2d_transpose(p, x, cfg) * dy)
+                                         .astype(jnp.float32)), argnums=(0, 1))(p, x)
+
+  got = grads(params, x, "auto")
+  want = grads(*jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), (params, x)), "dilated")
+  assert got[1].dtype == jnp.bfloat16
+  assert_close(got[1], want[1], dtype=jnp.bfloat16)
+  assert_close(got[0]["kernel"], want[0]["kernel"], dtype=jnp.bfloat16)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_precision_reaches_hlo(algorithm):
   params, x = _data()
@@ -277,6 +299,24 @@ def test_auto_kernel_gradient_rule(x_shape, kernel_shape, strides, dilation, exp
   from jconvt._algorithms import _kernel_grad_is_gemm
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
   assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape) is expected
+
+
+@pytest.mark.parametrize("kernel_size,strides,dilation,dx_gemm,dk_gemm", [
+    (4, 2, 1, True, True),
+    (3, 2, 1, False, True),  # the GEMM input gradient would multiply zero taps
+    (3, 1, 1, False, False),  # stride 1: the float32 rules (16 filters: convolutions)
+    (3, 1, 2, False, False),
+])
+def test_auto_gradient_rules_for_bfloat16(kernel_size, strides, dilation, dx_gemm, dk_gemm):
+  """bfloat16 inputs take the GEMM gradients at stride > 1 whatever the
+  size; float32 inputs of that size take the convolutions."""
+  from jconvt._algorithms import _input_grad_is_gemm, _kernel_grad_is_gemm
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  x_shape, kernel_shape = (4, 8, 8, 64), (kernel_size, kernel_size, 16, 64)
+  assert _input_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.bfloat16) is dx_gemm
+  assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.bfloat16) is dk_gemm
+  assert not _input_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
+  assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
 
 
 @pytest.mark.parametrize("exact_taps", [True, False])
