@@ -58,13 +58,14 @@ def large_input_paths():
   """Forces the paths ``auto`` takes above its size thresholds (phase
   forward, strided-convolution input gradient, GEMM kernel gradient, also
   at stride 1, one GEMM per pair of phase groups, full-canvas stride-1
-  convolutions) on small test inputs,
+  convolutions, padded input-gradient convolutions of 'valid' layers) on small test inputs,
   with one image per kernel-gradient chunk; restores the thresholds on
   exit."""
   from jconvt import _algorithms
   forced = {"SMALL_INPUT_PIXELS": 0, "GEMM_KERNEL_GRAD_PIXELS": 0,
             "STRIDE1_DEEP_CHANNELS": 0, "KERNEL_GRAD_CHUNK_ROWS": 1,
-            "EXACT_TAPS_FILTERS": 0, "FULL_CANVAS_MAX_CHANNELS": 10**9}
+            "EXACT_TAPS_FILTERS": 0, "FULL_CANVAS_MAX_CHANNELS": 10**9,
+            "UNPADDED_DEEP_CHANNELS": 0}
   saved = {name: getattr(_algorithms, name) for name in forced}
   for name, value in forced.items():
     setattr(_algorithms, name, value)

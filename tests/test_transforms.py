@@ -263,6 +263,25 @@ def test_full_canvas_input_gradient_rule(x_shape, kernel_shape, dilation, expect
   assert not _full_canvas_input_grad(stride2, x_shape[0], x_shape[1:3], kernel_shape)
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,expected", [
+    ((16, 16, 16, 256), (4, 4, 128, 256), 2, "valid", (2, 2)),
+    ((8, 32, 32, 128), (3, 3, 128, 128), (2, 3), "valid", (2, 3)),
+    ((16, 16, 16, 256), (4, 4, 128, 256), 2, "same", (0, 0)),  # padded already
+    ((8, 32, 32, 64), (3, 3, 64, 64), 2, "valid", (0, 0)),  # 64 channels
+    ((2, 16, 16, 256), (4, 4, 128, 256), 2, "valid", (0, 0)),  # 512 pixels
+    ((8, 32, 32, 128), (3, 3, 128, 128), 1, "valid", (0, 0)),  # stride 1
+])
+def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, expected):
+  """Where the strided-convolution input gradient of a 'valid' layer gets
+  one stride of padding (and drops the extra output row and column)."""
+  from jconvt._algorithms import _forward_conv_padding, _unpadded_input_grad_extra
+  cfg = ConvTransposeConfig(strides, padding)
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  conv_padding = _forward_conv_padding(x_shape[1:3], kernel_shape[:2], cfg, geometry)
+  assert _unpadded_input_grad_extra(cfg, x_shape[0], x_shape[1:3], kernel_shape,
+                                    conv_padding) == expected
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
     ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, True),  # small, deep, k4 s2
     ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, True),
