@@ -481,7 +481,8 @@ def conv_col2im(x, kernel, config, geometry):
 # gradient is then one GEMM, whatever the size). The kernel gradient
 # (dilation 1) is GEMMs (``grad_kernel_phase``) when the stride is > 1
 # above GEMM_KERNEL_GRAD_PIXELS or with at most SHALLOW_INPUT_CHANNELS input
-# channels on images of at least SHALLOW_MIN_IMAGE_PIXELS, and at stride 1 when both channel counts are at
+# channels or no padding (a 'valid' layer) on images of at least
+# SHALLOW_MIN_IMAGE_PIXELS, and at stride 1 when both channel counts are at
 # least STRIDE1_DEEP_CHANNELS; else a convolution.
 # At stride 1 the phase forward is computed on the full canvas and windowed
 # with that many channels each way and fewer than FULL_CANVAS_MAX_CHANNELS
@@ -523,7 +524,10 @@ def conv_col2im(x, kernel, config, geometry):
 # channels and filters: on 1024-16384 pixels, k3 and k5, it ran 1.2-1.75x
 # faster with 32-64 (8x32x32x64 -> 64: 6.7 -> 4.6 ms), the same to 7%
 # slower with 128-256, and 1.1-1.4x slower with 16 channels or on 512
-# pixels. With bfloat16 inputs, both gradients at stride > 1 are the GEMMs
+# pixels. The kernel gradient's convolution of a 'valid' layer (no padding)
+# ran 1.5-2.6x slower than the GEMMs on 16x16 images (16x16x16x256 -> 128
+# k4 s2: 79 vs 30 ms; with padding the two ran within 10%), 1.05-1.15x
+# faster on 8x8 ones. With bfloat16 inputs, both gradients at stride > 1 are the GEMMs
 # (the input gradient when each stride divides its kernel size), whatever
 # the size: with float32 accumulation XLA:CPU ran a bfloat16 GEMM at about
 # twice the float32 rate (AVX512-BF16 EPYC: 389 against 198 GFLOP/s at
@@ -637,18 +641,23 @@ def _full_canvas_channels(kernel_shape) -> bool:
 
 
 def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
-                         dtype=jnp.float32) -> bool:
+                         dtype=jnp.float32, geometry=None) -> bool:
   """Whether the fast path's kernel gradient is ``grad_kernel_phase``'s
   GEMMs (else ``grad_kernel``'s convolution); the rule above. With
-  bfloat16 inputs at stride > 1 it is always the GEMMs."""
+  bfloat16 inputs at stride > 1 it is always the GEMMs; given the layer's
+  ``geometry``, also where the convolution would have no padding at all
+  (a ``'valid'`` layer) on images of at least ``SHALLOW_MIN_IMAGE_PIXELS``."""
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
     if jnp.dtype(dtype) == jnp.bfloat16:
       return True
     h, w = spatial(x_shape, config)
-    shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and h * w >= SHALLOW_MIN_IMAGE_PIXELS
-    return shallow or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
+    deep_image = h * w >= SHALLOW_MIN_IMAGE_PIXELS
+    shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
+    unpadded = geometry is not None and deep_image and not any(
+        lo or hi for lo, hi in _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
+    return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
 
 
@@ -669,7 +678,7 @@ def _fast_bwd(config, geometry, residuals, dy):
     dx = grad_input_phase(dy, kernel, config, geometry, x.shape[1:3])
   else:
     dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
-  if _kernel_grad_is_gemm(config, x.shape, kernel.shape, x.dtype):
+  if _kernel_grad_is_gemm(config, x.shape, kernel.shape, x.dtype, geometry):
     dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
   else:
     dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
@@ -709,8 +718,8 @@ def dispatch(x, kernel, config, geometry):
     channels and each stride dividing its kernel size) or with a kernel no
     larger than the stride, and
     the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS`` or with at most
-    ``SHALLOW_INPUT_CHANNELS`` input channels on images of at least
-    ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1
+    ``SHALLOW_INPUT_CHANNELS`` input channels or no padding (``'valid'``)
+    on images of at least ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1
     (dilation 1) the kernel gradient is GEMMs when both channel counts are
     at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
     convolutions. With bfloat16 inputs and stride > 1 both gradients are

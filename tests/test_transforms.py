@@ -320,6 +320,23 @@ def test_auto_kernel_gradient_rule(x_shape, kernel_shape, strides, dilation, exp
   assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape) is expected
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
+    ((16, 16, 16, 256), (4, 4, 128, 256), "valid", True),  # no padding, 16x16 images
+    ((2, 16, 16, 64), (3, 3, 32, 64), "valid", True),
+    ((16, 16, 16, 256), (4, 4, 128, 256), "same", False),
+    ((16, 8, 8, 512), (4, 4, 256, 512), "valid", False),  # 8x8 images
+    ((2, 16, 16, 64), (3, 3, 32, 64), ((1, 0), (0, 0)), False),  # padded on one side
+])
+def test_auto_kernel_gradient_rule_for_valid_layers(x_shape, kernel_shape, padding, expected):
+  """Given the geometry, the kernel gradient of an unpadded ('valid') layer
+  is the GEMMs on images of 16x16 or more."""
+  from jconvt._algorithms import _kernel_grad_is_gemm
+  cfg = ConvTransposeConfig(2, padding)
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32, geometry) is expected
+  assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape)  # no geometry: size rules
+
+
 @pytest.mark.parametrize("kernel_size,strides,dilation,dx_gemm,dk_gemm", [
     (4, 2, 1, True, True),
     (3, 2, 1, False, True),  # the GEMM input gradient would multiply zero taps
