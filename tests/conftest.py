@@ -93,6 +93,21 @@ def gemm_input_gradient():
     _algorithms._input_grad_is_gemm = saved
 
 
+@contextlib.contextmanager
+def taps_kernel_gradient():
+  """Forces ``auto``'s tap-window kernel gradient (``grad_kernel_taps``)
+  wherever it applies (dilation 1, stride > 1), which by its rule it takes
+  only on the smallest deep inputs; restores the rule on exit."""
+  from jconvt import _algorithms
+  saved = _algorithms._kernel_grad_is_taps
+  _algorithms._kernel_grad_is_taps = (
+      lambda config, *_: config.dilation_rate == (1, 1) and config.strides != (1, 1))
+  try:
+    yield
+  finally:
+    _algorithms._kernel_grad_is_taps = saved
+
+
 @pytest.fixture(autouse=True)
 def _strict_jax():
   with jax.default_matmul_precision("float32"), jax.numpy_rank_promotion("raise"):

@@ -337,6 +337,20 @@ def test_auto_kernel_gradient_rule_for_valid_layers(x_shape, kernel_shape, paddi
   assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape)  # no geometry: size rules
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,expected", [
+    ((1, 16, 16, 256), (4, 4, 128, 256), 2, True),  # batch-1 latency layer
+    ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, True),
+    ((2, 16, 16, 256), (4, 4, 128, 256), 2, False),  # 512 pixels
+    ((1, 16, 16, 64), (4, 4, 64, 64), 2, False),  # 64 input channels
+    ((1, 16, 16, 256), (6, 6, 128, 256), 2, False),  # 36 taps
+    ((1, 16, 16, 256), (3, 3, 128, 256), 1, False),  # stride 1
+])
+def test_auto_taps_kernel_gradient_rule(x_shape, kernel_shape, strides, expected):
+  from jconvt._algorithms import _kernel_grad_is_taps
+  cfg = ConvTransposeConfig(strides, "same")
+  assert _kernel_grad_is_taps(cfg, x_shape, kernel_shape) is expected
+
+
 @pytest.mark.parametrize("kernel_size,strides,dilation,dx_gemm,dk_gemm", [
     (4, 2, 1, True, True),
     (3, 2, 1, False, True),  # the GEMM input gradient would multiply zero taps
