@@ -369,6 +369,30 @@ def test_auto_gradient_rules_for_bfloat16(kernel_size, strides, dilation, dx_gem
   assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
+    ((2, 5, 6, 8), (4, 4, 6, 8), (2, 2), "same", None),
+    ((2, 5, 6, 8), (3, 3, 6, 8), (2, 3), "valid", None),
+    ((1, 4, 4, 8), (3, 5, 6, 8), (3, 2), "same", (2, 1)),
+    ((2, 5, 4, 8), (3, 3, 6, 8), (2, 2), ((2, 0), (1, 3)), None),  # explicit crops
+    ((2, 5, 4, 8), (1, 1, 6, 8), (2, 2), "valid", None),
+    ((0, 5, 4, 8), (3, 3, 6, 8), (2, 2), "same", None),  # empty batch
+])
+def test_taps_kernel_gradient(x_shape, kernel_shape, strides, padding, output_padding):
+  """``grad_kernel_taps`` against the reference's kernel gradient, with TF's
+  paddings, output padding, explicit crops and an empty batch."""
+  from jconvt import _algorithms
+  params, x = _data(x_shape, kernel_shape)
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  dy = jnp.asarray(np.random.default_rng(1).standard_normal(
+      jconvt.output_shape(x.shape, kernel_shape, cfg)), np.float32)
+  want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
+      {"kernel": k}, x, cfg.replace(algorithm="dilated")) * dy))(params["kernel"])
+  got = _algorithms.grad_kernel_taps(x, dy, kernel_shape[:2], cfg, geometry)
+  assert got.shape == kernel_shape
+  assert_close(got, want)
+
+
 @pytest.mark.parametrize("exact_taps", [True, False])
 @pytest.mark.parametrize("x_shape,kernel_shape,strides", [
     ((2, 5, 6, 40), (3, 3, 33, 40), (2, 2)),  # k % s != 0: two phase groups per axis
