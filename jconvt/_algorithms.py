@@ -89,6 +89,12 @@ def _forward_conv_padding(in_hw, kernel_hw, config, geometry):
   return padding
 
 
+def _unpadded(padding) -> bool:
+  """Whether a convolution's ``((lo, hi), (lo, hi))`` padding is zero: the
+  form XLA:CPU runs slowly (the rules below)."""
+  return not any(lo or hi for lo, hi in padding)
+
+
 def _unpadded_input_grad_extra(config, batch, in_hw, kernel_shape, padding):
   """Per axis, how much padding ``grad_input`` adds past ``dy``'s end (its
   extra output row and column are dropped): one stride where the strided
@@ -98,8 +104,7 @@ def _unpadded_input_grad_extra(config, batch, in_hw, kernel_shape, padding):
   form 2-2.4x slower there (16x16x16x256 -> 128 k4 s2: 71 vs 36 ms;
   8x32x32x128 -> 128 k3 s2: 39 vs 16 ms), about as fast with 64 channels,
   faster with 3 filters (0.42 vs 0.53 ms) or on 512 pixels (0.22 vs 0.40)."""
-  unpadded = not any(lo or hi for lo, hi in padding)
-  if (unpadded and config.strides != (1, 1)
+  if (_unpadded(padding) and config.strides != (1, 1)
       and batch * in_hw[0] * in_hw[1] > SMALL_INPUT_PIXELS
       and min(kernel_shape[2:]) >= UNPADDED_DEEP_CHANNELS):
     return config.strides
@@ -115,20 +120,19 @@ def grad_input(dy, kernel, config, geometry, in_hw):
   ``_unpadded_input_grad_extra`` pads an unpadded convolution."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
   if _full_canvas_input_grad(config, dy.shape[0], in_hw, kernel.shape):
-    (kh, kw), ((lo_h, _), (lo_w, _)) = kernel.shape[:2], padding
-    full = lax.conv_general_dilated(
-        dy, kernel, window_strides=(1, 1), padding=((kh - 1, kh - 1), (kw - 1, kw - 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=config.precision)
-    return full[:, kh - 1 - lo_h:kh - 1 - lo_h + in_hw[0],
-                kw - 1 - lo_w:kw - 1 - lo_w + in_hw[1]]
-  extra = _unpadded_input_grad_extra(config, dy.shape[0], in_hw, kernel.shape, padding)
+    # Output i of TF's padding is output i + k - 1 - lo of the full canvas.
+    start = [k - 1 - lo for k, (lo, _) in zip(kernel.shape[:2], padding)]
+    padding = [(k - 1, k - 1) for k in kernel.shape[:2]]
+  else:
+    start = (0, 0)
+    extra = _unpadded_input_grad_extra(config, dy.shape[0], in_hw, kernel.shape, padding)
+    padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
   dx = lax.conv_general_dilated(
-      dy, kernel, window_strides=config.strides,
-      padding=[(lo, hi + e) for (lo, hi), e in zip(padding, extra)],
+      dy, kernel, window_strides=config.strides, padding=padding,
       rhs_dilation=config.dilation_rate,
       dimension_numbers=("NHWC", "HWIO", "NHWC"),  # I = filters, O = in_channels
       precision=config.precision)
-  return dx[:, :in_hw[0], :in_hw[1]]
+  return dx[:, start[0]:start[0] + in_hw[0], start[1]:start[1] + in_hw[1]]
 
 
 def grad_kernel(x, dy, kernel_hw, config, geometry):
@@ -361,9 +365,10 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   GFLOP/s, (128, 24) 16 GFLOP/s); ``xc``'s is then built transposed,
   (xh * c, rows), a GEMM XLA:CPU ran at 180-200 GFLOP/s on AVX-512 against
   130-150 contracting both operands' first axis (kernel gradients up to
-  1.14x faster; the same for a leading ``d`` stack ran 1.2x slower). Measured on 3-64 channels, k3-k4 s2:
-  the split ran 1.5-2x faster with both shifts on a 3-filter ``d``; both
-  on a 3- or 16-channel ``x`` ran 1.2-1.4x slower than the height split.
+  1.14x faster; the same for a leading ``d`` stack ran 1.2x slower).
+  Measured on 3-64 channels, k3-k4 s2: the split ran 1.5-2x faster with
+  both shifts on a 3-filter ``d``; both on a 3- or 16-channel ``x`` ran
+  1.2-1.4x slower than the height split.
   """
   rows, c = xc.shape
   cols = d.shape[1]
@@ -374,7 +379,6 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   x_starts = [front - q * tw for q in range(xh)]
   offsets = [qh * tw + qw for qh in range(dh) for qw in range(dw)]
   dp = jnp.pad(d, ((0, offsets[-1]), (0, 0)))
-
   ds = jnp.stack([dp[o:o + rows] for o in offsets], axis=1).reshape(rows, -1)
   if xh * c <= ds.shape[1]:  # x's stack leads, built transposed: (xh * c, rows)
     xs = jnp.concatenate([xp[o:o + rows].T for o in x_starts], axis=0)
@@ -404,9 +408,10 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   taps, not 16); but with fewer than ``EXACT_TAPS_FILTERS`` filters,
   where each group's GEMM is too thin to pay for its own pass over ``x``,
   all phases are one GEMM over ``ceil(k / s)`` taps per axis, those past
-  the kernel dropped afterwards. The batch is cut into chunks of ``_kernel_grad_chunk``
-  images, run by ``lax.scan`` and accumulated in float32 or wider: the
-  stacks stay cache-sized and the temporary memory about one chunk's.
+  the kernel dropped afterwards. The batch is cut into chunks of
+  ``_kernel_grad_chunk`` images, run by ``lax.scan`` and accumulated in
+  float32 or wider: the stacks stay cache-sized and the temporary memory
+  about one chunk's.
   """
   n, h, w, c = x.shape
   sh, sw = config.strides
@@ -556,11 +561,11 @@ def conv_col2im(x, kernel, config, geometry):
 # convolution (1x16x16x256 -> 128 k4 s2: 2.2 vs 3.2 ms; 1x8x8x512: 1.8 vs
 # 3.6; 16x4x4x1024: 43 vs 49), 10% slower at 1x16x16x512 -> 256, as fast
 # with 32-64 channels and 1.2-2x slower on 512-4096 pixels. With bfloat16
-# inputs, both gradients at stride > 1 are the GEMMs
-# (the input gradient when each stride divides its kernel size), whatever
-# the size: with float32 accumulation XLA:CPU ran a bfloat16 GEMM at about
-# twice the float32 rate (AVX512-BF16 EPYC: 389 against 198 GFLOP/s at
-# 2048x2048) but its bfloat16 convolutions at the float32 rate; at k4 s2
+# inputs, both gradients at stride > 1 are the GEMMs (the input gradient
+# when each stride divides its kernel size), whatever the size: with
+# float32 accumulation XLA:CPU ran a bfloat16 GEMM at about twice the
+# float32 rate (AVX512-BF16 EPYC: 389 against 198 GFLOP/s at 2048x2048)
+# but its bfloat16 convolutions at the float32 rate; at k4 s2
 # on 4x16x16 to 16x32x32 inputs with 64-512 channels the input gradient's
 # GEMMs ran 1.01-1.98x, the kernel gradient's 1.01-1.91x as fast as the
 # convolutions (suite layer 16x16x16x256 -> 128: step 88 -> 77 ms).
@@ -625,9 +630,15 @@ def _phase_beats_col2im(config: ConvTransposeConfig, kernel_shape) -> bool:
   size, stride 1 included) and col2im's ``kh*kw*filters`` columns per pixel
   outweigh its GEMM (at least ``COL2IM_DEEP_FILTERS`` filters, fewer than
   ``COL2IM_DEEP_INPUT`` input channels); the rule above."""
-  kh, kw, f, c = kernel_shape
-  exact = all(k % s == 0 for k, s in zip((kh, kw), config.strides))
+  _, _, f, c = kernel_shape
+  exact = _strides_divide_kernel(config, kernel_shape)
   return exact and f >= COL2IM_DEEP_FILTERS and c < COL2IM_DEEP_INPUT
+
+
+def _strides_divide_kernel(config: ConvTransposeConfig, kernel_shape) -> bool:
+  """Whether each stride divides its kernel size: every phase then has the
+  same taps, and the phase decomposition multiplies no inserted zero."""
+  return all(k % s == 0 for k, s in zip(kernel_shape[:2], config.strides))
 
 
 def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
@@ -643,7 +654,7 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
   if config.dilation_rate != (1, 1) or config.strides == (1, 1):
     return False
   one_tap = all(k <= s for k, s in zip(kernel_shape[:2], config.strides))
-  exact = all(k % s == 0 for k, s in zip(kernel_shape[:2], config.strides))
+  exact = _strides_divide_kernel(config, kernel_shape)
   if exact and jnp.dtype(dtype) == jnp.bfloat16:
     return True
   return one_tap or (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS and exact
@@ -697,8 +708,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
     h, w = spatial(x_shape, config)
     deep_image = h * w >= SHALLOW_MIN_IMAGE_PIXELS
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
-    unpadded = geometry is not None and deep_image and not any(
-        lo or hi for lo, hi in _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
+    unpadded = geometry is not None and deep_image and _unpadded(
+        _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
     return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
 
@@ -768,10 +779,10 @@ def dispatch(x, kernel, config, geometry):
     at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
     convolutions. With bfloat16 inputs and stride > 1 both gradients are
     the GEMMs (the input gradient when each stride divides its kernel
-    size), accumulated in float32. On other backends (GPU, TPU), ``"dilated"``: their
-    convolution libraries run the input-dilated form and its reversed-window
-    gradients natively. The choice is made per platform at lowering
-    (``lax.platform_dependent``).
+    size), accumulated in float32. On other backends (GPU, TPU),
+    ``"dilated"``: their convolution libraries run the input-dilated form
+    and its reversed-window gradients natively. The choice is made per
+    platform at lowering (``lax.platform_dependent``).
   """
   if config.algorithm == "dilated":
     return conv_dilated(x, kernel, config, geometry)
