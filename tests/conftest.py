@@ -58,9 +58,9 @@ def large_input_paths():
   """Forces the paths ``auto`` takes above its size thresholds (phase
   forward, strided-convolution input gradient, GEMM kernel gradient, also
   at stride 1, one GEMM per pair of phase groups, full-canvas stride-1
-  convolutions, padded input-gradient convolutions of 'valid' layers) on small test inputs,
-  with one image per kernel-gradient chunk; restores the thresholds on
-  exit."""
+  convolutions, padded input-gradient convolutions of 'valid' layers) on
+  small test inputs, with one image per kernel-gradient chunk; restores the
+  thresholds on exit."""
   from jconvt import _algorithms
   forced = {"SMALL_INPUT_PIXELS": 0, "GEMM_KERNEL_GRAD_PIXELS": 0,
             "STRIDE1_DEEP_CHANNELS": 0, "KERNEL_GRAD_CHUNK_ROWS": 1,
@@ -77,35 +77,31 @@ def large_input_paths():
 
 
 @contextlib.contextmanager
+def _strided_rule_forced(rule):
+  """Replaces the ``_algorithms`` rule named ``rule`` by one that holds
+  wherever its path applies (dilation 1, stride > 1); restores it on exit."""
+  from jconvt import _algorithms
+  saved = getattr(_algorithms, rule)
+  setattr(_algorithms, rule, lambda config, *_: config.dilation_rate == (1, 1)
+          and config.strides != (1, 1))
+  try:
+    yield
+  finally:
+    setattr(_algorithms, rule, saved)
+
+
 def gemm_input_gradient():
   """Forces ``auto``'s GEMM input gradient (``grad_input_phase``) wherever
-  it applies (dilation 1, stride > 1), which by its rule it takes only on
-  deep small inputs or with a kernel no larger than the stride; restores
-  the rule on exit."""
-  from jconvt import _algorithms
-  saved = _algorithms._input_grad_is_gemm
-  _algorithms._input_grad_is_gemm = (
-      lambda config, *_: config.dilation_rate == (1, 1)
-      and config.strides != (1, 1))
-  try:
-    yield
-  finally:
-    _algorithms._input_grad_is_gemm = saved
+  it applies, which by its rule it takes only on deep small inputs or with
+  a kernel no larger than the stride."""
+  return _strided_rule_forced("_input_grad_is_gemm")
 
 
-@contextlib.contextmanager
 def taps_kernel_gradient():
   """Forces ``auto``'s tap-window kernel gradient (``grad_kernel_taps``)
-  wherever it applies (dilation 1, stride > 1), which by its rule it takes
-  only on the smallest deep inputs; restores the rule on exit."""
-  from jconvt import _algorithms
-  saved = _algorithms._kernel_grad_is_taps
-  _algorithms._kernel_grad_is_taps = (
-      lambda config, *_: config.dilation_rate == (1, 1) and config.strides != (1, 1))
-  try:
-    yield
-  finally:
-    _algorithms._kernel_grad_is_taps = saved
+  wherever it applies, which by its rule it takes only on the smallest deep
+  inputs."""
+  return _strided_rule_forced("_kernel_grad_is_taps")
 
 
 @pytest.fixture(autouse=True)

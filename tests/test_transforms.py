@@ -369,6 +369,19 @@ def test_auto_gradient_rules_for_bfloat16(kernel_size, strides, dilation, dx_gem
   assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
 
 
+def _reference_kernel_gradient(x_shape, kernel_shape, cfg):
+  """An input, a random ``dy``, the layer's geometry and the dilated
+  reference's kernel gradient for that ``dy``: what a kernel-gradient
+  algorithm is checked against."""
+  params, x = _data(x_shape, kernel_shape)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  dy = jnp.asarray(np.random.default_rng(1).standard_normal(
+      jconvt.output_shape(x.shape, kernel_shape, cfg)), np.float32)
+  want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
+      {"kernel": k}, x, cfg.replace(algorithm="dilated")) * dy))(params["kernel"])
+  return x, dy, geometry, want
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
     ((2, 5, 6, 8), (4, 4, 6, 8), (2, 2), "same", None),
     ((2, 5, 6, 8), (3, 3, 6, 8), (2, 3), "valid", None),
@@ -381,13 +394,8 @@ def test_taps_kernel_gradient(x_shape, kernel_shape, strides, padding, output_pa
   """``grad_kernel_taps`` against the reference's kernel gradient, with TF's
   paddings, output padding, explicit crops and an empty batch."""
   from jconvt import _algorithms
-  params, x = _data(x_shape, kernel_shape)
   cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
-  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
-  dy = jnp.asarray(np.random.default_rng(1).standard_normal(
-      jconvt.output_shape(x.shape, kernel_shape, cfg)), np.float32)
-  want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
-      {"kernel": k}, x, cfg.replace(algorithm="dilated")) * dy))(params["kernel"])
+  x, dy, geometry, want = _reference_kernel_gradient(x_shape, kernel_shape, cfg)
   got = _algorithms.grad_kernel_taps(x, dy, kernel_shape[:2], cfg, geometry)
   assert got.shape == kernel_shape
   assert_close(got, want)
@@ -410,14 +418,8 @@ def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_tap
   only) and with one GEMM over all taps (zero past the kernel), and both
   ways of splitting the shifts between the stacks."""
   from jconvt import _algorithms
-  params, x = _data(x_shape, kernel_shape)
-  kernel = params["kernel"]
   cfg = ConvTransposeConfig(strides, "same")
-  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
-  dy = jnp.asarray(np.random.default_rng(1).standard_normal(
-      jconvt.output_shape(x.shape, kernel_shape, cfg)), np.float32)
-  want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
-      {"kernel": k}, x, cfg.replace(algorithm="dilated")) * dy))(kernel)
+  x, dy, geometry, want = _reference_kernel_gradient(x_shape, kernel_shape, cfg)
   saved = _algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS
   try:
     _algorithms.EXACT_TAPS_FILTERS = 0 if exact_taps else 10**9
