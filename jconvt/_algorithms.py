@@ -203,6 +203,27 @@ def _grad_kernel_swapped(x, dy, kernel_hw, config, padding):
   return jnp.transpose(dk[:, ::-1, ::-1], (1, 2, 3, 0))
 
 
+def _packed(a):
+  """A 16-bit array (..., c) with an even ``c`` seen as (..., c / 2) 32-bit
+  words, two adjacent channels per word (a bitcast: no copy); any other
+  array unchanged. Pads, slices, concatenations and transposes that keep
+  the channel axis last and whole move the same bytes either way, but
+  XLA:CPU copies 16-bit elements one at a time: a 9.5 MB bfloat16 stack
+  of shifted windows took 13.8 ms, the same stack as words 1.5 ms (float32,
+  twice the bytes: 2.4 ms). Zero words are zero pairs. ``_unpacked``
+  undoes it."""
+  if jnp.dtype(a.dtype).itemsize != 2 or a.ndim == 0 or a.shape[-1] % 2:
+    return a
+  return lax.bitcast_convert_type(a.reshape(*a.shape[:-1], a.shape[-1] // 2, 2), jnp.uint32)
+
+
+def _unpacked(a, dtype):
+  """``_packed``'s inverse: words (..., c / 2) back to ``dtype`` (..., c)."""
+  if a.dtype == jnp.dtype(dtype):
+    return a
+  return lax.bitcast_convert_type(a, dtype).reshape(*a.shape[:-1], -1)
+
+
 def _window(full, geometry):
   """TF's output window of a full NHWC canvas (n, H, W, f), which starts at
   the canvas origin: ``full[:, pad_h:pad_h + out_h, pad_w:pad_w + out_w]``,
@@ -284,6 +305,40 @@ def conv_phase(x, kernel, config, geometry):
   return _window(full.reshape(n, th * sh, tw * sw, f), geometry)
 
 
+def conv_phase_gemm(x, kernel, config, geometry):
+  """The sub-pixel decomposition as one GEMM (dilation 1), for 16-bit inputs.
+
+  ``y_r[t] = sum_q x[t - q] k[q * s + r]`` for all phases ``r`` at once:
+  the input's ``kq_h * kq_w`` shifted windows side by side,
+  (n * th * tw, kq_h * kq_w * c), times the taps laid out
+  (s_h * s_w * f, kq_h * kq_w * c) (both contracted on their last axis, the
+  form XLA:CPU runs fastest), accumulated in float32, then interleaved
+  (depth-to-space) and windowed in float32 and cast once. XLA:CPU runs a
+  bfloat16 GEMM with float32 output at about twice the float32 rate but
+  its bfloat16 convolutions (``conv_phase``) at the float32 rate; the
+  windows are built as 32-bit words (``_packed``). Taps past the kernel
+  (``k % s != 0``) are zero and multiplied, so ``auto`` uses it only where
+  each stride divides its kernel size (``_forward_algorithm``).
+  """
+  n, h, w, c = x.shape
+  f = kernel.shape[2]
+  sh, sw = config.strides
+  taps = _phase_taps(_packed(kernel), config.strides)  # (kq_h, kq_w, s_h, s_w, f, c)
+  kqh, kqw = taps.shape[:2]
+  taps = _unpacked(jnp.transpose(taps, (2, 3, 4, 0, 1, 5)), kernel.dtype)
+  th, tw = h + kqh - 1, w + kqw - 1
+  xp = jnp.pad(_packed(x), ((0, 0), (kqh - 1, kqh - 1), (kqw - 1, kqw - 1), (0, 0)))
+  windows = jnp.concatenate([xp[:, kqh - 1 - a:kqh - 1 - a + th, kqw - 1 - b:kqw - 1 - b + tw]
+                             for a in range(kqh) for b in range(kqw)], axis=-1)
+  z = lax.dot_general(_unpacked(windows, x.dtype).reshape(n * th * tw, kqh * kqw * c),
+                      taps.reshape(sh * sw * f, kqh * kqw * c), (((1,), (1,)), ((), ())),
+                      precision=config.precision,
+                      preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
+  z = z.reshape(n, th, tw, sh, sw, f).transpose(0, 1, 3, 2, 4, 5)
+  y = _window(z.reshape(n, th * sh, tw * sw, f), geometry)
+  return y.astype(config.preferred_element_type or x.dtype)
+
+
 def _phase_taps(kernel, strides):
   """The kernel (kh, kw, f, c) as the phase decomposition's taps
   (kq_h, kq_w, s_h, s_w, f, c): entry ``[q, r]`` is tap ``q * s + r``,
@@ -306,7 +361,10 @@ def _dy_canvas(dy, kernel_hw, config, geometry, in_hw):
   """The output cotangent placed on the phase decomposition's full canvas
   and folded space-to-depth: (n, th, tw, s_h * s_w * f) with
   ``th = h + ceil(kh / s_h) - 1`` (likewise ``tw``); rows of ``dy`` past
-  the canvas, which no input pixel reaches, are dropped."""
+  the canvas, which no input pixel reaches, are dropped. 16-bit values
+  come back as words (``_packed``; ``f / 2`` per phase), for the callers'
+  own copies."""
+  dy = _packed(dy)
   n, f = dy.shape[0], dy.shape[-1]
   (kh, kw), (sh, sw) = kernel_hw, config.strides
   th = _shapes.phase_canvas_length(in_hw[0], kh, sh)
@@ -343,7 +401,7 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   dx = None
   for qh in range(kqh):
     for qw in range(kqw):
-      term = lax.dot_general(d[:, qh:qh + h, qw:qw + w], k[qh, qw],
+      term = lax.dot_general(_unpacked(d[:, qh:qh + h, qw:qw + w], dy.dtype), k[qh, qw],
                              (((3,), (0,)), ((), ())), precision=config.precision,
                              preferred_element_type=jnp.promote_types(dy.dtype, jnp.float32))
       dx = term if dx is None else dx + term
@@ -375,17 +433,19 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   both_on_d = c + ch * cw * cols < ch * c + cw * cols
   xh, (dh, dw) = (1, (ch, cw)) if both_on_d else (ch, (1, cw))
   front = (xh - 1) * tw
-  xp = jnp.pad(xc, ((front, 0), (0, 0)))
+  xp = jnp.pad(_packed(xc), ((front, 0), (0, 0)))  # 16-bit: the copies move words
   x_starts = [front - q * tw for q in range(xh)]
   offsets = [qh * tw + qw for qh in range(dh) for qw in range(dw)]
-  dp = jnp.pad(d, ((0, offsets[-1]), (0, 0)))
+  dp = jnp.pad(_packed(d), ((0, offsets[-1]), (0, 0)))
   ds = jnp.stack([dp[o:o + rows] for o in offsets], axis=1).reshape(rows, -1)
+  ds = _unpacked(ds, d.dtype)
   if xh * c <= ds.shape[1]:  # x's stack leads, built transposed: (xh * c, rows)
-    xs = jnp.concatenate([xp[o:o + rows].T for o in x_starts], axis=0)
+    xs = jnp.concatenate([_unpacked(xp[o:o + rows], xc.dtype).T for o in x_starts], axis=0)
     g = lax.dot_general(xs, ds, (((1,), (0,)), ((), ())), precision=precision,
                         preferred_element_type=acc_dtype)
   else:
     xs = jnp.stack([xp[o:o + rows] for o in x_starts], axis=1).reshape(rows, -1)
+    xs = _unpacked(xs, xc.dtype)
     g = lax.dot_general(ds, xs, (((0,), (0,)), ((), ())), precision=precision,
                         preferred_element_type=acc_dtype).T
   # (xh * c, dh * dw * cols): one of xh, dh is 1.
@@ -424,13 +484,14 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
 
   def taps(x, dy):  # one chunk: per pair of groups, (ch, cw, nr * nc * f, c)
-    d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))
+    d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))  # 16-bit: words
     rows = d.shape[0] * th * tw
-    xc = jnp.pad(x, ((0, 0), (0, th - h), (0, tw - w), (0, 0))).reshape(rows, c)
-    d = d.reshape(rows, sh, sw, f)
+    xc = jnp.pad(_packed(x), ((0, 0), (0, th - h), (0, tw - w), (0, 0)))
+    xc = _unpacked(xc, x.dtype).reshape(rows, c)
+    d = d.reshape(rows, sh, sw, -1)
     return tuple(
-        _correlate_taps(xc, d[:, r0:r0 + nr, c0:c0 + nc].reshape(rows, -1), ch, cw, tw,
-                        config.precision, acc_dtype)
+        _correlate_taps(xc, _unpacked(d[:, r0:r0 + nr, c0:c0 + nc], dy.dtype).reshape(rows, -1),
+                        ch, cw, tw, config.precision, acc_dtype)
         for (r0, nr, ch), (c0, nc, cw) in pairs)
 
   chunk = n if kqh == kqw == 1 else _kernel_grad_chunk(n, th * tw)
@@ -583,6 +644,7 @@ UNPADDED_DEEP_CHANNELS = 128
 TAPS_KERNEL_GRAD_PIXELS = 256
 TAPS_KERNEL_GRAD_CHANNELS = 128
 KERNEL_GRAD_CHUNK_ROWS = 2048
+GEMM_FORWARD_COLUMNS = 512
 EXACT_TAPS_FILTERS = 8
 
 
@@ -601,19 +663,33 @@ def _pixels(x_shape, config: ConvTransposeConfig) -> int:
   return x_shape[0] * h * w
 
 
-def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape) -> str:
+def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
+                       dtype=jnp.float32) -> str:
   """The forward of the fast path: ``config.algorithm``, or for ``auto``
-  col2im on small inputs (up to ``COL2IM_MAX_TAPS`` taps per output pixel,
-  unless ``_phase_beats_col2im``), phase on the others with dilation 1, and
-  the dilated form otherwise."""
+  ``phase_gemm`` under ``_forward_is_gemm`` (bfloat16), col2im on small
+  inputs (up to ``COL2IM_MAX_TAPS`` taps per output pixel, unless
+  ``_phase_beats_col2im``), phase on the others with dilation 1, and the
+  dilated form otherwise."""
   if config.algorithm != "auto":
     return config.algorithm
+  if _forward_is_gemm(config, kernel_shape, dtype):
+    return "phase_gemm"
   phase_ok = config.dilation_rate == (1, 1)
   if (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS
       and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
       and not (phase_ok and _phase_beats_col2im(config, kernel_shape))):
     return "col2im"
   return "phase" if phase_ok else "dilated"
+
+
+def _forward_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype) -> bool:
+  """Whether ``auto``'s forward is ``conv_phase_gemm``: bfloat16 inputs,
+  stride > 1, dilation 1, each stride dividing its kernel size and at least
+  ``GEMM_FORWARD_COLUMNS`` GEMM columns (``s_h * s_w * filters``); the
+  rule above."""
+  return (jnp.dtype(dtype) == jnp.bfloat16 and config.strides != (1, 1)
+          and config.dilation_rate == (1, 1) and _strides_divide_kernel(config, kernel_shape)
+          and config.strides[0] * config.strides[1] * kernel_shape[2] >= GEMM_FORWARD_COLUMNS)
 
 
 def _col2im_taps_per_pixel(config: ConvTransposeConfig, kernel_shape) -> int:
@@ -716,8 +792,10 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _fast_nhwc(x, kernel, config, geometry):
-  forward = {"phase": conv_phase, "col2im": conv_col2im, "dilated": conv_dilated}
-  return forward[_forward_algorithm(config, x.shape, kernel.shape)](x, kernel, config, geometry)
+  forward = {"phase": conv_phase, "phase_gemm": conv_phase_gemm, "col2im": conv_col2im,
+             "dilated": conv_dilated}
+  algorithm = _forward_algorithm(config, x.shape, kernel.shape, x.dtype)
+  return forward[algorithm](x, kernel, config, geometry)
 
 
 def _fast_fwd(x, kernel, config, geometry):

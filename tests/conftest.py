@@ -104,6 +104,12 @@ def taps_kernel_gradient():
   return _strided_rule_forced("_kernel_grad_is_taps")
 
 
+def gemm_forward():
+  """Forces ``auto``'s one-GEMM phase forward (``conv_phase_gemm``) wherever
+  it applies, which by its rule it takes only for bfloat16 inputs."""
+  return _strided_rule_forced("_forward_is_gemm")
+
+
 @pytest.fixture(autouse=True)
 def _strict_jax():
   with jax.default_matmul_precision("float32"), jax.numpy_rank_promotion("raise"):

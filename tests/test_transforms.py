@@ -369,6 +369,102 @@ def test_auto_gradient_rules_for_bfloat16(kernel_size, strides, dilation, dx_gem
   assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
 
 
+@pytest.mark.parametrize("kernel_size,strides,dilation,filters,expected", [
+    (4, 2, 1, 128, True),
+    (2, 2, 1, 128, True),
+    (4, (2, 4), 1, 64, True),  # 512 GEMM columns
+    (4, 2, 1, 64, False),  # 256 GEMM columns: the convolution
+    (3, 2, 1, 128, False),  # k % s != 0: it would multiply zero taps
+    (3, 1, 1, 128, False),  # stride 1
+    (3, 1, 2, 128, False),  # dilated
+])
+def test_auto_forward_rule_for_bfloat16(kernel_size, strides, dilation, filters, expected):
+  """bfloat16 inputs take the one-GEMM phase forward at stride > 1 where each
+  stride divides its kernel size and the GEMM has 512 or more columns;
+  float32 inputs never do."""
+  from jconvt._algorithms import _forward_algorithm
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  x_shape, kernel_shape = (4, 16, 16, 64), (kernel_size, kernel_size, filters, 64)
+  got = _forward_algorithm(cfg, x_shape, kernel_shape, jnp.bfloat16)
+  assert (got == "phase_gemm") is expected
+  assert _forward_algorithm(cfg, x_shape, kernel_shape, jnp.float32) != "phase_gemm"
+  explicit = cfg.replace(algorithm="col2im")  # an explicit choice stands
+  assert _forward_algorithm(explicit, x_shape, kernel_shape, jnp.bfloat16) == "col2im"
+
+
+@pytest.mark.parametrize("dtype,preferred", [
+    (jnp.float32, None), (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32), (jnp.float16, None)])
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
+    ((2, 5, 6, 8), (4, 4, 6, 8), (2, 2), "same", None),
+    ((2, 5, 6, 8), (3, 3, 6, 8), (2, 3), "valid", None),  # k % s != 0: zero taps
+    ((1, 4, 4, 7), (3, 5, 5, 7), (3, 2), "same", (2, 1)),  # odd channels: not packed
+    ((2, 5, 4, 8), (3, 3, 6, 8), (2, 2), ((2, 0), (1, 3)), None),  # explicit crops
+    ((2, 5, 4, 8), (1, 1, 6, 8), (2, 2), "valid", None),  # phases no tap reaches
+])
+def test_phase_gemm_forward(x_shape, kernel_shape, strides, padding, output_padding, dtype,
+                            preferred):
+  """``conv_phase_gemm`` against the NumPy reference on the same (rounded)
+  values, with TF's paddings, output padding, explicit crops, odd channel
+  counts (no packing), and a float32 output of bfloat16 inputs."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding,
+                            preferred_element_type=preferred)
+  params, x = _data(x_shape, kernel_shape)
+  x, kernel = x.astype(dtype), params["kernel"].astype(dtype)
+  geometry = jconvt._conv._geometry(x.shape, kernel.shape, cfg)
+  got = _algorithms.conv_phase_gemm(x, kernel, cfg, geometry)
+  assert got.dtype == (preferred or dtype)
+  want = jconvt.reference_conv2d_transpose(np.asarray(x, np.float32),
+                                           np.asarray(kernel, np.float32), None, cfg)
+  assert_close(got, want, dtype=preferred or dtype)
+
+
+def test_bfloat16_forward_and_gradients_of_auto_with_the_gemm_forward():
+  """A bfloat16 layer whose ``auto`` forward is the one-GEMM phase forward:
+  output and gradients against the float32 reference path's on the same
+  values."""
+  from jconvt._algorithms import _forward_algorithm
+  cfg = ConvTransposeConfig(2, "same")
+  params, x = _data((2, 5, 6, 16), (4, 4, 128, 16))
+  params = {"kernel": params["kernel"].astype(jnp.bfloat16)}
+  x = x.astype(jnp.bfloat16)
+  assert _forward_algorithm(cfg, x.shape, params["kernel"].shape, x.dtype) == "phase_gemm"
+  dy = jnp.asarray(np.random.default_rng(2).standard_normal(
+      jconvt.output_shape(x.shape, params["kernel"].shape, cfg)), jnp.bfloat16)
+
+  def run(p, x, algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    y, vjp = jax.vjp(lambda p, x: jconvt.conv2d_transpose(p, x, c), p, x)
+    return y, vjp(dy.astype(y.dtype))
+
+  y, (dp, dx) = run(params, x, "auto")
+  want_y, (want_dp, want_dx) = run(
+      *jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), (params, x)), "dilated")
+  assert y.dtype == dx.dtype == dp["kernel"].dtype == jnp.bfloat16
+  assert_close(y, want_y, dtype=jnp.bfloat16)
+  assert_close(dx, want_dx, dtype=jnp.bfloat16)
+  assert_close(dp["kernel"], want_dp["kernel"], dtype=jnp.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_packed_words_move_channel_pairs(dtype):
+  """16-bit arrays with an even channel count are moved as 32-bit words, two
+  adjacent channels each: copies that keep the channel axis last and whole
+  give the same values either way; odd channel counts and float32 arrays
+  are left as they are."""
+  from jconvt._algorithms import _packed, _unpacked
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4, 6)), dtype)
+  words = _packed(a)
+  assert words.dtype == jnp.uint32 and words.shape == (3, 4, 3)
+  np.testing.assert_array_equal(_unpacked(words, dtype), a)
+  pad = ((1, 0), (0, 2), (0, 0))
+  moved = jnp.concatenate([jnp.pad(words, pad)[1:, 1:4], words[::-1, 1:]], axis=-1)
+  want = jnp.concatenate([jnp.pad(a, pad)[1:, 1:4], a[::-1, 1:]], axis=-1)
+  np.testing.assert_array_equal(_unpacked(moved, dtype), want)
+  assert _packed(a[..., :5]).dtype == dtype
+  assert _packed(a.astype(jnp.float32)).dtype == jnp.float32
+
+
 def _reference_kernel_gradient(x_shape, kernel_shape, cfg):
   """An input, a random ``dy``, the layer's geometry and the dilated
   reference's kernel gradient for that ``dy``: what a kernel-gradient
