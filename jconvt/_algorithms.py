@@ -158,22 +158,50 @@ def grad_kernel(x, dy, kernel_hw, config, geometry):
   return jnp.transpose(dk, (1, 2, 0, 3))
 
 
+def _tap_windows(dy, kernel_hw, config, geometry, in_hw):
+  """The windows of ``dy`` the taps read (dilation 1), tap-major: tap
+  ``(a, b)`` of ``dy`` padded as the forward convolution pads it is the
+  strided slice starting at ``(a, b)``, (n, h, w, f) (16-bit values as words,
+  ``_packed``)."""
+  (h, w), (kh, kw), (sh, sw) = in_hw, kernel_hw, config.strides
+  (lo_h, hi_h), (lo_w, hi_w) = _forward_conv_padding((h, w), kernel_hw, config, geometry)
+  d = _packed(dy)
+  d = lax.pad(d, jnp.zeros((), d.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
+  return [d[:, a:a + sh * (h - 1) + 1:sh, b:b + sw * (w - 1) + 1:sw]
+          for a in range(kh) for b in range(kw)]
+
+
+def grad_input_taps(dy, kernel, config, geometry, in_hw):
+  """``dx`` (dilation 1) as one GEMM ``W @ kernel`` with ``W`` the windows of
+  ``dy`` each tap reads (``_tap_windows``), laid out (n * h * w, kh * kw * f),
+  and the kernel (kh * kw * f, c) as stored (no copy): the strided
+  convolution of ``grad_input`` as im2col, exactly the useful
+  multiplications (also where ``k % s != 0``). ``W`` holds ``kh * kw``
+  input-sized slices of ``dy``, so ``auto`` uses it only on small inputs
+  (``_input_grad_is_taps``)."""
+  n, (h, w), f = dy.shape[0], in_hw, dy.shape[-1]
+  kh, kw, _, c = kernel.shape
+  windows = _unpacked(jnp.stack(_tap_windows(dy, (kh, kw), config, geometry, in_hw), axis=3),
+                      dy.dtype)
+  dx = lax.dot_general(windows.reshape(n * h * w, kh * kw * f), kernel.reshape(kh * kw * f, c),
+                       (((1,), (0,)), ((), ())), precision=config.precision,
+                       preferred_element_type=jnp.promote_types(dy.dtype, jnp.float32))
+  return dx.reshape(n, h, w, c).astype(dy.dtype)
+
+
 def grad_kernel_taps(x, dy, kernel_hw, config, geometry):
   """``dkernel`` (dilation 1) as one GEMM ``P @ x`` with ``P`` the windows
-  of ``dy`` each tap reads, laid out (kh * kw * f, n * h * w): tap ``(a, b)``
-  of ``dy`` padded as the forward convolution pads it is the strided slice
-  starting at ``(a, b)``. The GEMM contracts the pixels on both operands'
+  of ``dy`` each tap reads (``_tap_windows``), laid out
+  (kh * kw * f, n * h * w). The GEMM contracts the pixels on both operands'
   natural axes and its output is the kernel's own layout. ``P`` holds
   ``kh * kw`` copies of an input-sized slice of ``dy``, so ``auto`` uses it
   only on the smallest inputs (``_kernel_grad_is_taps``), where XLA:CPU's
   convolution and the phase GEMMs are least efficient."""
   n, h, w, c = x.shape
   f = dy.shape[-1]
-  (kh, kw), (sh, sw) = kernel_hw, config.strides
-  (lo_h, hi_h), (lo_w, hi_w) = _forward_conv_padding((h, w), kernel_hw, config, geometry)
-  d = lax.pad(dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
-  windows = [d[:, a:a + sh * (h - 1) + 1:sh, b:b + sw * (w - 1) + 1:sw].reshape(n * h * w, f).T
-             for a in range(kh) for b in range(kw)]
+  kh, kw = kernel_hw
+  windows = [_unpacked(t, dy.dtype).reshape(n * h * w, f).T
+             for t in _tap_windows(dy, kernel_hw, config, geometry, (h, w))]
   dk = lax.dot(jnp.stack(windows).reshape(kh * kw * f, n * h * w), x.reshape(n * h * w, c),
                precision=config.precision,
                preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
@@ -562,11 +590,11 @@ def conv_col2im(x, kernel, config, geometry):
 # col2im forward (but phase where it wastes nothing and the layer has at
 # least COL2IM_DEEP_FILTERS filters and fewer than COL2IM_DEEP_INPUT input
 # channels, or with more than COL2IM_MAX_TAPS taps per output pixel) and
-# (stride > 1, dilation 1, each stride dividing its kernel size, at least
-# GEMM_INPUT_GRAD_CHANNELS input channels) the GEMM input gradient under
-# "auto"; larger ones the phase forward and the strided-convolution input
-# gradient, unless the kernel is no larger than the stride (the GEMM input
-# gradient is then one GEMM, whatever the size). The kernel gradient
+# (stride > 1, dilation 1, at least TAPS_INPUT_GRAD_FILTERS filters, at most
+# COL2IM_MAX_TAPS taps) the tap-window GEMM input gradient under "auto";
+# larger ones the phase forward and the strided-convolution input
+# gradient, unless the kernel is no larger than the stride (the phase GEMM
+# input gradient is then one GEMM, whatever the size). The kernel gradient
 # (dilation 1) is GEMMs (``grad_kernel_phase``) when the stride is > 1
 # above GEMM_KERNEL_GRAD_PIXELS or with at most SHALLOW_INPUT_CHANNELS input
 # channels or no padding (a 'valid' layer) on images of at least
@@ -601,11 +629,16 @@ def conv_col2im(x, kernel, config, geometry):
 # convolution with 1-16 input channels on 16x16 to 64x64 images, but
 # 0.5-2.9x on 8x8 ones (batch 16); with 32-1024 input channels the
 # convolution ran up to 2.6x faster on 8x8 and 16x16 images, the GEMMs up
-# to 1.7x faster on 32x32 and 64x64 ones. The small-input GEMM input
-# gradient (256 to 1024 pixels, stride 2) ran 0.9-1.34x as fast as the
-# strided convolution at k4 with 256 input channels, 1.05-1.34x with 512
-# (dcgan 8->16 step 172 -> 136 ms on another EPYC), but 1.03-8x slower at
-# k3 (it multiplies 16 taps for 9) and with 3-128 input channels. At
+# to 1.7x faster on 32x32 and 64x64 ones. On 64-1024 input pixels (stride
+# 2, k3-k4, AVX-512 EPYC) the tap-window GEMM input gradient
+# (``grad_input_taps``) ran 1.02-1.85x as fast as the strided convolution
+# with 256-512 filters (16x4x4x1024 -> 512 k4: 23 against 43 ms, and 39 for
+# the phase GEMMs; dcgan 4->8 step 105 -> 85 ms and its temporary memory 54
+# -> 24 MiB, the phase GEMMs' copy of the kernel gone), but 0.53-1.19x with
+# 64-128 filters at k4 (faster only on 4x16x16x256 -> 128 and 16x8x8x64 ->
+# 64; 1.5x at k3), and 0.56-0.64x on 2048-4096 pixels; the phase GEMMs it
+# replaced on small inputs ran 0.74-1.14x as fast as the convolution with
+# 128-512 filters at k4, 0.3-0.5x at k3. At
 # stride 1 the input gradient's convolution is computed on the full canvas
 # and windowed on inputs of more than SMALL_INPUT_PIXELS with at least
 # STRIDE1_DEEP_CHANNELS and fewer than FULL_CANVAS_MAX_CHANNELS input
@@ -634,7 +667,7 @@ SMALL_INPUT_PIXELS = 1024
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25
-GEMM_INPUT_GRAD_CHANNELS = 256
+TAPS_INPUT_GRAD_FILTERS = 256
 GEMM_KERNEL_GRAD_PIXELS = 4096
 SHALLOW_INPUT_CHANNELS = 16
 SHALLOW_MIN_IMAGE_PIXELS = 256
@@ -719,22 +752,48 @@ def _strides_divide_kernel(config: ConvTransposeConfig, kernel_shape) -> bool:
 
 def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
                         dtype=jnp.float32) -> bool:
-  """Whether the fast path's input gradient is ``grad_input_phase``'s GEMMs
-  (else ``grad_input``'s strided convolution); the rule above. With a
-  kernel no larger than the stride (one tap per phase) it is one GEMM at
-  any size (else only on small inputs with at least
-  ``GEMM_INPUT_GRAD_CHANNELS`` input channels and each stride dividing its
-  kernel size), and ``grad_kernel_phase`` runs unchunked: both fold the same
-  ``dy``, which XLA builds once. With bfloat16 inputs it is the GEMMs
-  whenever each stride divides its kernel size."""
+  """Whether the fast path's input gradient is ``grad_input_phase``'s GEMMs;
+  the rule above. With a kernel no larger than the stride (one tap per
+  phase) it is one GEMM at any size, and ``grad_kernel_phase`` runs
+  unchunked: both fold the same ``dy``, which XLA builds once. With
+  bfloat16 inputs it is the GEMMs whenever each stride divides its kernel
+  size."""
   if config.dilation_rate != (1, 1) or config.strides == (1, 1):
     return False
-  one_tap = all(k <= s for k, s in zip(kernel_shape[:2], config.strides))
-  exact = _strides_divide_kernel(config, kernel_shape)
-  if exact and jnp.dtype(dtype) == jnp.bfloat16:
+  if _strides_divide_kernel(config, kernel_shape) and jnp.dtype(dtype) == jnp.bfloat16:
     return True
-  return one_tap or (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS and exact
-                     and kernel_shape[3] >= GEMM_INPUT_GRAD_CHANNELS)
+  return _one_tap(config, kernel_shape)
+
+
+def _one_tap(config: ConvTransposeConfig, kernel_shape) -> bool:
+  """Whether the kernel is no larger than the stride on each axis: each
+  phase then meets at most one tap."""
+  return all(k <= s for k, s in zip(kernel_shape[:2], config.strides))
+
+
+def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
+                          dtype=jnp.float32):
+  """The fast path's input gradient: ``grad_input_phase`` under
+  ``_input_grad_is_gemm``, else ``grad_input_taps`` under
+  ``_input_grad_is_taps``, else ``grad_input``."""
+  if _input_grad_is_gemm(config, x_shape, kernel_shape, dtype):
+    return grad_input_phase
+  if _input_grad_is_taps(config, x_shape, kernel_shape):
+    return grad_input_taps
+  return grad_input
+
+
+def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+  """Whether the fast path's input gradient (where not ``_input_grad_is_gemm``)
+  is ``grad_input_taps``: stride > 1, dilation 1, a kernel larger than the
+  stride, at most ``SMALL_INPUT_PIXELS`` input pixels, at least
+  ``TAPS_INPUT_GRAD_FILTERS`` filters and at most ``COL2IM_MAX_TAPS`` taps
+  (the rule above); else ``grad_input``'s strided convolution."""
+  kh, kw, f, _ = kernel_shape
+  return (config.strides != (1, 1) and config.dilation_rate == (1, 1)
+          and not _one_tap(config, kernel_shape)
+          and _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+          and f >= TAPS_INPUT_GRAD_FILTERS and kh * kw <= COL2IM_MAX_TAPS)
 
 
 def _full_canvas_input_grad(config: ConvTransposeConfig, batch: int, in_hw,
@@ -805,10 +864,8 @@ def _fast_fwd(x, kernel, config, geometry):
 def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
-  if _input_grad_is_gemm(config, x.shape, kernel.shape, x.dtype):
-    dx = grad_input_phase(dy, kernel, config, geometry, x.shape[1:3])
-  else:
-    dx = grad_input(dy, kernel, config, geometry, x.shape[1:3])
+  grad_x = _input_grad_algorithm(config, x.shape, kernel.shape, x.dtype)
+  dx = grad_x(dy, kernel, config, geometry, x.shape[1:3])
   if _kernel_grad_is_taps(config, x.shape, kernel.shape):
     dk = grad_kernel_taps(x, dy, kernel.shape[:2], config, geometry)
   elif _kernel_grad_is_gemm(config, x.shape, kernel.shape, x.dtype, geometry):
@@ -845,11 +902,13 @@ def dispatch(x, kernel, config, geometry):
     ``COL2IM_MAX_TAPS`` taps per output pixel (but ``conv_phase`` under
     ``_phase_beats_col2im``), else ``conv_phase``
     when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
-    kernel avoids the flip), else ``conv_dilated``. With stride > 1 and
-    dilation 1, the input gradient is the phase GEMMs up to
-    ``SMALL_INPUT_PIXELS`` (with at least ``GEMM_INPUT_GRAD_CHANNELS`` input
-    channels and each stride dividing its kernel size) or with a kernel no
-    larger than the stride, and
+    kernel avoids the flip), else ``conv_dilated``; for bfloat16 inputs at
+    stride > 1 where each stride divides its kernel size,
+    ``conv_phase_gemm`` (``_forward_is_gemm``). With stride > 1 and
+    dilation 1, the input gradient is the phase GEMMs with a kernel no
+    larger than the stride, the tap-window GEMM (``grad_input_taps``) up to
+    ``SMALL_INPUT_PIXELS`` with at least ``TAPS_INPUT_GRAD_FILTERS``
+    filters, and
     the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS`` or with at most
     ``SHALLOW_INPUT_CHANNELS`` input channels or no padding (``'valid'``)
     on images of at least ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1

@@ -97,6 +97,14 @@ def gemm_input_gradient():
   return _strided_rule_forced("_input_grad_is_gemm")
 
 
+def taps_input_gradient():
+  """Forces ``auto``'s tap-window input gradient (``grad_input_taps``)
+  wherever it applies (but not where the phase GEMMs take it: a kernel no
+  larger than the stride), which by its rule it takes only on small inputs
+  with many filters."""
+  return _strided_rule_forced("_input_grad_is_taps")
+
+
 def taps_kernel_gradient():
   """Forces ``auto``'s tap-window kernel gradient (``grad_kernel_taps``)
   wherever it applies, which by its rule it takes only on the smallest deep

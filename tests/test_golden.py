@@ -10,7 +10,7 @@ import pytest
 import jconvt
 from conftest import (assert_close, case_id, config_from_record, gemm_forward,
                       gemm_input_gradient, large_input_paths, load_golden,
-                      taps_kernel_gradient)
+                      taps_input_gradient, taps_kernel_gradient)
 
 CASES = load_golden()
 ALGORITHMS = ("dilated", "phase", "col2im", "auto")
@@ -77,6 +77,14 @@ def test_taps_kernel_gradient_of_auto_matches_tf(rec, arrays):
   """"auto"'s tap-window kernel gradient, which its rule keeps to the
   smallest deep inputs, forced wherever it applies."""
   with taps_kernel_gradient():
+    test_forward_and_gradients_match_tf(rec, arrays, "auto")
+
+
+@pytest.mark.parametrize("rec,arrays", CASES[::3], ids=[case_id(r) for r, _ in CASES[::3]])
+def test_taps_input_gradient_of_auto_matches_tf(rec, arrays):
+  """"auto"'s tap-window input gradient, which its rule keeps to small
+  inputs with many filters, forced wherever it applies."""
+  with taps_input_gradient():
     test_forward_and_gradients_match_tf(rec, arrays, "auto")
 
 

@@ -283,23 +283,26 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
-    ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, True),  # small, deep, k4 s2
-    ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, True),
-    ((1, 16, 16, 256), (3, 3, 128, 256), 2, 1, False),  # k3 s2: zero taps
-    ((1, 16, 16, 128), (4, 4, 128, 128), 2, 1, False),  # 128 input channels
-    ((4, 16, 16, 512), (4, 4, 128, 512), 2, 1, True),  # 1024 pixels
-    ((5, 16, 16, 512), (4, 4, 128, 512), 2, 1, False),  # 1280
-    ((8, 32, 32, 256), (2, 2, 128, 256), 2, 1, True),  # one tap: any size
-    ((8, 32, 32, 3), (2, 2, 128, 3), 2, 1, True),
-    ((8, 32, 32, 256), (4, 4, 128, 256), 2, 1, False),  # large
-    ((1, 16, 16, 256), (3, 3, 128, 256), 1, 1, False),  # stride 1
-    ((1, 16, 16, 256), (3, 3, 128, 256), 1, 2, False),  # dilated
+    ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, "taps"),  # small, deep
+    ((16, 8, 8, 512), (4, 4, 256, 512), 2, 1, "taps"),  # 1024 pixels
+    ((1, 16, 16, 512), (3, 3, 256, 512), 2, 1, "taps"),  # k3 s2: no zero taps either
+    ((5, 16, 16, 512), (4, 4, 256, 512), 2, 1, "strided_conv"),  # 1280 pixels
+    ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, "strided_conv"),  # 128 filters
+    ((1, 8, 8, 512), (7, 7, 256, 512), 2, 1, "strided_conv"),  # 49 taps
+    ((1, 16, 16, 512), (2, 2, 256, 512), 2, 1, "phase_gemm"),  # one tap
+    ((8, 32, 32, 256), (2, 2, 128, 256), 2, 1, "phase_gemm"),  # one tap: any size
+    ((8, 32, 32, 3), (2, 2, 128, 3), 2, 1, "phase_gemm"),
+    ((8, 32, 32, 256), (4, 4, 128, 256), 2, 1, "strided_conv"),  # large
+    ((1, 16, 16, 512), (3, 3, 256, 512), 1, 1, "strided_conv"),  # stride 1
+    ((1, 16, 16, 512), (3, 3, 256, 512), 1, 2, "strided_conv"),  # dilated
 ])
 def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
-  """Whether ``auto``'s input gradient is the GEMMs on CPU, per the rule."""
-  from jconvt._algorithms import _input_grad_is_gemm
+  """Which input gradient ``auto`` runs on CPU, per the rule."""
+  from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
-  assert _input_grad_is_gemm(cfg, x_shape, kernel_shape) is expected
+  names = {_algorithms.grad_input_phase: "phase_gemm", _algorithms.grad_input_taps: "taps",
+           _algorithms.grad_input: "strided_conv"}
+  assert names[_algorithms._input_grad_algorithm(cfg, x_shape, kernel_shape)] == expected
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
@@ -465,17 +468,18 @@ def test_packed_words_move_channel_pairs(dtype):
   assert _packed(a.astype(jnp.float32)).dtype == jnp.float32
 
 
-def _reference_kernel_gradient(x_shape, kernel_shape, cfg):
-  """An input, a random ``dy``, the layer's geometry and the dilated
-  reference's kernel gradient for that ``dy``: what a kernel-gradient
-  algorithm is checked against."""
+def _reference_gradients(x_shape, kernel_shape, cfg):
+  """An input, a kernel, a random ``dy``, the layer's geometry and the
+  dilated reference's input and kernel gradients for that ``dy``: what a
+  gradient algorithm is checked against."""
   params, x = _data(x_shape, kernel_shape)
   geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
   dy = jnp.asarray(np.random.default_rng(1).standard_normal(
       jconvt.output_shape(x.shape, kernel_shape, cfg)), np.float32)
-  want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
-      {"kernel": k}, x, cfg.replace(algorithm="dilated")) * dy))(params["kernel"])
-  return x, dy, geometry, want
+  dx, dk = jax.grad(lambda x, k: jnp.sum(jconvt.conv2d_transpose(
+      {"kernel": k}, x, cfg.replace(algorithm="dilated")) * dy), argnums=(0, 1))(
+          x, params["kernel"])
+  return x, params["kernel"], dy, geometry, dx, dk
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
@@ -486,15 +490,37 @@ def _reference_kernel_gradient(x_shape, kernel_shape, cfg):
     ((2, 5, 4, 8), (1, 1, 6, 8), (2, 2), "valid", None),
     ((0, 5, 4, 8), (3, 3, 6, 8), (2, 2), "same", None),  # empty batch
 ])
-def test_taps_kernel_gradient(x_shape, kernel_shape, strides, padding, output_padding):
-  """``grad_kernel_taps`` against the reference's kernel gradient, with TF's
-  paddings, output padding, explicit crops and an empty batch."""
+def test_tap_window_gradients(x_shape, kernel_shape, strides, padding, output_padding):
+  """``grad_kernel_taps`` and ``grad_input_taps`` against the reference's
+  gradients, with TF's paddings, output padding, explicit crops, a 1x1
+  kernel and an empty batch."""
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
-  x, dy, geometry, want = _reference_kernel_gradient(x_shape, kernel_shape, cfg)
-  got = _algorithms.grad_kernel_taps(x, dy, kernel_shape[:2], cfg, geometry)
-  assert got.shape == kernel_shape
-  assert_close(got, want)
+  x, kernel, dy, geometry, want_dx, want_dk = _reference_gradients(x_shape, kernel_shape, cfg)
+  dk = _algorithms.grad_kernel_taps(x, dy, kernel_shape[:2], cfg, geometry)
+  assert dk.shape == kernel_shape
+  assert_close(dk, want_dk)
+  dx = _algorithms.grad_input_taps(dy, kernel, cfg, geometry, x_shape[1:3])
+  assert dx.shape == x_shape
+  assert_close(dx, want_dx)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_tap_window_input_gradient_in_half_precision(dtype):
+  """``grad_input_taps`` of 16-bit values (its windows moved as words) in
+  float32-accumulated form, against the float32 reference on the same
+  values; an odd filter count is not packed."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(2, "same")
+  for kernel_shape in [(3, 3, 6, 8), (4, 4, 5, 8)]:
+    x, kernel, dy, geometry, _, _ = _reference_gradients((2, 5, 6, 8), kernel_shape, cfg)
+    kernel, dy = kernel.astype(dtype), dy.astype(dtype)
+    want = jax.grad(lambda x: jnp.sum(jconvt.conv2d_transpose(
+        {"kernel": kernel.astype(jnp.float32)}, x, cfg.replace(algorithm="dilated"))
+        * dy.astype(jnp.float32)))(x)
+    got = _algorithms.grad_input_taps(dy, kernel, cfg, geometry, x.shape[1:3])
+    assert got.dtype == dtype
+    assert_close(got, want, dtype=dtype)
 
 
 @pytest.mark.parametrize("exact_taps", [True, False])
@@ -515,7 +541,7 @@ def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_tap
   ways of splitting the shifts between the stacks."""
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, "same")
-  x, dy, geometry, want = _reference_kernel_gradient(x_shape, kernel_shape, cfg)
+  x, _, dy, geometry, _, want = _reference_gradients(x_shape, kernel_shape, cfg)
   saved = _algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS
   try:
     _algorithms.EXACT_TAPS_FILTERS = 0 if exact_taps else 10**9
