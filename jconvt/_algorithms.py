@@ -589,12 +589,12 @@ def conv_col2im(x, kernel, config, geometry):
 # Inputs with at most this many pixels (batch * height * width) take the
 # col2im forward (but phase where it wastes nothing and the layer has at
 # least COL2IM_DEEP_FILTERS filters and fewer than COL2IM_DEEP_INPUT input
-# channels, or with more than COL2IM_MAX_TAPS taps per output pixel) and
-# (stride > 1, dilation 1, at least TAPS_INPUT_GRAD_FILTERS filters, at most
-# COL2IM_MAX_TAPS taps) the tap-window GEMM input gradient under "auto";
-# larger ones the phase forward and the strided-convolution input
-# gradient, unless the kernel is no larger than the stride (the phase GEMM
-# input gradient is then one GEMM, whatever the size). The kernel gradient
+# channels, or with more than COL2IM_MAX_TAPS taps per output pixel) under
+# "auto", larger ones the phase forward. The input gradient is the strided
+# convolution, but (stride > 1, dilation 1) the tap-window GEMM on inputs of
+# at most TAPS_INPUT_GRAD_PIXELS with at least TAPS_INPUT_GRAD_FILTERS
+# filters and at most COL2IM_MAX_TAPS taps, and the phase GEMM when the
+# kernel is no larger than the stride (one GEMM, whatever the size). The kernel gradient
 # (dilation 1) is GEMMs (``grad_kernel_phase``) when the stride is > 1
 # above GEMM_KERNEL_GRAD_PIXELS or with at most SHALLOW_INPUT_CHANNELS input
 # channels or no padding (a 'valid' layer) on images of at least
@@ -629,16 +629,19 @@ def conv_col2im(x, kernel, config, geometry):
 # convolution with 1-16 input channels on 16x16 to 64x64 images, but
 # 0.5-2.9x on 8x8 ones (batch 16); with 32-1024 input channels the
 # convolution ran up to 2.6x faster on 8x8 and 16x16 images, the GEMMs up
-# to 1.7x faster on 32x32 and 64x64 ones. On 64-1024 input pixels (stride
-# 2, k3-k4, AVX-512 EPYC) the tap-window GEMM input gradient
-# (``grad_input_taps``) ran 1.02-1.85x as fast as the strided convolution
-# with 256-512 filters (16x4x4x1024 -> 512 k4: 23 against 43 ms, and 39 for
-# the phase GEMMs; dcgan 4->8 step 105 -> 85 ms and its temporary memory 54
-# -> 24 MiB, the phase GEMMs' copy of the kernel gone), but 0.53-1.19x with
-# 64-128 filters at k4 (faster only on 4x16x16x256 -> 128 and 16x8x8x64 ->
-# 64; 1.5x at k3), and 0.56-0.64x on 2048-4096 pixels; the phase GEMMs it
-# replaced on small inputs ran 0.74-1.14x as fast as the convolution with
-# 128-512 filters at k4, 0.3-0.5x at k3. At
+# to 1.7x faster on 32x32 and 64x64 ones. The tap-window GEMM input
+# gradient (``grad_input_taps``; stride 2, k3-k4, AVX-512 EPYC), timed in
+# training steps interleaved with the convolution's: 0.97-1.18x as fast on
+# 64-256 input pixels with 256-512 filters (1.06-1.18x on 16x4x4 and 1x8x8
+# inputs; 16x4x4x1024 -> 512: 89 against 105 ms, 98 for the phase GEMMs,
+# temporary memory 54 -> 24 MiB, the phase GEMMs' copy of the kernel gone),
+# as fast on 512 pixels, but 0.82-0.92x on 1024 (dcgan 8->16: 83 against
+# 75 ms, phase GEMMs 81).
+# Alone, both GEMMs beat the convolution there (23 and 24 against 27 ms),
+# not inside a step. With 64-128 filters the taps ran 0.53-1.19x as fast
+# as the convolution alone. The small-input phase GEMMs it replaced
+# (256+ input channels, each stride dividing its kernel size) ran 0.74-1.14x
+# as fast as the convolution alone at k4, 0.3-0.5x at k3. At
 # stride 1 the input gradient's convolution is computed on the full canvas
 # and windowed on inputs of more than SMALL_INPUT_PIXELS with at least
 # STRIDE1_DEEP_CHANNELS and fewer than FULL_CANVAS_MAX_CHANNELS input
@@ -667,6 +670,7 @@ SMALL_INPUT_PIXELS = 1024
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25
+TAPS_INPUT_GRAD_PIXELS = 256
 TAPS_INPUT_GRAD_FILTERS = 256
 GEMM_KERNEL_GRAD_PIXELS = 4096
 SHALLOW_INPUT_CHANNELS = 16
@@ -786,13 +790,13 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
 def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
   """Whether the fast path's input gradient (where not ``_input_grad_is_gemm``)
   is ``grad_input_taps``: stride > 1, dilation 1, a kernel larger than the
-  stride, at most ``SMALL_INPUT_PIXELS`` input pixels, at least
+  stride, at most ``TAPS_INPUT_GRAD_PIXELS`` input pixels, at least
   ``TAPS_INPUT_GRAD_FILTERS`` filters and at most ``COL2IM_MAX_TAPS`` taps
   (the rule above); else ``grad_input``'s strided convolution."""
   kh, kw, f, _ = kernel_shape
   return (config.strides != (1, 1) and config.dilation_rate == (1, 1)
           and not _one_tap(config, kernel_shape)
-          and _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+          and _pixels(x_shape, config) <= TAPS_INPUT_GRAD_PIXELS
           and f >= TAPS_INPUT_GRAD_FILTERS and kh * kw <= COL2IM_MAX_TAPS)
 
 
@@ -907,7 +911,7 @@ def dispatch(x, kernel, config, geometry):
     ``conv_phase_gemm`` (``_forward_is_gemm``). With stride > 1 and
     dilation 1, the input gradient is the phase GEMMs with a kernel no
     larger than the stride, the tap-window GEMM (``grad_input_taps``) up to
-    ``SMALL_INPUT_PIXELS`` with at least ``TAPS_INPUT_GRAD_FILTERS``
+    ``TAPS_INPUT_GRAD_PIXELS`` with at least ``TAPS_INPUT_GRAD_FILTERS``
     filters, and
     the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS`` or with at most
     ``SHALLOW_INPUT_CHANNELS`` input channels or no padding (``'valid'``)

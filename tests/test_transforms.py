@@ -284,9 +284,9 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
     ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, "taps"),  # small, deep
-    ((16, 8, 8, 512), (4, 4, 256, 512), 2, 1, "taps"),  # 1024 pixels
-    ((1, 16, 16, 512), (3, 3, 256, 512), 2, 1, "taps"),  # k3 s2: no zero taps either
-    ((5, 16, 16, 512), (4, 4, 256, 512), 2, 1, "strided_conv"),  # 1280 pixels
+    ((1, 16, 16, 512), (4, 4, 256, 512), 2, 1, "taps"),  # 256 pixels
+    ((16, 4, 4, 512), (3, 3, 256, 512), 2, 1, "taps"),  # k3 s2: no zero taps either
+    ((2, 16, 16, 512), (4, 4, 256, 512), 2, 1, "strided_conv"),  # 512 pixels
     ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, "strided_conv"),  # 128 filters
     ((1, 8, 8, 512), (7, 7, 256, 512), 2, 1, "strided_conv"),  # 49 taps
     ((1, 16, 16, 512), (2, 2, 256, 512), 2, 1, "phase_gemm"),  # one tap
