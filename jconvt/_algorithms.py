@@ -514,8 +514,7 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   def taps(x, dy):  # one chunk: per pair of groups, (ch, cw, nr * nc * f, c)
     d = _dy_canvas(dy, kernel_hw, config, geometry, (h, w))  # 16-bit: words
     rows = d.shape[0] * th * tw
-    xc = jnp.pad(_packed(x), ((0, 0), (0, th - h), (0, tw - w), (0, 0)))
-    xc = _unpacked(xc, x.dtype).reshape(rows, c)
+    xc = jnp.pad(x, ((0, 0), (0, th - h), (0, tw - w), (0, 0))).reshape(rows, c)
     d = d.reshape(rows, sh, sw, -1)
     return tuple(
         _correlate_taps(xc, _unpacked(d[:, r0:r0 + nr, c0:c0 + nc], dy.dtype).reshape(rows, -1),
@@ -754,8 +753,7 @@ def _strides_divide_kernel(config: ConvTransposeConfig, kernel_shape) -> bool:
   return all(k % s == 0 for k, s in zip(kernel_shape[:2], config.strides))
 
 
-def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
-                        dtype=jnp.float32) -> bool:
+def _input_grad_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype=jnp.float32) -> bool:
   """Whether the fast path's input gradient is ``grad_input_phase``'s GEMMs;
   the rule above. With a kernel no larger than the stride (one tap per
   phase) it is one GEMM at any size, and ``grad_kernel_phase`` runs
@@ -766,13 +764,7 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
     return False
   if _strides_divide_kernel(config, kernel_shape) and jnp.dtype(dtype) == jnp.bfloat16:
     return True
-  return _one_tap(config, kernel_shape)
-
-
-def _one_tap(config: ConvTransposeConfig, kernel_shape) -> bool:
-  """Whether the kernel is no larger than the stride on each axis: each
-  phase then meets at most one tap."""
-  return all(k <= s for k, s in zip(kernel_shape[:2], config.strides))
+  return all(k <= s for k, s in zip(kernel_shape[:2], config.strides))  # one tap per phase
 
 
 def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
@@ -780,7 +772,7 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   """The fast path's input gradient: ``grad_input_phase`` under
   ``_input_grad_is_gemm``, else ``grad_input_taps`` under
   ``_input_grad_is_taps``, else ``grad_input``."""
-  if _input_grad_is_gemm(config, x_shape, kernel_shape, dtype):
+  if _input_grad_is_gemm(config, kernel_shape, dtype):
     return grad_input_phase
   if _input_grad_is_taps(config, x_shape, kernel_shape):
     return grad_input_taps
@@ -788,14 +780,14 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
 
 
 def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
-  """Whether the fast path's input gradient (where not ``_input_grad_is_gemm``)
-  is ``grad_input_taps``: stride > 1, dilation 1, a kernel larger than the
-  stride, at most ``TAPS_INPUT_GRAD_PIXELS`` input pixels, at least
+  """Whether the fast path's input gradient, where ``_input_grad_is_gemm``
+  does not hold (it takes a kernel no larger than the stride), is
+  ``grad_input_taps``: stride > 1, dilation 1, at most
+  ``TAPS_INPUT_GRAD_PIXELS`` input pixels, at least
   ``TAPS_INPUT_GRAD_FILTERS`` filters and at most ``COL2IM_MAX_TAPS`` taps
   (the rule above); else ``grad_input``'s strided convolution."""
   kh, kw, f, _ = kernel_shape
   return (config.strides != (1, 1) and config.dilation_rate == (1, 1)
-          and not _one_tap(config, kernel_shape)
           and _pixels(x_shape, config) <= TAPS_INPUT_GRAD_PIXELS
           and f >= TAPS_INPUT_GRAD_FILTERS and kh * kw <= COL2IM_MAX_TAPS)
 

@@ -366,9 +366,9 @@ def test_auto_gradient_rules_for_bfloat16(kernel_size, strides, dilation, dx_gem
   from jconvt._algorithms import _input_grad_is_gemm, _kernel_grad_is_gemm
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
   x_shape, kernel_shape = (4, 8, 8, 64), (kernel_size, kernel_size, 16, 64)
-  assert _input_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.bfloat16) is dx_gemm
+  assert _input_grad_is_gemm(cfg, kernel_shape, jnp.bfloat16) is dx_gemm
   assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.bfloat16) is dk_gemm
-  assert not _input_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
+  assert not _input_grad_is_gemm(cfg, kernel_shape, jnp.float32)
   assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
 
 
