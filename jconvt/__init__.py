@@ -3,6 +3,8 @@
 from importlib import metadata as _metadata
 
 from jconvt._config import ConvTransposeConfig as ConvTransposeConfig
+from jconvt._algorithms import AlgorithmPlan as AlgorithmPlan
+from jconvt._conv import algorithm_plan as algorithm_plan
 from jconvt._conv import conv2d_transpose as conv2d_transpose
 from jconvt._conv import output_shape as output_shape
 from jconvt._reference import reference_conv2d_transpose as reference_conv2d_transpose
@@ -20,8 +22,10 @@ except _metadata.PackageNotFoundError:  # running from a source tree
   __version__ = "0.0.0+unknown"
 
 __all__ = (
+    "AlgorithmPlan",
     "Conv2DTranspose",
     "ConvTransposeConfig",
+    "algorithm_plan",
     "conv2d_transpose",
     "output_shape",
     "reference_conv2d_transpose",

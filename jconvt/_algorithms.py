@@ -31,6 +31,7 @@ and returns the transposed convolution without bias or activation.
 
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -768,15 +769,15 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype=jnp.flo
 
 
 def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
-                          dtype=jnp.float32):
-  """The fast path's input gradient: ``grad_input_phase`` under
-  ``_input_grad_is_gemm``, else ``grad_input_taps`` under
-  ``_input_grad_is_taps``, else ``grad_input``."""
+                          dtype=jnp.float32) -> str:
+  """The fast path's input gradient: ``"phase_gemm"`` (``grad_input_phase``)
+  under ``_input_grad_is_gemm``, else ``"taps"`` (``grad_input_taps``) under
+  ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``)."""
   if _input_grad_is_gemm(config, kernel_shape, dtype):
-    return grad_input_phase
+    return "phase_gemm"
   if _input_grad_is_taps(config, x_shape, kernel_shape):
-    return grad_input_taps
-  return grad_input
+    return "taps"
+  return "conv"
 
 
 def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
@@ -813,6 +814,19 @@ def _full_canvas_channels(kernel_shape) -> bool:
   return STRIDE1_DEEP_CHANNELS <= min(kernel_shape[2:]) < FULL_CANVAS_MAX_CHANNELS
 
 
+def _kernel_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+                           geometry) -> str:
+  """The fast path's kernel gradient: ``"taps"`` (``grad_kernel_taps``)
+  under ``_kernel_grad_is_taps``, else ``"phase_gemm"``
+  (``grad_kernel_phase``) under ``_kernel_grad_is_gemm``, else ``"conv"``
+  (``grad_kernel``)."""
+  if _kernel_grad_is_taps(config, x_shape, kernel_shape):
+    return "taps"
+  if _kernel_grad_is_gemm(config, x_shape, kernel_shape, dtype, geometry):
+    return "phase_gemm"
+  return "conv"
+
+
 def _kernel_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
   """Whether the fast path's kernel gradient is ``grad_kernel_taps``: stride
   > 1, dilation 1, at most ``TAPS_KERNEL_GRAD_PIXELS`` input pixels, at
@@ -824,13 +838,14 @@ def _kernel_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> 
           and c >= TAPS_KERNEL_GRAD_CHANNELS and kh * kw <= COL2IM_MAX_TAPS)
 
 
-def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
-                         dtype=jnp.float32, geometry=None) -> bool:
-  """Whether the fast path's kernel gradient is ``grad_kernel_phase``'s
-  GEMMs (else ``grad_kernel``'s convolution); the rule above. With
-  bfloat16 inputs at stride > 1 it is always the GEMMs; given the layer's
-  ``geometry``, also where the convolution would have no padding at all
-  (a ``'valid'`` layer) on images of at least ``SHALLOW_MIN_IMAGE_PIXELS``."""
+def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+                         geometry) -> bool:
+  """Whether the fast path's kernel gradient, where ``_kernel_grad_is_taps``
+  does not hold, is ``grad_kernel_phase``'s GEMMs (else ``grad_kernel``'s
+  convolution); the rule above. With bfloat16 inputs at stride > 1 it is
+  always the GEMMs; also where the convolution would have no padding at all
+  (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
+  ``SHALLOW_MIN_IMAGE_PIXELS``."""
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
@@ -839,7 +854,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape,
     h, w = spatial(x_shape, config)
     deep_image = h * w >= SHALLOW_MIN_IMAGE_PIXELS
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
-    unpadded = geometry is not None and deep_image and _unpadded(
+    unpadded = deep_image and _unpadded(
         _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
     return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
@@ -860,14 +875,12 @@ def _fast_fwd(x, kernel, config, geometry):
 def _fast_bwd(config, geometry, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
-  grad_x = _input_grad_algorithm(config, x.shape, kernel.shape, x.dtype)
+  grad_x = {"conv": grad_input, "phase_gemm": grad_input_phase, "taps": grad_input_taps}[
+      _input_grad_algorithm(config, x.shape, kernel.shape, x.dtype)]
+  grad_k = {"conv": grad_kernel, "phase_gemm": grad_kernel_phase, "taps": grad_kernel_taps}[
+      _kernel_grad_algorithm(config, x.shape, kernel.shape, x.dtype, geometry)]
   dx = grad_x(dy, kernel, config, geometry, x.shape[1:3])
-  if _kernel_grad_is_taps(config, x.shape, kernel.shape):
-    dk = grad_kernel_taps(x, dy, kernel.shape[:2], config, geometry)
-  elif _kernel_grad_is_gemm(config, x.shape, kernel.shape, x.dtype, geometry):
-    dk = grad_kernel_phase(x, dy, kernel.shape[:2], config, geometry)
-  else:
-    dk = grad_kernel(x, dy, kernel.shape[:2], config, geometry)
+  dk = grad_k(x, dy, kernel.shape[:2], config, geometry)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
@@ -883,6 +896,48 @@ def _fast(x, kernel, config, geometry):
   nhwc = config.replace(data_format="channels_last")
   y = _fast_nhwc(jnp.transpose(x, (0, 2, 3, 1)), kernel, nhwc, geometry)
   return jnp.transpose(y, (0, 3, 1, 2))
+
+
+class AlgorithmPlan(NamedTuple):
+  """What ``conv2d_transpose`` runs for one layer (``jconvt.algorithm_plan``).
+
+  Attributes:
+    forward: ``"dilated"`` (the reference: one convolution of the input
+      dilated by the stride), ``"phase"`` (the sub-pixel decomposition;
+      the plain convolution at stride 1), ``"phase_gemm"`` (the sub-pixel
+      decomposition as one GEMM), ``"col2im"`` (one GEMM, then each tap's
+      columns added in place), or ``"zeros"`` (an empty input, kernel or
+      output: nothing to compute).
+    input_gradient: ``"autodiff"`` (JAX's own gradient of the dilated
+      form), ``"conv"`` (a forward-style convolution of ``dy`` with the
+      kernel), ``"phase_gemm"`` (GEMMs of ``dy`` folded space-to-depth),
+      ``"taps"`` (one GEMM of the windows of ``dy`` each tap reads), or
+      ``"zeros"``.
+    kernel_gradient: ``"autodiff"``, ``"conv"`` (a forward-style
+      convolution of ``dy`` with the input), ``"phase_gemm"`` (GEMMs of
+      shifted input rows with ``dy`` folded space-to-depth), ``"taps"``
+      (one GEMM of ``dy``'s tap windows with the input), or ``"zeros"``.
+  """
+  forward: str
+  input_gradient: str
+  kernel_gradient: str
+
+
+def plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype, geometry,
+         platform: str) -> AlgorithmPlan:
+  """The algorithms ``dispatch`` runs on ``platform`` for an input of
+  ``x_shape`` (in ``config``'s data format) and ``dtype``, decided by the
+  same rules (``_forward_algorithm``, ``_input_grad_algorithm``,
+  ``_kernel_grad_algorithm``) on the NHWC shapes ``_fast`` hands them."""
+  if config.algorithm == "dilated" or (config.algorithm == "auto" and platform != "cpu"):
+    return AlgorithmPlan("dilated", "autodiff", "autodiff")
+  if not config.channels_last:
+    n, c, h, w = x_shape
+    x_shape, config = (n, h, w, c), config.replace(data_format="channels_last")
+  return AlgorithmPlan(
+      _forward_algorithm(config, x_shape, kernel_shape, dtype),
+      _input_grad_algorithm(config, x_shape, kernel_shape, dtype),
+      _kernel_grad_algorithm(config, x_shape, kernel_shape, dtype, geometry))
 
 
 def dispatch(x, kernel, config, geometry):

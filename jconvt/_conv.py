@@ -10,7 +10,9 @@ from jconvt import _activations
 from jconvt import _shapes
 from jconvt._algorithms import channels as _channels
 from jconvt._algorithms import spatial as _spatial
+from jconvt._algorithms import AlgorithmPlan
 from jconvt._algorithms import dispatch as _dispatch
+from jconvt._algorithms import plan as _plan
 from jconvt._config import ConvTransposeConfig
 
 
@@ -84,6 +86,69 @@ def output_shape(
   _check_shapes(x_shape, kernel_shape, config)
   return _layout_shape(x_shape[0], kernel_shape[2],
                        _geometry(x_shape, kernel_shape, config), config)
+
+
+def _empty(x_shape, kernel_shape, out_shape) -> bool:
+  """Nothing to sum, or nowhere to put it (an empty output, which "same"
+  gives e.g. with output_padding 0 and an even kernel on a one-pixel
+  input): XLA would be asked for zero-sized windows. The output (bias
+  aside) and every gradient through it are then exactly zero."""
+  return 0 in tuple(x_shape) or 0 in tuple(kernel_shape) or 0 in tuple(out_shape)
+
+
+_PLATFORMS = ("cpu", "gpu", "cuda", "rocm", "tpu")
+
+
+def algorithm_plan(
+    x_shape: Sequence[int], kernel_shape: Sequence[int], config: ConvTransposeConfig,
+    dtype=jnp.float32, platform: str | None = None) -> AlgorithmPlan:
+  """Which algorithms ``conv2d_transpose`` runs for this layer, without running.
+
+  ``algorithm="auto"`` picks the forward pass and the two gradients per
+  platform, shape and dtype by measured rules (see the README); this
+  reports the choice, e.g. to see why a layer is slow or to pin a forward
+  with ``config.replace(algorithm=...)``.
+
+  Args:
+    x_shape: ``(batch, height, width, in_channels)`` for ``channels_last``,
+      ``(batch, in_channels, height, width)`` for ``channels_first``.
+    kernel_shape: ``(kh, kw, filters, in_channels)``.
+    config: the convolution's settings.
+    dtype: the input's floating dtype (the rules differ for bfloat16).
+    platform: ``"cpu"``, ``"gpu"``, ``"cuda"``, ``"rocm"`` or ``"tpu"``;
+      ``None`` for JAX's default backend. ``auto`` runs the fast paths on
+      CPU only.
+
+  Returns:
+    An ``AlgorithmPlan(forward, input_gradient, kernel_gradient)`` of
+    algorithm names (its docstring lists them).
+
+  Raises:
+    ValueError, TypeError: for inconsistent shapes, a non-floating dtype or
+      an unknown platform.
+
+  >>> algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128),
+  ...                ConvTransposeConfig(2, "same"), platform="cpu")
+  AlgorithmPlan(forward='phase', input_gradient='conv', kernel_gradient='phase_gemm')
+  """
+  _check_config(config)
+  _check_shapes(x_shape, kernel_shape, config)
+  try:
+    dtype = np.dtype(dtype)
+  except TypeError:
+    raise TypeError(f"`dtype` must be a floating dtype (float16, bfloat16, float32, "
+                    f"float64), got {dtype!r}.") from None
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"`dtype` must be a floating dtype (float16, bfloat16, float32, "
+                    f"float64), got {dtype}.")
+  if platform is None:
+    platform = jax.default_backend()
+  if platform not in _PLATFORMS:
+    raise ValueError(f"`platform` must be one of {_PLATFORMS} or None, got {platform!r}.")
+  geometry = _geometry(x_shape, kernel_shape, config)
+  if _empty(x_shape, kernel_shape, _layout_shape(x_shape[0], kernel_shape[2], geometry, config)):
+    return AlgorithmPlan("zeros", "zeros", "zeros")
+  return _plan(config, tuple(x_shape), tuple(kernel_shape), dtype, geometry, platform)
 
 
 def _check_config(config) -> None:
@@ -169,11 +234,7 @@ def conv2d_transpose(params: Mapping[str, jax.Array], x: jax.Array,
   out_dtype = config.preferred_element_type or x.dtype
   kernel = jnp.asarray(kernel).astype(x.dtype)
 
-  if x.size == 0 or kernel.size == 0 or 0 in out_shape:
-    # Nothing to sum, or nowhere to put it (an empty output, which "same"
-    # gives e.g. with output_padding 0 and an even kernel on a one-pixel
-    # input): XLA would be asked for zero-sized windows. The output (bias
-    # aside) and every gradient through it are exactly zero.
+  if _empty(x.shape, kernel.shape, out_shape):
     y = jnp.zeros(out_shape, out_dtype)
   else:
     y = _dispatch(x, kernel, config, geometry)

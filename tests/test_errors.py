@@ -85,3 +85,17 @@ def test_errors_raise_at_trace_time_under_jit():
 def test_channels_first_error_names_layout():
   with pytest.raises(ValueError, match=r"\(batch, channels, height, width\) for data_format='channels_first'"):
     jconvt.output_shape((4, 4, 3), (3, 3, 2, 3), ConvTransposeConfig(data_format="channels_first"))
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(dtype=jnp.int32), TypeError, r"`dtype` must be a floating dtype .*, got int32"),
+    (dict(dtype="not a dtype"), TypeError, r"`dtype` must be a floating dtype .*, got 'not a dtype'"),
+    (dict(platform="CPU"), ValueError, r"`platform` must be one of \('cpu', .*\) or None, got 'CPU'"),
+    (dict(x_shape=(1, 4, 4, 5)), ValueError, r"`kernel` in_channels \(=3"),
+    (dict(config={"strides": 2}), TypeError, r"`config` must be a jconvt.ConvTransposeConfig"),
+])
+def test_algorithm_plan_rejects(kwargs, error, match):
+  args = {"x_shape": (1, 4, 4, 3), "kernel_shape": (3, 3, 2, 3),
+          "config": ConvTransposeConfig(2, "same"), **kwargs}
+  with pytest.raises(error, match=match):
+    jconvt.algorithm_plan(**args)

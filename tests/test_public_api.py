@@ -5,8 +5,8 @@ import jconvt
 
 def test_public_names():
   assert set(jconvt.__all__) == {
-      "Conv2DTranspose", "ConvTransposeConfig", "conv2d_transpose", "output_shape",
-      "reference_conv2d_transpose",
+      "AlgorithmPlan", "Conv2DTranspose", "ConvTransposeConfig", "algorithm_plan",
+      "conv2d_transpose", "output_shape", "reference_conv2d_transpose",
   }
   for name in jconvt.__all__:
     assert getattr(jconvt, name) is not None

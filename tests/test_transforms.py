@@ -286,23 +286,21 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
     ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, "taps"),  # small, deep
     ((1, 16, 16, 512), (4, 4, 256, 512), 2, 1, "taps"),  # 256 pixels
     ((16, 4, 4, 512), (3, 3, 256, 512), 2, 1, "taps"),  # k3 s2: no zero taps either
-    ((2, 16, 16, 512), (4, 4, 256, 512), 2, 1, "strided_conv"),  # 512 pixels
-    ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, "strided_conv"),  # 128 filters
-    ((1, 8, 8, 512), (7, 7, 256, 512), 2, 1, "strided_conv"),  # 49 taps
+    ((2, 16, 16, 512), (4, 4, 256, 512), 2, 1, "conv"),  # 512 pixels
+    ((1, 16, 16, 256), (4, 4, 128, 256), 2, 1, "conv"),  # 128 filters
+    ((1, 8, 8, 512), (7, 7, 256, 512), 2, 1, "conv"),  # 49 taps
     ((1, 16, 16, 512), (2, 2, 256, 512), 2, 1, "phase_gemm"),  # one tap
     ((8, 32, 32, 256), (2, 2, 128, 256), 2, 1, "phase_gemm"),  # one tap: any size
     ((8, 32, 32, 3), (2, 2, 128, 3), 2, 1, "phase_gemm"),
-    ((8, 32, 32, 256), (4, 4, 128, 256), 2, 1, "strided_conv"),  # large
-    ((1, 16, 16, 512), (3, 3, 256, 512), 1, 1, "strided_conv"),  # stride 1
-    ((1, 16, 16, 512), (3, 3, 256, 512), 1, 2, "strided_conv"),  # dilated
+    ((8, 32, 32, 256), (4, 4, 128, 256), 2, 1, "conv"),  # large
+    ((1, 16, 16, 512), (3, 3, 256, 512), 1, 1, "conv"),  # stride 1
+    ((1, 16, 16, 512), (3, 3, 256, 512), 1, 2, "conv"),  # dilated
 ])
 def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
   """Which input gradient ``auto`` runs on CPU, per the rule."""
-  from jconvt import _algorithms
+  from jconvt._algorithms import _input_grad_algorithm
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
-  names = {_algorithms.grad_input_phase: "phase_gemm", _algorithms.grad_input_taps: "taps",
-           _algorithms.grad_input: "strided_conv"}
-  assert names[_algorithms._input_grad_algorithm(cfg, x_shape, kernel_shape)] == expected
+  assert _input_grad_algorithm(cfg, x_shape, kernel_shape) == expected
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
@@ -318,9 +316,11 @@ def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expe
 ])
 def test_auto_kernel_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
   """Whether ``auto``'s kernel gradient is the GEMMs on CPU, per the rule."""
-  from jconvt._algorithms import _kernel_grad_is_gemm
+  from jconvt._algorithms import _kernel_grad_algorithm
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
-  assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape) is expected
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  got = _kernel_grad_algorithm(cfg, x_shape, kernel_shape, jnp.float32, geometry)
+  assert got == ("phase_gemm" if expected else "conv")
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
@@ -337,7 +337,6 @@ def test_auto_kernel_gradient_rule_for_valid_layers(x_shape, kernel_shape, paddi
   cfg = ConvTransposeConfig(2, padding)
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
   assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32, geometry) is expected
-  assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape)  # no geometry: size rules
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,expected", [
@@ -366,10 +365,11 @@ def test_auto_gradient_rules_for_bfloat16(kernel_size, strides, dilation, dx_gem
   from jconvt._algorithms import _input_grad_is_gemm, _kernel_grad_is_gemm
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
   x_shape, kernel_shape = (4, 8, 8, 64), (kernel_size, kernel_size, 16, 64)
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
   assert _input_grad_is_gemm(cfg, kernel_shape, jnp.bfloat16) is dx_gemm
-  assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.bfloat16) is dk_gemm
+  assert _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.bfloat16, geometry) is dk_gemm
   assert not _input_grad_is_gemm(cfg, kernel_shape, jnp.float32)
-  assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32)
+  assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32, geometry)
 
 
 @pytest.mark.parametrize("kernel_size,strides,dilation,filters,expected", [
@@ -393,6 +393,81 @@ def test_auto_forward_rule_for_bfloat16(kernel_size, strides, dilation, filters,
   assert _forward_algorithm(cfg, x_shape, kernel_shape, jnp.float32) != "phase_gemm"
   explicit = cfg.replace(algorithm="col2im")  # an explicit choice stands
   assert _forward_algorithm(explicit, x_shape, kernel_shape, jnp.bfloat16) == "col2im"
+
+
+@contextlib.contextmanager
+def _recording_algorithms():
+  """Wraps every forward and gradient algorithm of ``_algorithms`` so that
+  tracing one appends its ``AlgorithmPlan`` name to the yielded list."""
+  from jconvt import _algorithms
+  names = {"conv_dilated": "dilated", "conv_phase": "phase", "conv_phase_gemm": "phase_gemm",
+           "conv_col2im": "col2im", "grad_input": "dx conv", "grad_input_phase": "dx phase_gemm",
+           "grad_input_taps": "dx taps", "grad_kernel": "dk conv",
+           "grad_kernel_phase": "dk phase_gemm", "grad_kernel_taps": "dk taps"}
+  calls, saved = [], {attr: getattr(_algorithms, attr) for attr in names}
+
+  def recorder(attr):
+    def run(*args):
+      calls.append(names[attr])
+      return saved[attr](*args)
+    return run
+
+  for attr in names:
+    setattr(_algorithms, attr, recorder(attr))
+  try:
+    yield calls
+  finally:
+    for attr, fn in saved.items():
+      setattr(_algorithms, attr, fn)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,kwargs,dtype,expected", [
+    ((1, 8, 8, 128), (4, 4, 256, 128), {}, jnp.float32, ("col2im", "taps", "taps")),
+    ((2, 16, 16, 8), (4, 4, 32, 8), {}, jnp.float32, ("phase", "conv", "phase_gemm")),
+    ((1, 8, 8, 16), (4, 4, 128, 16), {}, jnp.bfloat16,
+     ("phase_gemm", "phase_gemm", "phase_gemm")),
+    ((2, 8, 16, 16), (2, 2, 4, 8), {"data_format": "channels_first"}, jnp.float32,
+     ("col2im", "phase_gemm", "phase_gemm")),
+    ((1, 8, 8, 32), (3, 3, 32, 32), {"strides": 1, "algorithm": "phase"}, jnp.float32,
+     ("phase", "conv", "phase_gemm")),
+    ((1, 8, 8, 4), (3, 3, 4, 4), {"strides": 1, "dilation_rate": 2}, jnp.float32,
+     ("col2im", "conv", "conv")),
+    ((1, 8, 8, 4), (3, 3, 4, 4), {"algorithm": "dilated"}, jnp.float32,
+     ("dilated", "autodiff", "autodiff")),
+    ((0, 8, 8, 4), (3, 3, 4, 4), {}, jnp.float32, ("zeros", "zeros", "zeros")),
+])
+def test_algorithm_plan_names_what_runs(x_shape, kernel_shape, kwargs, dtype, expected):
+  """``jconvt.algorithm_plan`` names the forward and the gradients a CPU
+  training step traces (recorded by wrapping each algorithm)."""
+  cfg = ConvTransposeConfig(**{"strides": 2, "padding": "same", **kwargs})
+  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, dtype, platform="cpu")
+  assert tuple(plan) == expected
+  assert plan.forward == expected[0]  # a NamedTuple
+  params, x = _data(x_shape, kernel_shape, dtype=np.float32)
+  params, x = jax.tree.map(lambda a: a.astype(dtype), (params, x))
+  with _recording_algorithms() as calls:
+    jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg).astype(jnp.float32)),
+             argnums=(0, 1))(params, x)
+  forward = [c for c in calls if c[:3] not in ("dx ", "dk ")]
+  grads = {c[:2]: c[3:] for c in calls if c[:3] in ("dx ", "dk ")}
+  if not forward:  # nothing traced: an empty layer
+    assert not grads and plan == ("zeros", "zeros", "zeros")
+    return
+  gradients = (grads.get("dx", "autodiff"), grads.get("dk", "autodiff"))
+  assert (forward, gradients) == ([plan.forward], tuple(plan)[1:])
+
+
+def test_algorithm_plan_on_other_platforms():
+  """``auto`` is the dilated reference off CPU; an explicit fast path is not."""
+  cfg = ConvTransposeConfig(2, "same")
+  assert tuple(jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg, platform="gpu")) \
+      == ("dilated", "autodiff", "autodiff")
+  explicit = jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128),
+                                   cfg.replace(algorithm="phase"), platform="tpu")
+  assert explicit.forward == "phase" and explicit.input_gradient == "conv"
+  here = jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg)
+  assert here == jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg,
+                                       platform=jax.default_backend())
 
 
 @pytest.mark.parametrize("dtype,preferred", [
