@@ -166,19 +166,22 @@ def markdown(rows, roofline, header) -> str:
            "Times are medians in ms; GFLOP/s counts useful work only (a training step, forward plus "
            "gradients for input and kernel, is 3x the forward FLOPs); `speedup vs X` is X's time over jconvt's "
            "(>1: jconvt faster). Peak memory is XLA's temporary buffers of the compiled "
-           "training step; compile is the training step's compile time.", ""]
+           "training step; compile is the training step's compile time. `auto runs` names "
+           "the forward, input-gradient and kernel-gradient algorithms jconvt's `auto` chose "
+           "(`jconvt.algorithm_plan`).", ""]
   impls = _impls(rows)
   peers = [i for i in impls if i != "jconvt"]
   # A compact summary first: jconvt against the anchors users compare with.
   summary_peers = [p for p in ("flax", "tensorflow", "torch") if p in impls]
-  header = ["layer", "jconvt fwd ms", "fwd GFLOP/s (% roof)", "jconvt step ms",
-            "temp MiB fwd / step (dilated ref)"]
+  header = ["layer", "auto runs (fwd / dx / dk)", "jconvt fwd ms", "fwd GFLOP/s (% roof)",
+            "jconvt step ms", "temp MiB fwd / step (dilated ref)"]
   header += [f"fwd vs {p}" for p in summary_peers] + [f"step vs {p}" for p in summary_peers]
   lines.append("| " + " | ".join(header) + " |")
   lines.append("|" + "---|" * len(header))
   for layer, res, j, gf in _jconvt_rows(rows):
     ref = res.get("jconvt-dilated", {})
-    cells = [layer.name, f"{j['fwd_ms']:.1f}", f"{gf:.0f} ({100 * gf / roofline:.0f}%)",
+    cells = [layer.name, " / ".join(j["algorithms"]) if "algorithms" in j else "—",
+             f"{j['fwd_ms']:.1f}", f"{gf:.0f} ({100 * gf / roofline:.0f}%)",
              f"{j['step_ms']:.1f}",
              f"{_mib(j.get('fwd_mem_bytes'))} / {_mib(j.get('step_mem_bytes'))} "
              f"({_mib(ref.get('fwd_mem_bytes'))} / {_mib(ref.get('step_mem_bytes'))})"]

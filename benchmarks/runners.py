@@ -95,13 +95,25 @@ def _measure_jax(impl, layer, repeats, median_ms):
   fwd_compiled = fwd.lower(params, x).compile()
   jax.block_until_ready(fwd(params, x))
   jax.block_until_ready(compiled(params, x))
-  return {
+  result = {
       "fwd_ms": median_ms(lambda: jax.block_until_ready(fwd(params, x)), repeats),
       "step_ms": median_ms(lambda: jax.block_until_ready(compiled(params, x)), repeats),
       "compile_s": compile_s,
       "step_mem_bytes": _temp_bytes(compiled),
       "fwd_mem_bytes": _temp_bytes(fwd_compiled),
   }
+  if impl == "jconvt":
+    result["algorithms"] = list(algorithms(layer))
+  return result
+
+
+def algorithms(layer: Layer):
+  """What jconvt's ``auto`` runs for this layer on this backend:
+  ``jconvt.AlgorithmPlan(forward, input_gradient, kernel_gradient)``."""
+  import jconvt
+  cfg = jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format)
+  return jconvt.algorithm_plan(layer.x_shape, (layer.kernel, layer.kernel, layer.filters,
+                                               layer.in_channels), cfg, layer.dtype)
 
 
 def _temp_bytes(compiled):
