@@ -75,7 +75,14 @@ def machine() -> str:
     pass
   dev = jax.devices()[0]
   return (f"{dev.platform} ({getattr(dev, 'device_kind', '')}), {os.cpu_count()} cores, {cpu}; "
-          f"jax {jax.__version__}, python {platform.python_version()}")
+          f"jax {jax.__version__}, python {platform.python_version()}; {allocator()}")
+
+
+def allocator() -> str:
+  """The malloc settings this process runs under (glibc reads them at start)."""
+  tuned = [f"{k}={v}" for k, v in sorted(os.environ.items())
+           if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_") or k == "LD_PRELOAD"]
+  return "malloc: " + (", ".join(tuned) if tuned else "glibc defaults")
 
 
 def run(layers, repeats, impl_names, progress=print, passes=1):
@@ -166,7 +173,9 @@ def markdown(rows, roofline, header) -> str:
            "Times are medians in ms; GFLOP/s counts useful work only (a training step, forward plus "
            "gradients for input and kernel, is 3x the forward FLOPs); `speedup vs X` is X's time over jconvt's "
            "(>1: jconvt faster). Peak memory is XLA's temporary buffers of the compiled "
-           "training step; compile is the training step's compile time. `auto runs` names "
+           "training step; compile is the training step's compile time; faults are the minor "
+           "page faults of one training step, in MiB (memory the allocator took fresh from the "
+           "kernel: see the README on glibc's malloc). `auto runs` names "
            "the forward, input-gradient and kernel-gradient algorithms jconvt's `auto` chose "
            "(`jconvt.algorithm_plan`).", ""]
   impls = _impls(rows)
@@ -193,6 +202,7 @@ def markdown(rows, roofline, header) -> str:
   cols = ["layer", "jconvt fwd", "GFLOP/s", "% roof", "jconvt step", "step GFLOP/s",
           "mem MiB", "compile s"]
   cols += [f"{p} fwd" for p in peers] + [f"{p} step" for p in peers]
+  cols += [f"{p} step faults MiB" for p in impls]
   cols += [f"fwd speedup vs {p}" for p in peers] + [f"step speedup vs {p}" for p in peers]
   lines.append("| " + " | ".join(cols) + " |")
   lines.append("|" + "---|" * len(cols))
@@ -205,6 +215,8 @@ def markdown(rows, roofline, header) -> str:
              "—" if mem is None else f"{mem / 2**20:.0f}", f"{j['compile_s']:.2f}"]
     cells += [f"{res[p]['fwd_ms']:.1f}" if p in res else "—" for p in peers]
     cells += [f"{res[p]['step_ms']:.1f}" if p in res else "—" for p in peers]
+    cells += [f"{res[p]['step_faults_mib']:.0f}" if "step_faults_mib" in res.get(p, {}) else "—"
+              for p in impls]
     cells += [_fmt_ratio(j["fwd_ms"], res[p]["fwd_ms"]) if p in res else "—" for p in peers]
     cells += [_fmt_ratio(j["step_ms"], res[p]["step_ms"]) if p in res else "—" for p in peers]
     lines.append("| " + " | ".join(cells) + " |")

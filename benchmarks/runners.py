@@ -3,6 +3,7 @@
 
 import importlib.util
 import os
+import resource
 import time
 
 import numpy as np
@@ -36,6 +37,20 @@ def _out_shape(layer: Layer):
   cfg = jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format)
   return jconvt.output_shape(layer.x_shape, (layer.kernel, layer.kernel, layer.filters,
                                              layer.in_channels), cfg)
+
+
+def page_faults_mib(fn, calls: int = 5) -> float:
+  """Minor page faults per call of ``fn``, in MiB of 4 KiB pages: memory the
+  process touched fresh from the kernel. glibc hands buffers over 32 MiB
+  (``mmap_threshold``'s ceiling) back to the kernel when freed, so a
+  program whose scratch exceeds that faults it all in again on every call;
+  allocators that keep their memory (TensorFlow's) fault nothing."""
+  fn()
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(calls):
+    fn()
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+  return faults / calls * 4096 / 2 ** 20
 
 
 # --------------------------------------------------------------------- JAX ---
@@ -98,6 +113,7 @@ def _measure_jax(impl, layer, repeats, median_ms):
   result = {
       "fwd_ms": median_ms(lambda: jax.block_until_ready(fwd(params, x)), repeats),
       "step_ms": median_ms(lambda: jax.block_until_ready(compiled(params, x)), repeats),
+      "step_faults_mib": page_faults_mib(lambda: jax.block_until_ready(compiled(params, x))),
       "compile_s": compile_s,
       "step_mem_bytes": _temp_bytes(compiled),
       "fwd_mem_bytes": _temp_bytes(fwd_compiled),
@@ -160,6 +176,7 @@ def _measure_tf(layer, repeats, median_ms):
   return {
       "fwd_ms": median_ms(lambda: fwd(x).numpy(), repeats),
       "step_ms": median_ms(lambda: [g.numpy() for g in step(x)], repeats),
+      "step_faults_mib": page_faults_mib(lambda: [g.numpy() for g in step(x)]),
       "compile_s": compile_s,
       "step_mem_bytes": None,
   }
@@ -205,7 +222,8 @@ def _measure_torch(layer, repeats, median_ms):
       f()
 
   return {"fwd_ms": median_ms(fwd, repeats), "step_ms": median_ms(step, repeats),
-          "compile_s": compile_s, "step_mem_bytes": None}
+          "step_faults_mib": page_faults_mib(step), "compile_s": compile_s,
+          "step_mem_bytes": None}
 
 
 def measure(impl: str, layer: Layer, repeats: int, median_ms):
