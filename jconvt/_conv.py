@@ -116,8 +116,8 @@ def algorithm_plan(
     config: the convolution's settings.
     dtype: the input's floating dtype (the rules differ for bfloat16).
     platform: ``"cpu"``, ``"gpu"``, ``"cuda"``, ``"rocm"`` or ``"tpu"``;
-      ``None`` for JAX's default backend. ``auto`` runs the fast paths on
-      CPU only.
+      ``None`` for JAX's default backend (whatever its name). ``auto`` runs
+      the fast paths on CPU only.
 
   Returns:
     An ``AlgorithmPlan(forward, input_gradient, kernel_gradient)`` of
@@ -142,8 +142,8 @@ def algorithm_plan(
     raise TypeError(f"`dtype` must be a floating dtype (float16, bfloat16, float32, "
                     f"float64), got {dtype}.")
   if platform is None:
-    platform = jax.default_backend()
-  if platform not in _PLATFORMS:
+    platform = jax.default_backend()  # any plugin's name: all but "cpu" run the reference
+  elif platform not in _PLATFORMS:
     raise ValueError(f"`platform` must be one of {_PLATFORMS} or None, got {platform!r}.")
   geometry = _geometry(x_shape, kernel_shape, config)
   if _empty(x_shape, kernel_shape, _layout_shape(x_shape[0], kernel_shape[2], geometry, config)):

@@ -470,6 +470,14 @@ def test_algorithm_plan_on_other_platforms():
                                        platform=jax.default_backend())
 
 
+def test_algorithm_plan_on_a_plugin_backend(monkeypatch):
+  """The default backend may be a plugin whose name is not in the list an
+  explicit ``platform`` is checked against: ``auto`` runs the reference there."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "METAL")
+  plan = jconvt.algorithm_plan((1, 8, 8, 4), (4, 4, 8, 4), ConvTransposeConfig(2, "same"))
+  assert plan == ("dilated", "autodiff", "autodiff")
+
+
 @pytest.mark.parametrize("dtype,preferred", [
     (jnp.float32, None), (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32), (jnp.float16, None)])
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
