@@ -112,14 +112,30 @@ def _unpadded_input_grad_extra(config, batch, in_hw, kernel_shape, padding):
   return (0, 0)
 
 
+def _pads_odd_filters(config, kernel_shape) -> bool:
+  """Whether ``grad_input`` adds a zero filter: dilation 1, an odd number of
+  filters (the convolution's contracted channels) from 3 to
+  ``ODD_FILTERS_MAX``, and at stride > 1 at most
+  ``ODD_FILTERS_STRIDED_MAX_CHANNELS`` input channels (its outputs); the
+  rule above ``SMALL_INPUT_PIXELS``."""
+  _, _, f, c = kernel_shape
+  return (config.dilation_rate == (1, 1) and f % 2 == 1 and 1 < f <= ODD_FILTERS_MAX
+          and (config.strides == (1, 1) or c <= ODD_FILTERS_STRIDED_MAX_CHANNELS))
+
+
 def grad_input(dy, kernel, config, geometry, in_hw):
   """``dx``: the strided forward convolution of ``dy`` with the kernel.
 
   Under ``_full_canvas_input_grad`` (stride 1) the convolution is computed
   with ``k - 1`` padding on each side, ``k - 1`` more pixels per axis than
   needed, and windowed: XLA:CPU ran that 1.2-1.75x faster. At stride > 1,
-  ``_unpadded_input_grad_extra`` pads an unpadded convolution."""
+  ``_unpadded_input_grad_extra`` pads an unpadded convolution. Under
+  ``_pads_odd_filters`` (an odd number of filters) ``dy`` and the kernel
+  get one zero filter more, which adds only zero products."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
+  if _pads_odd_filters(config, kernel.shape):  # one zero filter more: exact
+    dy = jnp.pad(dy, ((0, 0), (0, 0), (0, 0), (0, 1)))
+    kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, 1), (0, 0)))
   if _full_canvas_input_grad(config, dy.shape[0], in_hw, kernel.shape):
     # Output i of TF's padding is output i + k - 1 - lo of the full canvas.
     start = [k - 1 - lo for k, (lo, _) in zip(kernel.shape[:2], padding)]
@@ -586,6 +602,16 @@ def conv_col2im(x, kernel, config, geometry):
   return _window(z.reshape(n, th * sh, tw * sw, f), geometry)
 
 
+# The input gradient's convolution contracts the filters. With an odd number
+# of them (3 to ODD_FILTERS_MAX) XLA:CPU picks slow kernels for some channel
+# counts, so ``grad_input`` adds one zero filter (exact: zero products):
+# training steps timed interleaved on 8x64x64, 16x32x32, 1x64x64 and
+# 4x128x128 inputs at stride 1 (dilation 1) ran 1.0-3.1x as fast with it,
+# never slower, on 8-128 input channels and 3-21 filters (the stride-1 RGB
+# output, 8x64x64x32 -> 3 k3: 7.9 -> 4.2 ms; alone, its convolution 2.9 ->
+# 1.2 ms); at stride 2 1.04-1.66x on 16-32 input channels but 0.90-0.98x on
+# 48-64 (the RGB k4s2 output, 16x32x32x64 -> 3: 0.92x), so at stride > 1
+# only up to ODD_FILTERS_STRIDED_MAX_CHANNELS.
 # Inputs with at most this many pixels (batch * height * width) take the
 # col2im forward (but phase where it wastes nothing and the layer has at
 # least COL2IM_DEEP_FILTERS filters and fewer than COL2IM_DEEP_INPUT input
@@ -667,6 +693,8 @@ def conv_col2im(x, kernel, config, geometry):
 # GEMMs ran 1.01-1.98x, the kernel gradient's 1.01-1.91x as fast as the
 # convolutions (suite layer 16x16x16x256 -> 128: step 88 -> 77 ms).
 SMALL_INPUT_PIXELS = 1024
+ODD_FILTERS_MAX = 21
+ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25

@@ -303,6 +303,54 @@ def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expe
   assert _input_grad_algorithm(cfg, x_shape, kernel_shape) == expected
 
 
+@pytest.mark.parametrize("kernel_shape,strides,dilation,expected", [
+    ((3, 3, 3, 32), 1, 1, True),  # an RGB output
+    ((3, 3, 3, 128), 1, 1, True),  # stride 1: any channel count
+    ((5, 5, 21, 64), 1, 1, True),
+    ((3, 3, 23, 64), 1, 1, False),  # past ODD_FILTERS_MAX
+    ((3, 3, 4, 32), 1, 1, False),  # even
+    ((3, 3, 1, 32), 1, 1, False),  # one filter
+    ((3, 3, 3, 32), 1, 2, False),  # dilated
+    ((4, 4, 3, 32), 2, 1, True),  # strided, 32 input channels
+    ((4, 4, 3, 64), 2, 1, False),  # strided, 64
+])
+def test_odd_filters_input_gradient_rule(kernel_shape, strides, dilation, expected):
+  """Where the input gradient's convolution gets one zero filter more."""
+  from jconvt._algorithms import _pads_odd_filters
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  assert _pads_odd_filters(cfg, kernel_shape) is expected
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding", [
+    ((2, 9, 7, 8), (3, 3, 3, 8), 1, "same"),
+    ((2, 9, 7, 8), (5, 4, 5, 8), 1, "valid"),
+    ((2, 5, 6, 8), (4, 4, 3, 8), 2, "same"),
+    ((1, 5, 6, 4), (3, 3, 7, 4), (2, 3), "valid"),
+])
+def test_input_gradient_with_a_zero_filter(x_shape, kernel_shape, strides, padding):
+  """The padded input gradient equals the unpadded one and the reference's."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding)
+  assert _algorithms._pads_odd_filters(cfg, kernel_shape)
+  params, x = _data(x_shape, kernel_shape)
+  kernel = params["kernel"]
+  geometry = jconvt._conv._geometry(x.shape, kernel.shape, cfg)
+  dy = jnp.asarray(np.random.default_rng(3).standard_normal(
+      jconvt.output_shape(x.shape, kernel.shape, cfg)), jnp.float32)
+  padded = _algorithms.grad_input(dy, kernel, cfg, geometry, x.shape[1:3])
+  assert padded.shape == x.shape
+  _, vjp = jax.vjp(lambda x: jconvt.conv2d_transpose({"kernel": kernel}, x,
+                                                      cfg.replace(algorithm="dilated")), x)
+  assert_close(padded, vjp(dy)[0], dtype=jnp.float32)
+  saved = _algorithms._pads_odd_filters
+  _algorithms._pads_odd_filters = lambda *_: False
+  try:
+    plain = _algorithms.grad_input(dy, kernel, cfg, geometry, x.shape[1:3])
+  finally:
+    _algorithms._pads_odd_filters = saved
+  assert_close(padded, plain, dtype=jnp.float32)
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
     ((4, 32, 32, 64), (4, 4, 64, 64), 2, 1, False),  # 4096 pixels
     ((8, 32, 32, 64), (4, 4, 64, 64), 2, 1, True),  # past GEMM_KERNEL_GRAD_PIXELS
