@@ -23,6 +23,11 @@ class Layer:
     return 2.0 * self.batch * self.size ** 2 * self.in_channels * self.filters * self.kernel ** 2
 
   @property
+  def kernel_shape(self):
+    """TF's layout: (kh, kw, filters, in_channels)."""
+    return (self.kernel, self.kernel, self.filters, self.in_channels)
+
+  @property
   def x_shape(self):
     if self.data_format == "channels_last":
       return (self.batch, self.size, self.size, self.in_channels)

@@ -27,16 +27,21 @@ def available():
 def _data(layer: Layer):
   rng = np.random.default_rng(0)
   x = rng.standard_normal(layer.x_shape).astype(np.float32)
-  kernel = (rng.standard_normal((layer.kernel, layer.kernel, layer.filters, layer.in_channels))
+  kernel = (rng.standard_normal(layer.kernel_shape)
             / np.sqrt(layer.kernel ** 2 * layer.in_channels)).astype(np.float32)
   return x, kernel
 
 
+def _config(layer: Layer, algorithm: str = "auto"):
+  """The layer's ``jconvt.ConvTransposeConfig``."""
+  import jconvt
+  return jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format,
+                                    algorithm=algorithm)
+
+
 def _out_shape(layer: Layer):
   import jconvt
-  cfg = jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format)
-  return jconvt.output_shape(layer.x_shape, (layer.kernel, layer.kernel, layer.filters,
-                                             layer.in_channels), cfg)
+  return jconvt.output_shape(layer.x_shape, layer.kernel_shape, _config(layer))
 
 
 def page_faults_mib(fn, calls: int = 5) -> float:
@@ -66,9 +71,7 @@ def _jax_forward(impl: str, layer: Layer):
   x, kernel = _data(layer)
   x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
   if impl.startswith("jconvt"):
-    algorithm = "dilated" if impl == "jconvt-dilated" else "auto"
-    cfg = jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format,
-                                     algorithm=algorithm)
+    cfg = _config(layer, "dilated" if impl == "jconvt-dilated" else "auto")
     return (lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg)), kernel, x
   io = "NHWC" if layer.data_format == "channels_last" else "NCHW"
   if impl == "lax.conv_transpose":
@@ -127,9 +130,7 @@ def algorithms(layer: Layer):
   """What jconvt's ``auto`` runs for this layer on this backend:
   ``jconvt.AlgorithmPlan(forward, input_gradient, kernel_gradient)``."""
   import jconvt
-  cfg = jconvt.ConvTransposeConfig(layer.stride, layer.padding, data_format=layer.data_format)
-  return jconvt.algorithm_plan(layer.x_shape, (layer.kernel, layer.kernel, layer.filters,
-                                               layer.in_channels), cfg, layer.dtype)
+  return jconvt.algorithm_plan(layer.x_shape, layer.kernel_shape, _config(layer), layer.dtype)
 
 
 def _temp_bytes(compiled):
