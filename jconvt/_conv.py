@@ -97,6 +97,7 @@ def _empty(x_shape, kernel_shape, out_shape) -> bool:
 
 
 _PLATFORMS = ("cpu", "gpu", "cuda", "rocm", "tpu")
+_FLOATING = "(float16, bfloat16, float32, float64)"  # the dtypes error messages allow
 
 
 def algorithm_plan(
@@ -136,11 +137,9 @@ def algorithm_plan(
   try:
     dtype = np.dtype(dtype)
   except TypeError:
-    raise TypeError(f"`dtype` must be a floating dtype (float16, bfloat16, float32, "
-                    f"float64), got {dtype!r}.") from None
+    raise TypeError(f"`dtype` must be a floating dtype {_FLOATING}, got {dtype!r}.") from None
   if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f"`dtype` must be a floating dtype (float16, bfloat16, float32, "
-                    f"float64), got {dtype}.")
+    raise TypeError(f"`dtype` must be a floating dtype {_FLOATING}, got {dtype}.")
   if platform is None:
     platform = jax.default_backend()  # any plugin's name: all but "cpu" run the reference
   elif platform not in _PLATFORMS:
@@ -166,8 +165,7 @@ def _check_floating(name: str, value) -> None:
         f"{type(value).__name__}.")
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
-        f"`{name}` must have a floating dtype (float16, bfloat16, float32, "
-        f"float64), got {np.dtype(dtype)}.")
+        f"`{name}` must have a floating dtype {_FLOATING}, got {np.dtype(dtype)}.")
 
 
 def _unpack_params(params):
