@@ -44,18 +44,23 @@ def _out_shape(layer: Layer):
   return jconvt.output_shape(layer.x_shape, layer.kernel_shape, _config(layer))
 
 
-def page_faults_mib(fn, calls: int = 5) -> float:
+def page_faults_mib(fn, calls: int = 5, max_s: float = 1.0) -> float:
   """Minor page faults per call of ``fn``, in MiB of 4 KiB pages: memory the
   process touched fresh from the kernel. glibc hands buffers over 32 MiB
   (``mmap_threshold``'s ceiling) back to the kernel when freed, so a
   program whose scratch exceeds that faults it all in again on every call;
-  allocators that keep their memory (TensorFlow's) fault nothing."""
-  fn()
+  allocators that keep their memory (TensorFlow's) fault nothing.
+
+  ``fn`` is warm (timed just before), so every call counts: up to
+  ``calls`` of them, but no more once ``max_s`` has passed (a reference
+  step of over a second is counted once, not six times)."""
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  for _ in range(calls):
+  start, n = time.perf_counter(), 0
+  while n < calls and (n == 0 or time.perf_counter() - start < max_s):
     fn()
+    n += 1
   faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-  return faults / calls * 4096 / 2 ** 20
+  return faults / n * 4096 / 2 ** 20
 
 
 # --------------------------------------------------------------------- JAX ---

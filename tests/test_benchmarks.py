@@ -51,6 +51,16 @@ def test_page_faults_count_fresh_memory():
   assert runners.page_faults_mib(lambda: None, calls=2) < 0.5
 
 
+def test_page_faults_count_a_slow_call_once():
+  """Past ``max_s`` no further call is made (a reference step of over a
+  second is counted once); a quick one is called ``calls`` times."""
+  calls = []
+  runners.page_faults_mib(lambda: calls.append(1), calls=5, max_s=0.0)
+  assert len(calls) == 1
+  runners.page_faults_mib(lambda: calls.append(1), calls=5, max_s=60.0)
+  assert len(calls) == 6
+
+
 @pytest.mark.parametrize("env,expected", [
     ({}, "malloc: glibc defaults"),
     ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "malloc: GLIBC_TUNABLES=glibc.malloc.hugetlb=1"),
