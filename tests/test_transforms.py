@@ -694,6 +694,29 @@ def test_chunked_kernel_gradient_accumulates_in_float32(dtype, strides):
   assert_close(got, dk("dilated", jnp.float32), dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_chunked_kernel_gradient_loop_carries_no_float32_copy(dtype, monkeypatch):
+  """The chunk loop's 16-bit inputs travel as 32-bit words (``_packed``):
+  XLA:CPU widened bfloat16 loop inputs to float32 copies (16x16x16x256 ->
+  128 k4 s2: a 40 MiB training step, 33 MiB without)."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(2, "same")
+  x = jnp.ones((16, 8, 8, 6), dtype)
+  dy = jnp.ones((16, 16, 16, 4), dtype)
+  geometry = jconvt._conv._geometry(x.shape, (4, 4, 4, 6), cfg)
+  monkeypatch.setattr(_algorithms, "KERNEL_GRAD_CHUNK_ROWS", 4 * 9 * 9)
+  assert _algorithms._kernel_grad_chunk(16, 9 * 9) == 4  # a loop over 4 chunks
+  hlo = jax.jit(lambda x, dy: _algorithms.grad_kernel_phase(x, dy, (4, 4), cfg, geometry)).lower(
+      x, dy).compile().as_text()
+  loops = [line for line in hlo.splitlines() if " while(" in line]
+  assert loops
+  for line in loops:
+    carried = line.split(" = ", 1)[1].split(" while(", 1)[0]
+    assert "u32[" in carried, line
+    assert not any(f"f32[{n},{shape}]" in carried for n in (2, 4, 8)
+                   for shape in ("8,8,6", "16,16,4")), line
+
+
 @pytest.mark.parametrize("strides,dilation,padding", [
     (2, 2, "same"), ((2, 3), (3, 2), "valid"), (3, 2, "same"), (1, 3, "same"), (2, 1, "valid")])
 def test_strided_dilated_is_gradient_of_forward_conv(strides, dilation, padding):
