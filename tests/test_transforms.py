@@ -694,6 +694,25 @@ def test_chunked_kernel_gradient_accumulates_in_float32(dtype, strides):
   assert_close(got, dk("dilated", jnp.float32), dtype=dtype)
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,loop", [
+    ((2, 5, 6, 8), (4, 4, 6, 8), 2, "same", True),     # 60 pixels > 8 channels
+    ((2, 5, 6, 8), (3, 3, 6, 8), 2, "valid", True),
+    ((1, 2, 2, 8), (4, 4, 6, 8), 2, "same", False),    # 4 pixels <= 8 channels
+    ((1, 2, 3, 8), (5, 3, 6, 8), (2, 2), "valid", False),
+    ((2, 5, 6, 8), (2, 2, 6, 8), 2, "same", False),    # one shift: one GEMM
+])
+def test_phase_gemm_input_gradient(x_shape, kernel_shape, strides, padding, loop):
+  """``grad_input_phase`` against the reference's ``dx``: its shifts summed
+  in a loop (where the windows of ``dy`` outweigh the kernel's taps) or
+  unrolled."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding)
+  x, kernel, dy, geometry, want, _ = _reference_gradients(x_shape, kernel_shape, cfg)
+  f = jax.jit(lambda dy, k: _algorithms.grad_input_phase(dy, k, cfg, geometry, x.shape[1:3]))
+  assert (" while(" in f.lower(dy, kernel).compile().as_text()) == loop
+  assert_close(f(dy, kernel), want)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_chunked_kernel_gradient_loop_carries_no_float32_copy(dtype, monkeypatch):
   """The chunk loop's 16-bit inputs travel as 32-bit words (``_packed``):
