@@ -96,6 +96,21 @@ def _unpadded(padding) -> bool:
   return not any(lo or hi for lo, hi in padding)
 
 
+def _taller_than_input(padding, in_hw, kernel_hw, dilation):
+  """A stride-1 convolution's ``padding`` with rows added past the input's
+  end, so that its output is taller than its input (the caller crops the
+  extra rows). XLA:CPU (jaxlib 0.10) hands a float32 convolution whose
+  output is nowhere larger than its input, with more than 16 channels one
+  way, to YNNPACK, and any other to Eigen, which ran stride-1 convolutions
+  with 32-128 input channels and 24-128 filters 1.1-1.9x faster (k3,
+  8x32x32 and 8x64x64); one more row costs ``1 / height`` more work, the
+  full canvas it replaced ``(k - 1) / height`` per axis."""
+  (lo, hi), width = padding
+  k_eff = _shapes.effective_kernel_size(kernel_hw[0], dilation[0])
+  out = in_hw[0] + lo + hi - k_eff + 1
+  return [(lo, hi + max(0, in_hw[0] + 1 - out)), width]
+
+
 def _unpadded_input_grad_extra(config, batch, in_hw, kernel_shape, padding):
   """Per axis, how much padding ``grad_input`` adds past ``dy``'s end (its
   extra output row and column are dropped): one stride where the strided
@@ -126,9 +141,9 @@ def _pads_odd_filters(config, kernel_shape) -> bool:
 def grad_input(dy, kernel, config, geometry, in_hw):
   """``dx``: the strided forward convolution of ``dy`` with the kernel.
 
-  Under ``_full_canvas_input_grad`` (stride 1) the convolution is computed
-  with ``k - 1`` padding on each side, ``k - 1`` more pixels per axis than
-  needed, and windowed: XLA:CPU ran that 1.2-1.75x faster. At stride > 1,
+  Under ``_taller_input_grad`` (stride 1) the convolution's output is
+  made one row taller than ``dy`` (``_taller_than_input``) and cropped:
+  XLA:CPU then runs it on Eigen rather than YNNPACK, 1.2-1.75x faster. At stride > 1,
   ``_unpadded_input_grad_extra`` pads an unpadded convolution. Under
   ``_pads_odd_filters`` (an odd number of filters) ``dy`` and the kernel
   get one zero filter more, which adds only zero products."""
@@ -136,12 +151,10 @@ def grad_input(dy, kernel, config, geometry, in_hw):
   if _pads_odd_filters(config, kernel.shape):  # one zero filter more: exact
     dy = jnp.pad(dy, ((0, 0), (0, 0), (0, 0), (0, 1)))
     kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, 1), (0, 0)))
-  if _full_canvas_input_grad(config, dy.shape[0], in_hw, kernel.shape):
-    # Output i of TF's padding is output i + k - 1 - lo of the full canvas.
-    start = [k - 1 - lo for k, (lo, _) in zip(kernel.shape[:2], padding)]
-    padding = [(k - 1, k - 1) for k in kernel.shape[:2]]
+  if _taller_input_grad(config, dy.shape[0], in_hw, kernel.shape):
+    padding = _taller_than_input(padding, dy.shape[1:3], kernel.shape[:2],
+                                 config.dilation_rate)
   else:
-    start = (0, 0)
     extra = _unpadded_input_grad_extra(config, dy.shape[0], in_hw, kernel.shape, padding)
     padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
   dx = lax.conv_general_dilated(
@@ -149,7 +162,7 @@ def grad_input(dy, kernel, config, geometry, in_hw):
       rhs_dilation=config.dilation_rate,
       dimension_numbers=("NHWC", "HWIO", "NHWC"),  # I = filters, O = in_channels
       precision=config.precision)
-  return dx[:, start[0]:start[0] + in_hw[0], start[1]:start[1] + in_hw[1]]
+  return dx[:, :in_hw[0], :in_hw[1]]
 
 
 def grad_kernel(x, dy, kernel_hw, config, geometry):
@@ -306,15 +319,17 @@ def conv_phase(x, kernel, config, geometry):
   n, h, w, c = x.shape
   kh, kw, f, _ = kernel.shape
   (sh, sw) = config.strides
-  if (sh, sw) == (1, 1) and not _full_canvas_channels(kernel.shape):
-    # One phase: the plain convolution, with TF's padding rather than on the
-    # full canvas, which XLA:CPU ran 1.5-2.6x slower with few channels and
-    # 6-9% slower with 128-256.
-    return lax.conv_general_dilated(
+  if (sh, sw) == (1, 1):
+    # One phase: the plain convolution with TF's padding, made taller than
+    # the input (on Eigen) with the channel counts XLA:CPU runs faster there.
+    padding = _dilated_padding((h, w), (kh, kw), config, geometry)
+    if _taller_channels(kernel.shape):
+      padding = _taller_than_input(padding, (h, w), (kh, kw), config.dilation_rate)
+    y = lax.conv_general_dilated(
         x, jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)), window_strides=(1, 1),
-        padding=_dilated_padding((h, w), (kh, kw), config, geometry),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=config.precision, preferred_element_type=config.preferred_element_type)
+    return y[:, :geometry[0][0]]
   (gh, kqh), (gw, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   th, tw = h + kqh - 1, w + kqw - 1
   rows = []
@@ -647,17 +662,24 @@ def conv_col2im(x, kernel, config, geometry):
 # channels or no padding (a 'valid' layer) on images of at least
 # SHALLOW_MIN_IMAGE_PIXELS, and at stride 1 when both channel counts are at
 # least STRIDE1_DEEP_CHANNELS; else a convolution.
-# At stride 1 the phase forward is computed on the full canvas and windowed
-# with that many channels each way and fewer than FULL_CANVAS_MAX_CHANNELS
-# (``_full_canvas_channels``), else with TF's padding. The GEMMs' batch
+# At stride 1 the phase forward's output is made one row taller than its
+# input and cropped (``_taller_than_input``: XLA:CPU then runs it on Eigen,
+# not YNNPACK) with that many channels each way and fewer than
+# TALLER_MAX_CHANNELS (``_taller_channels``), else it has TF's padding. The GEMMs' batch
 # is cut into chunks of at least KERNEL_GRAD_CHUNK_ROWS canvas pixels
 # (``_kernel_grad_chunk``); with fewer than EXACT_TAPS_FILTERS filters
 # they are one GEMM over all phases, else one per pair of phase groups
 # (``grad_kernel_phase``). Measured on 2-core x86 CPUs (benchmarks/,
 # README): at stride 1 the GEMMs ran 1.3-4.5x faster than XLA:CPU's
 # convolution with 32-128 channels but 1.1-3x slower with 16 or fewer (an
-# RGB output has 3 filters), and the full-canvas forward 1.4-1.8x faster
-# with 64 channels, 1.5-2.6x slower with 3; chunks of about 2048 rows ran up
+# RGB output has 3 filters), and the forward on Eigen (first as the full
+# canvas, k - 1 rows and columns more) 1.4-1.8x faster with 64 channels,
+# 1.5-2.6x slower with 3; one row taller instead of the full canvas ran
+# the forward 1.01-1.21x and the step 1.02-1.14x as fast (8x32x32x64 -> 64
+# k5: 12.3 -> 10.2 ms); YNNPACK against Eigen alone, k3 on 8x32x32 and
+# 8x64x64: Eigen 1.1-1.9x as fast with 32-128 input channels and 24-128
+# filters (not 128 both ways: 0.92-1.01x), 0.28-0.65x with 3-8 filters,
+# erratic with 3-8 input channels (0.42-5.1x); chunks of about 2048 rows ran up
 # to 2.6x faster than one GEMM over the whole batch and cut its temporary
 # memory 2-6x, smaller ones lose GEMM efficiency. On small inputs
 # (2x16x16) col2im's forward ran 1.05-3.4x slower than phase with 3-64
@@ -689,9 +711,9 @@ def conv_col2im(x, kernel, config, geometry):
 # as the convolution alone. The small-input phase GEMMs it replaced
 # (256+ input channels, each stride dividing its kernel size) ran 0.74-1.14x
 # as fast as the convolution alone at k4, 0.3-0.5x at k3. At
-# stride 1 the input gradient's convolution is computed on the full canvas
-# and windowed on inputs of more than SMALL_INPUT_PIXELS with at least
-# STRIDE1_DEEP_CHANNELS and fewer than FULL_CANVAS_MAX_CHANNELS input
+# stride 1 the input gradient's convolution is made one row taller (on
+# Eigen, first the full canvas) on inputs of more than SMALL_INPUT_PIXELS with at least
+# STRIDE1_DEEP_CHANNELS and fewer than TALLER_MAX_CHANNELS input
 # channels and filters: on 1024-16384 pixels, k3 and k5, it ran 1.2-1.75x
 # faster with 32-64 (8x32x32x64 -> 64: 6.7 -> 4.6 ms), the same to 7%
 # slower with 128-256, and 1.1-1.4x slower with 16 channels or on 512
@@ -725,7 +747,7 @@ GEMM_KERNEL_GRAD_PIXELS = 4096
 SHALLOW_INPUT_CHANNELS = 16
 SHALLOW_MIN_IMAGE_PIXELS = 256
 STRIDE1_DEEP_CHANNELS = 32
-FULL_CANVAS_MAX_CHANNELS = 128
+TALLER_MAX_CHANNELS = 128
 UNPADDED_DEEP_CHANNELS = 128
 TAPS_KERNEL_GRAD_PIXELS = 256
 TAPS_KERNEL_GRAD_CHANNELS = 128
@@ -842,25 +864,27 @@ def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> b
           and f >= TAPS_INPUT_GRAD_FILTERS and kh * kw <= COL2IM_MAX_TAPS)
 
 
-def _full_canvas_input_grad(config: ConvTransposeConfig, batch: int, in_hw,
+def _taller_input_grad(config: ConvTransposeConfig, batch: int, in_hw,
                             kernel_shape) -> bool:
-  """Whether ``grad_input`` computes its convolution on the full canvas: at
+  """Whether ``grad_input`` makes its convolution taller than ``dy`` (on
+  Eigen, ``_taller_than_input``): at
   stride 1 and dilation 1, on inputs of more than ``SMALL_INPUT_PIXELS``
   with at least ``STRIDE1_DEEP_CHANNELS`` and fewer than
-  ``FULL_CANVAS_MAX_CHANNELS`` input channels and filters (the rule
+  ``TALLER_MAX_CHANNELS`` input channels and filters (the rule
   above)."""
   if config.strides != (1, 1) or config.dilation_rate != (1, 1):
     return False
   return (batch * in_hw[0] * in_hw[1] > SMALL_INPUT_PIXELS
-          and _full_canvas_channels(kernel_shape))
+          and _taller_channels(kernel_shape))
 
 
-def _full_canvas_channels(kernel_shape) -> bool:
+def _taller_channels(kernel_shape) -> bool:
   """At stride 1, whether the channel counts (input and filters) are those
-  whose convolution XLA:CPU runs faster on the full canvas: at least
-  ``STRIDE1_DEEP_CHANNELS`` and fewer than ``FULL_CANVAS_MAX_CHANNELS``
+  whose convolution XLA:CPU runs faster on Eigen than on YNNPACK (made
+  taller than its input, ``_taller_than_input``): at least
+  ``STRIDE1_DEEP_CHANNELS`` and fewer than ``TALLER_MAX_CHANNELS``
   each way."""
-  return STRIDE1_DEEP_CHANNELS <= min(kernel_shape[2:]) < FULL_CANVAS_MAX_CHANNELS
+  return STRIDE1_DEEP_CHANNELS <= min(kernel_shape[2:]) < TALLER_MAX_CHANNELS
 
 
 def _kernel_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,

@@ -64,7 +64,7 @@ def large_input_paths():
   from jconvt import _algorithms
   forced = {"SMALL_INPUT_PIXELS": 0, "GEMM_KERNEL_GRAD_PIXELS": 0,
             "STRIDE1_DEEP_CHANNELS": 0, "KERNEL_GRAD_CHUNK_ROWS": 1,
-            "EXACT_TAPS_FILTERS": 0, "FULL_CANVAS_MAX_CHANNELS": 10**9,
+            "EXACT_TAPS_FILTERS": 0, "TALLER_MAX_CHANNELS": 10**9,
             "UNPADDED_DEEP_CHANNELS": 0}
   saved = {name: getattr(_algorithms, name) for name in forced}
   for name, value in forced.items():

@@ -246,6 +246,41 @@ def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
   assert _forward_algorithm(cfg, x_shape, kernel_shape) == expected
 
 
+@pytest.mark.parametrize("padding,in_hw,kernel_hw,dilation,out_h", [
+    (((1, 1), (1, 1)), (32, 32), (3, 3), (1, 1), 33),   # 'same': one row more
+    (((2, 2), (1, 1)), (32, 32), (5, 3), (1, 1), 33),
+    (((2, 2), (2, 2)), (8, 8), (3, 3), (2, 2), 9),       # dilated 'same'
+    (((0, 0), (0, 0)), (8, 8), (3, 3), (1, 1), 9),       # cropped to 6: three rows more
+    (((2, 2), (2, 2)), (8, 8), (3, 3), (1, 1), 10),      # 'valid': already taller
+])
+def test_taller_than_input(padding, in_hw, kernel_hw, dilation, out_h):
+  """The padding that makes a stride-1 convolution's output taller than its
+  input (XLA:CPU then runs it on Eigen): rows past the end only, none when
+  it already is, and the width untouched."""
+  from jconvt._algorithms import _taller_than_input
+  got = _taller_than_input(padding, in_hw, kernel_hw, dilation)
+  assert got[0][0] == padding[0][0] and tuple(got[1]) == padding[1]
+  k_eff = (kernel_hw[0] - 1) * dilation[0] + 1
+  assert in_hw[0] + sum(got[0]) - k_eff + 1 == out_h
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu"
+                    or tuple(map(int, jax.__version__.split(".")[:2])) != (0, 10),
+                    reason="XLA:CPU's YNNPACK rule as of jaxlib 0.10")
+@pytest.mark.parametrize("filters,taller", [(32, True), (3, False)])
+def test_stride_one_forward_runs_on_eigen_where_the_rule_says(filters, taller):
+  """Under ``_taller_channels`` the stride-1 forward's output is one row
+  taller than its input, which keeps it from YNNPACK (on Eigen); an RGB
+  output keeps TF's padding and YNNPACK, which ran it faster."""
+  cfg = ConvTransposeConfig(1, "same")
+  x = jnp.ones((2, 12, 12, 32))
+  params = {"kernel": jnp.ones((3, 3, filters, 32))}
+  hlo = jax.jit(lambda p, x: jconvt.conv2d_transpose(p, x, cfg)).lower(
+      params, x).compile().as_text()
+  assert ("__ynn_fusion" not in hlo) == taller
+  assert (f"f32[2,13,12,{filters}]" in hlo) == taller
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,dilation,expected", [
     ((8, 32, 32, 64), (3, 3, 64, 64), 1, True),
     ((8, 32, 32, 128), (5, 5, 64, 128), 1, True),
@@ -254,13 +289,13 @@ def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
     ((2, 16, 16, 64), (3, 3, 64, 64), 1, False),  # 512 pixels
     ((8, 32, 32, 64), (3, 3, 64, 64), 2, False),  # dilated
 ])
-def test_full_canvas_input_gradient_rule(x_shape, kernel_shape, dilation, expected):
+def test_taller_input_gradient_rule(x_shape, kernel_shape, dilation, expected):
   """Whether the stride-1 input gradient runs on the full canvas, per the rule."""
-  from jconvt._algorithms import _full_canvas_input_grad
+  from jconvt._algorithms import _taller_input_grad
   cfg = ConvTransposeConfig(1, "same", dilation_rate=dilation)
-  assert _full_canvas_input_grad(cfg, x_shape[0], x_shape[1:3], kernel_shape) is expected
+  assert _taller_input_grad(cfg, x_shape[0], x_shape[1:3], kernel_shape) is expected
   stride2 = ConvTransposeConfig(2, "same")
-  assert not _full_canvas_input_grad(stride2, x_shape[0], x_shape[1:3], kernel_shape)
+  assert not _taller_input_grad(stride2, x_shape[0], x_shape[1:3], kernel_shape)
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,expected", [
