@@ -75,7 +75,8 @@ def machine() -> str:
     pass
   dev = jax.devices()[0]
   return (f"{dev.platform} ({getattr(dev, 'device_kind', '')}), {os.cpu_count()} cores, {cpu}; "
-          f"jax {jax.__version__}, python {platform.python_version()}; {allocator()}")
+          f"jax {jax.__version__}, python {platform.python_version()}; {allocator()}; "
+          f"{xla_flags()}")
 
 
 def allocator() -> str:
@@ -83,6 +84,13 @@ def allocator() -> str:
   tuned = [f"{k}={v}" for k, v in sorted(os.environ.items())
            if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_") or k == "LD_PRELOAD"]
   return "malloc: " + (", ".join(tuned) if tuned else "glibc defaults")
+
+
+def xla_flags() -> str:
+  """The XLA flags this process runs under: they can change which library
+  runs XLA:CPU's convolutions (the README, on YNNPACK and Eigen)."""
+  flags = os.environ.get("XLA_FLAGS", "").strip()
+  return f"XLA_FLAGS: {flags}" if flags else "XLA_FLAGS: none"
 
 
 def run(layers, repeats, impl_names, progress=print, passes=1):

@@ -6,7 +6,7 @@ import mmap
 import pytest
 
 from benchmarks import runners
-from benchmarks.__main__ import allocator, markdown
+from benchmarks.__main__ import allocator, markdown, xla_flags
 from benchmarks.layers import SUITE, Layer
 
 LAYER = Layer("k4s2 test", 2, 8, 16, 8, 4, 2)
@@ -74,6 +74,19 @@ def test_allocator_line_names_the_malloc_settings(monkeypatch, env, expected):
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   assert allocator() == expected
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, "XLA_FLAGS: none"), ("  ", "XLA_FLAGS: none"),
+    ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+     "XLA_FLAGS: --xla_cpu_experimental_ynn_fusion_type=-individual_convolution"),
+])
+def test_xla_flags_line(monkeypatch, value, expected):
+  if value is None:
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+  else:
+    monkeypatch.setenv("XLA_FLAGS", value)
+  assert xla_flags() == expected
 
 
 def test_algorithms_of_a_suite_layer():
