@@ -639,8 +639,9 @@ def conv_col2im(x, kernel, config, geometry):
 
 
 # The input gradient's convolution contracts the filters. With an odd number
-# of them (3 to ODD_FILTERS_MAX) XLA:CPU picks slow kernels for some channel
-# counts, so ``grad_input`` adds one zero filter (exact: zero products):
+# of them (3 to ODD_FILTERS_MAX) XLA:CPU (YNNPACK, which it hands these
+# convolutions: ``_taller_than_input``) runs some channel counts slowly, so
+# ``grad_input`` adds one zero filter (exact: zero products):
 # training steps timed interleaved on 8x64x64, 16x32x32, 1x64x64 and
 # 4x128x128 inputs at stride 1 (dilation 1) ran 1.0-3.1x as fast with it,
 # never slower, on 8-128 input channels and 3-21 filters (the stride-1 RGB
