@@ -143,8 +143,8 @@ def grad_input(dy, kernel, config, geometry, in_hw):
 
   Under ``_taller_input_grad`` (stride 1) the convolution's output is
   made one row taller than ``dy`` (``_taller_than_input``) and cropped:
-  XLA:CPU then runs it on Eigen rather than YNNPACK, 1.2-1.75x faster. At stride > 1,
-  ``_unpadded_input_grad_extra`` pads an unpadded convolution. Under
+  XLA:CPU then runs it on Eigen rather than YNNPACK, 1.2-1.75x faster. At
+  stride > 1, ``_unpadded_input_grad_extra`` pads an unpadded convolution. Under
   ``_pads_odd_filters`` (an odd number of filters) ``dy`` and the kernel
   get one zero filter more, which adds only zero products."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
@@ -666,8 +666,8 @@ def conv_col2im(x, kernel, config, geometry):
 # At stride 1 the phase forward's output is made one row taller than its
 # input and cropped (``_taller_than_input``: XLA:CPU then runs it on Eigen,
 # not YNNPACK) with that many channels each way and fewer than
-# TALLER_MAX_CHANNELS (``_taller_channels``), else it has TF's padding. The GEMMs' batch
-# is cut into chunks of at least KERNEL_GRAD_CHUNK_ROWS canvas pixels
+# TALLER_MAX_CHANNELS (``_taller_channels``), else it has TF's padding. The
+# GEMMs' batch is cut into chunks of at least KERNEL_GRAD_CHUNK_ROWS canvas pixels
 # (``_kernel_grad_chunk``); with fewer than EXACT_TAPS_FILTERS filters
 # they are one GEMM over all phases, else one per pair of phase groups
 # (``grad_kernel_phase``). Measured on 2-core x86 CPUs (benchmarks/,
@@ -713,8 +713,8 @@ def conv_col2im(x, kernel, config, geometry):
 # (256+ input channels, each stride dividing its kernel size) ran 0.74-1.14x
 # as fast as the convolution alone at k4, 0.3-0.5x at k3. At
 # stride 1 the input gradient's convolution is made one row taller (on
-# Eigen, first the full canvas) on inputs of more than SMALL_INPUT_PIXELS with at least
-# STRIDE1_DEEP_CHANNELS and fewer than TALLER_MAX_CHANNELS input
+# Eigen; first the full canvas) on inputs of more than SMALL_INPUT_PIXELS
+# with at least STRIDE1_DEEP_CHANNELS and fewer than TALLER_MAX_CHANNELS input
 # channels and filters: on 1024-16384 pixels, k3 and k5, it ran 1.2-1.75x
 # faster with 32-64 (8x32x32x64 -> 64: 6.7 -> 4.6 ms), the same to 7%
 # slower with 128-256, and 1.1-1.4x slower with 16 channels or on 512
@@ -866,13 +866,12 @@ def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> b
 
 
 def _taller_input_grad(config: ConvTransposeConfig, batch: int, in_hw,
-                            kernel_shape) -> bool:
-  """Whether ``grad_input`` makes its convolution taller than ``dy`` (on
-  Eigen, ``_taller_than_input``): at
-  stride 1 and dilation 1, on inputs of more than ``SMALL_INPUT_PIXELS``
-  with at least ``STRIDE1_DEEP_CHANNELS`` and fewer than
-  ``TALLER_MAX_CHANNELS`` input channels and filters (the rule
-  above)."""
+                       kernel_shape) -> bool:
+  """Whether ``grad_input`` makes its convolution taller than ``dy`` (so
+  on Eigen, ``_taller_than_input``): at stride 1 and dilation 1, on inputs
+  of more than ``SMALL_INPUT_PIXELS`` with at least
+  ``STRIDE1_DEEP_CHANNELS`` and fewer than ``TALLER_MAX_CHANNELS`` input
+  channels and filters (the rule above)."""
   if config.strides != (1, 1) or config.dilation_rate != (1, 1):
     return False
   return (batch * in_hw[0] * in_hw[1] > SMALL_INPUT_PIXELS
