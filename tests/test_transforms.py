@@ -748,6 +748,25 @@ def test_phase_gemm_input_gradient(x_shape, kernel_shape, strides, padding, loop
   assert_close(f(dy, kernel), want)
 
 
+@pytest.mark.parametrize("channels", [8, 7])  # the loop's taps as words, or not (odd)
+def test_phase_gemm_input_gradient_in_bfloat16(channels):
+  """The loop form in bfloat16 (how ``auto`` runs it), against the
+  reference's ``dx`` of the same bfloat16-rounded ``dy`` and kernel."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(2, "same")
+  x, kernel, dy, geometry, _, _ = _reference_gradients((2, 5, 6, channels), (4, 4, 6, channels),
+                                                       cfg)
+  dy, kernel = dy.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+  want = jax.grad(lambda x: jnp.sum(jconvt.conv2d_transpose(
+      {"kernel": kernel.astype(jnp.float32)}, x, cfg.replace(algorithm="dilated"))
+      * dy.astype(jnp.float32)))(x)
+  f = jax.jit(lambda dy, k: _algorithms.grad_input_phase(dy, k, cfg, geometry, x.shape[1:3]))
+  assert " while(" in f.lower(dy, kernel).compile().as_text()
+  got = f(dy, kernel)
+  assert got.dtype == jnp.bfloat16
+  assert_close(got, want, dtype=jnp.bfloat16)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_chunked_kernel_gradient_loop_carries_no_float32_copy(dtype, monkeypatch):
   """The chunk loop's 16-bit inputs travel as 32-bit words (``_packed``):
