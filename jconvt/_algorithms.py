@@ -464,7 +464,7 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   d = _dy_canvas(dy, kernel.shape[:2], config, geometry, in_hw)
   k = _phase_taps(kernel, config.strides)
   kqh, kqw = k.shape[:2]
-  k = k.reshape(kqh, kqw, -1, k.shape[-1])  # (kq_h, kq_w, s_h * s_w * f, c)
+  k = k.reshape(kqh * kqw, -1, k.shape[-1])  # shift q_h * kq_w + q_w: (s_h * s_w * f, c)
   acc_dtype = jnp.promote_types(dy.dtype, jnp.float32)
 
   def term(q, k_q):
@@ -472,7 +472,6 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
     return lax.dot_general(_unpacked(window, dy.dtype), k_q, (((3,), (0,)), ((), ())),
                            precision=config.precision, preferred_element_type=acc_dtype)
 
-  k = k.reshape(kqh * kqw, *k.shape[2:])
   dx = term(0, k[0])
   if kqh * kqw > 1 and d.shape[0] * h * w > k.shape[-1]:
     dx, _ = lax.scan(lambda dx, qk: (dx + term(qk[0], _unpacked(qk[1], k.dtype)), None), dx,
