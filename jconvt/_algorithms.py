@@ -60,6 +60,11 @@ def conv_dilated(x: jax.Array, kernel: jax.Array, config: ConvTransposeConfig,
                  geometry) -> jax.Array:
   """The reference formulation: one convolution over the input dilated by the
   stride, with the spatially flipped kernel. No bias, no activation."""
+  return _dilated(x, kernel, config, geometry)
+
+
+def _dilated(x, kernel, config, geometry):
+  """``conv_dilated``'s convolution (also transposed by ``grad_input_dilated``)."""
   return lax.conv_general_dilated(
       x, kernel[::-1, ::-1], window_strides=(1, 1),
       padding=_dilated_padding(spatial(x.shape, config), kernel.shape[:2], config, geometry),
@@ -163,6 +168,18 @@ def grad_input(dy, kernel, config, geometry, in_hw):
       dimension_numbers=("NHWC", "HWIO", "NHWC"),  # I = filters, O = in_channels
       precision=config.precision)
   return dx[:, :in_hw[0], :in_hw[1]]
+
+
+def grad_input_dilated(dy, kernel, config, geometry, in_hw):
+  """``dx`` (batch, in_h, in_w, in_channels) as JAX differentiates the
+  reference: the transpose of ``conv_dilated``, which is linear in ``x`` (a
+  strided convolution of ``dy`` with the kernel, no reversed window). ``dy``
+  comes in ``x``'s dtype, so the transpose is taken without
+  ``preferred_element_type``."""
+  x = jax.ShapeDtypeStruct((dy.shape[0], *in_hw, kernel.shape[3]), dy.dtype)
+  config = config.replace(preferred_element_type=None)
+  (dx,) = jax.linear_transpose(lambda x: _dilated(x, kernel, config, geometry), x)(dy)
+  return dx
 
 
 def grad_kernel(x, dy, kernel_hw, config, geometry):
@@ -932,26 +949,25 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   return min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _fast_nhwc(x, kernel, config, geometry):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _fast_nhwc(x, kernel, config, geometry, plan):
   forward = {"phase": conv_phase, "phase_gemm": conv_phase_gemm, "col2im": conv_col2im,
-             "dilated": conv_dilated}
-  algorithm = _forward_algorithm(config, x.shape, kernel.shape, x.dtype)
-  return forward[algorithm](x, kernel, config, geometry)
+             "dilated": conv_dilated}[plan.forward]
+  return forward(x, kernel, config, geometry)
 
 
-def _fast_fwd(x, kernel, config, geometry):
-  return _fast_nhwc(x, kernel, config, geometry), (x, kernel)
+def _fast_fwd(x, kernel, config, geometry, plan):
+  return _fast_nhwc(x, kernel, config, geometry, plan), (x, kernel)
 
 
-def _fast_bwd(config, geometry, residuals, dy):
+def _fast_bwd(config, geometry, plan, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
-  grad_x = {"conv": grad_input, "phase_gemm": grad_input_phase, "taps": grad_input_taps}[
-      _input_grad_algorithm(config, x.shape, kernel.shape, x.dtype)]
-  grad_k = {"conv": grad_kernel, "phase_gemm": grad_kernel_phase, "taps": grad_kernel_taps}[
-      _kernel_grad_algorithm(config, x.shape, kernel.shape, x.dtype, geometry)]
+  grad_x = {"autodiff": grad_input_dilated, "conv": grad_input, "phase_gemm": grad_input_phase,
+            "taps": grad_input_taps}[plan.input_gradient]
   dx = grad_x(dy, kernel, config, geometry, x.shape[1:3])
+  grad_k = {"conv": grad_kernel, "phase_gemm": grad_kernel_phase,
+            "taps": grad_kernel_taps}[plan.kernel_gradient]
   dk = grad_k(x, dy, kernel.shape[:2], config, geometry)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
@@ -959,15 +975,19 @@ def _fast_bwd(config, geometry, residuals, dy):
 _fast_nhwc.defvjp(_fast_fwd, _fast_bwd)
 
 
-def _fast(x, kernel, config, geometry):
-  """The fast path in any data format: its algorithms and gradients work on
-  NHWC (XLA:CPU's canonical convolution layout), so a channels_first input
-  is transposed in and the output back."""
-  if config.channels_last:
-    return _fast_nhwc(x, kernel, config, geometry)
+def _fast(x, kernel, config, geometry, rules):
+  """The fast path in any data format, running the plan ``rules(config,
+  x_shape, kernel_shape, dtype, geometry)`` gives for the NHWC shapes (an
+  ``AlgorithmPlan``; all ``autodiff``: the dilated reference). Its
+  algorithms and gradients work on NHWC (XLA:CPU's canonical convolution
+  layout), so a channels_first input is transposed in and the output back."""
   nhwc = config.replace(data_format="channels_last")
-  y = _fast_nhwc(jnp.transpose(x, (0, 2, 3, 1)), kernel, nhwc, geometry)
-  return jnp.transpose(y, (0, 3, 1, 2))
+  x_nhwc = x if config.channels_last else jnp.transpose(x, (0, 2, 3, 1))
+  plan = rules(nhwc, x_nhwc.shape, kernel.shape, x.dtype, geometry)
+  if plan.kernel_gradient == "autodiff":
+    return conv_dilated(x, kernel, config, geometry)
+  y = _fast_nhwc(x_nhwc, kernel, nhwc, geometry, plan)
+  return y if config.channels_last else jnp.transpose(y, (0, 3, 1, 2))
 
 
 class AlgorithmPlan(NamedTuple):
@@ -981,11 +1001,13 @@ class AlgorithmPlan(NamedTuple):
       columns added in place), or ``"zeros"`` (an empty input, kernel or
       output: nothing to compute).
     input_gradient: ``"autodiff"`` (JAX's own gradient of the dilated
-      form), ``"conv"`` (a forward-style convolution of ``dy`` with the
+      form; ``grad_input_dilated`` where the kernel gradient is not), ``"conv"``
+      (a forward-style convolution of ``dy`` with the
       kernel), ``"phase_gemm"`` (GEMMs of ``dy`` folded space-to-depth),
       ``"taps"`` (one GEMM of the windows of ``dy`` each tap reads), or
       ``"zeros"``.
-    kernel_gradient: ``"autodiff"``, ``"conv"`` (a forward-style
+    kernel_gradient: ``"autodiff"`` (only with the whole reference: the
+      fast path then is not taken), ``"conv"`` (a forward-style
       convolution of ``dy`` with the input), ``"phase_gemm"`` (GEMMs of
       shifted input rows with ``dy`` folded space-to-depth), ``"taps"``
       (one GEMM of ``dy``'s tap windows with the input), or ``"zeros"``.
@@ -995,21 +1017,71 @@ class AlgorithmPlan(NamedTuple):
   kernel_gradient: str
 
 
-def plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype, geometry,
-         platform: str) -> AlgorithmPlan:
-  """The algorithms ``dispatch`` runs on ``platform`` for an input of
-  ``x_shape`` (in ``config``'s data format) and ``dtype``, decided by the
-  same rules (``_forward_algorithm``, ``_input_grad_algorithm``,
-  ``_kernel_grad_algorithm``) on the NHWC shapes ``_fast`` hands them."""
-  if config.algorithm == "dilated" or (config.algorithm == "auto" and platform != "cpu"):
-    return AlgorithmPlan("dilated", "autodiff", "autodiff")
-  if not config.channels_last:
-    n, c, h, w = x_shape
-    x_shape, config = (n, h, w, c), config.replace(data_format="channels_last")
+REFERENCE = AlgorithmPlan("dilated", "autodiff", "autodiff")
+
+
+def cpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+             geometry) -> AlgorithmPlan:
+  """XLA:CPU's fast path for an NHWC input of ``x_shape``: the rules
+  ``_forward_algorithm``, ``_input_grad_algorithm`` and
+  ``_kernel_grad_algorithm`` (also what ``phase`` and ``col2im`` run on
+  any backend)."""
   return AlgorithmPlan(
       _forward_algorithm(config, x_shape, kernel_shape, dtype),
       _input_grad_algorithm(config, x_shape, kernel_shape, dtype),
       _kernel_grad_algorithm(config, x_shape, kernel_shape, dtype, geometry))
+
+
+# On NVIDIA GPUs (CUDA), the dilated reference's forward and input gradient
+# are convolutions cuDNN runs well, but its kernel gradient (XLA's gradient
+# of an input-dilated convolution) is not. Training steps of the suite
+# layers on an H200 (jax 0.11.2, float32 at JAX's default precision), at
+# their own batch and at 8x, each plan timed against the reference in one
+# process (``benchmarks/plans.py``), with only the kernel gradient replaced
+# by ``grad_kernel``'s forward-style convolution:
+#   * 32x32 inputs (dcgan 32->64, unet k3s2, unet k2s2): 2.5-12x as fast
+#     (unet k3s2 at batch 64: 8.0 -> 0.66 ms, temporary memory 2717 -> 264
+#     MiB); the RGB k4s2 output 3.0x and 5.5x;
+#   * 16x16 inputs: 1.7-2.0x at 8x batch (0.9x at batch 8 of 1x16x16), and
+#     0.89-1.26x at their own batch; bfloat16 1.28-1.35x;
+#   * 4x4 and 8x8 inputs: 0.96-1.08x, except dcgan 4->8 at batch 16 (0.33
+#     against 0.28 ms): steps under 0.4 ms are launch-bound, and their
+#     times moved by up to 50% between runs.
+# At stride 1 the reference's kernel gradient has no input dilation, and it
+# ran as fast (0.95-1.14x), so it stays. So do the forward and the input
+# gradient: no other algorithm for them (phase, col2im, the GEMMs, the
+# taps) was consistently faster there.
+def gpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+             geometry) -> AlgorithmPlan:
+  """``auto`` on NVIDIA GPUs (CUDA), for an NHWC input of ``x_shape``: at
+  stride > 1, the reference's forward and input gradient (differentiated by
+  JAX inside the custom VJP) with ``grad_kernel``'s convolution for the
+  kernel gradient; at stride 1, the reference (the rule above)."""
+  if config.strides == (1, 1):
+    return REFERENCE
+  return AlgorithmPlan("dilated", "autodiff", "conv")
+
+
+# ``auto``'s rules per lowering platform; the others run the reference.
+_AUTO_RULES = {"cpu": cpu_plan, "cuda": gpu_plan}
+
+
+def plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype, geometry,
+         platform: str) -> AlgorithmPlan:
+  """The algorithms ``dispatch`` runs on ``platform`` (a lowering platform:
+  ``"cpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"``) for an input of ``x_shape``
+  (in ``config``'s data format) and ``dtype``: the rules ``_fast`` asks, on
+  the NHWC shapes it hands them."""
+  if config.algorithm == "dilated":
+    return REFERENCE
+  rules = cpu_plan if config.algorithm != "auto" else _AUTO_RULES.get(platform)
+  if rules is None:
+    return REFERENCE
+  if not config.channels_last:
+    n, c, h, w = x_shape
+    x_shape = (n, h, w, c)
+  return rules(config.replace(data_format="channels_last"), x_shape, kernel_shape, dtype,
+               geometry)
 
 
 def dispatch(x, kernel, config, geometry):
@@ -1039,16 +1111,19 @@ def dispatch(x, kernel, config, geometry):
     at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
     convolutions. With bfloat16 inputs and stride > 1 both gradients are
     the GEMMs (the input gradient when each stride divides its kernel
-    size), accumulated in float32. On other backends (GPU, TPU),
-    ``"dilated"``: their convolution libraries run the input-dilated form
-    and its reversed-window gradients natively. The choice is made per
-    platform at lowering (``lax.platform_dependent``).
+    size), accumulated in float32 (``cpu_plan``). On NVIDIA GPUs
+    (``gpu_plan``): at stride > 1 the dilated forward and its input
+    gradient with ``grad_kernel``'s convolution as the kernel gradient (in
+    the custom VJP), else ``"dilated"``. On other backends (ROCm, TPU),
+    ``"dilated"``: unmeasured there. The choice is made per platform at
+    lowering (``lax.platform_dependent``).
   """
   if config.algorithm == "dilated":
     return conv_dilated(x, kernel, config, geometry)
   if config.algorithm in ("phase", "col2im"):
-    return _fast(x, kernel, config, geometry)
+    return _fast(x, kernel, config, geometry, cpu_plan)
+  branches = {name: functools.partial(_fast, config=config, geometry=geometry, rules=rules)
+              for name, rules in _AUTO_RULES.items()}
   return lax.platform_dependent(
-      x, kernel,
-      cpu=lambda x, k: _fast(x, k, config, geometry),
+      x, kernel, **branches,
       default=lambda x, k: conv_dilated(x, k, config, geometry))

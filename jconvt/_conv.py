@@ -100,6 +100,17 @@ _PLATFORMS = ("cpu", "gpu", "cuda", "rocm", "tpu")
 _FLOATING = "(float16, bfloat16, float32, float64)"  # the dtypes error messages allow
 
 
+def _default_platform() -> str:
+  """JAX's default backend as ``lax.platform_dependent`` names it: a GPU is
+  ``"cuda"`` or ``"rocm"`` by its runtime (JAX calls both ``"gpu"``); any
+  other plugin keeps its name (``auto`` runs the reference there)."""
+  backend = jax.default_backend()
+  if backend != "gpu":
+    return backend
+  version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
+  return "rocm" if "rocm" in version else "cuda"
+
+
 def algorithm_plan(
     x_shape: Sequence[int], kernel_shape: Sequence[int], config: ConvTransposeConfig,
     dtype=jnp.float32, platform: str | None = None) -> AlgorithmPlan:
@@ -116,9 +127,10 @@ def algorithm_plan(
     kernel_shape: ``(kh, kw, filters, in_channels)``.
     config: the convolution's settings.
     dtype: the input's floating dtype (the rules differ for bfloat16).
-    platform: ``"cpu"``, ``"gpu"``, ``"cuda"``, ``"rocm"`` or ``"tpu"``;
-      ``None`` for JAX's default backend (whatever its name). ``auto`` runs
-      the fast paths on CPU only.
+    platform: ``"cpu"``, ``"gpu"`` (NVIDIA's, as ``"cuda"``), ``"cuda"``,
+      ``"rocm"`` or ``"tpu"``; ``None`` for JAX's default backend (whatever
+      its name). ``auto`` has rules for CPU and CUDA; elsewhere it runs the
+      dilated reference.
 
   Returns:
     An ``AlgorithmPlan(forward, input_gradient, kernel_gradient)`` of
@@ -141,9 +153,11 @@ def algorithm_plan(
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"`dtype` must be a floating dtype {_FLOATING}, got {dtype}.")
   if platform is None:
-    platform = jax.default_backend()  # any plugin's name: all but "cpu" run the reference
+    platform = _default_platform()
   elif platform not in _PLATFORMS:
     raise ValueError(f"`platform` must be one of {_PLATFORMS} or None, got {platform!r}.")
+  elif platform == "gpu":
+    platform = "cuda"
   geometry = _geometry(x_shape, kernel_shape, config)
   if _empty(x_shape, kernel_shape, _layout_shape(x_shape[0], kernel_shape[2], geometry, config)):
     return AlgorithmPlan("zeros", "zeros", "zeros")

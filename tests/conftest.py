@@ -118,6 +118,20 @@ def gemm_forward():
   return _strided_rule_forced("_forward_is_gemm")
 
 
+@contextlib.contextmanager
+def gpu_rules():
+  """Makes ``auto`` on this machine run the plan it runs on NVIDIA GPUs
+  (``gpu_plan``: the dilated forward and input gradient, ``grad_kernel`` at
+  stride > 1), whatever the backend; restores the rules on exit."""
+  from jconvt import _algorithms
+  saved = dict(_algorithms._AUTO_RULES)
+  _algorithms._AUTO_RULES.update({name: _algorithms.gpu_plan for name in saved})
+  try:
+    yield
+  finally:
+    _algorithms._AUTO_RULES.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def _strict_jax():
   with jax.default_matmul_precision("float32"), jax.numpy_rank_promotion("raise"):

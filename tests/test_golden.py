@@ -9,7 +9,7 @@ import pytest
 
 import jconvt
 from conftest import (assert_close, case_id, config_from_record, gemm_forward,
-                      gemm_input_gradient, large_input_paths, load_golden,
+                      gemm_input_gradient, gpu_rules, large_input_paths, load_golden,
                       taps_input_gradient, taps_kernel_gradient)
 
 CASES = load_golden()
@@ -93,6 +93,15 @@ def test_gemm_forward_of_auto_matches_tf(rec, arrays):
   """"auto"'s one-GEMM phase forward, which its rule keeps to bfloat16
   inputs, forced wherever it applies (float32 here)."""
   with gemm_forward():
+    test_forward_and_gradients_match_tf(rec, arrays, "auto")
+
+
+@pytest.mark.parametrize("rec,arrays", CASES[::2], ids=[case_id(r) for r, _ in CASES[::2]])
+def test_gpu_plan_of_auto_matches_tf(rec, arrays):
+  """What "auto" runs on NVIDIA GPUs (the dilated forward and input
+  gradient, the kernel gradient as ``grad_kernel``'s convolution inside the
+  custom VJP at stride > 1), run here on the golden grid."""
+  with gpu_rules():
     test_forward_and_gradients_match_tf(rec, arrays, "auto")
 
 

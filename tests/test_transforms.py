@@ -15,7 +15,7 @@ from jax.test_util import check_grads
 
 import jconvt
 from jconvt import ConvTransposeConfig
-from conftest import assert_close, large_input_paths
+from conftest import assert_close, gpu_rules, large_input_paths
 
 ALGORITHMS = ("dilated", "phase", "col2im", "auto")
 
@@ -473,7 +473,9 @@ _PLAN_NAMES = {  # _algorithms function: (AlgorithmPlan field, name)
     "conv_dilated": ("forward", "dilated"), "conv_phase": ("forward", "phase"),
     "conv_phase_gemm": ("forward", "phase_gemm"), "conv_col2im": ("forward", "col2im"),
     "grad_input": ("input_gradient", "conv"), "grad_input_phase": ("input_gradient", "phase_gemm"),
-    "grad_input_taps": ("input_gradient", "taps"), "grad_kernel": ("kernel_gradient", "conv"),
+    "grad_input_taps": ("input_gradient", "taps"),
+    "grad_input_dilated": ("input_gradient", "autodiff"),  # inside the custom VJP
+    "grad_kernel": ("kernel_gradient", "conv"),
     "grad_kernel_phase": ("kernel_gradient", "phase_gemm"),
     "grad_kernel_taps": ("kernel_gradient", "taps")}
 
@@ -509,11 +511,13 @@ def _record_algorithms(monkeypatch):
 def test_algorithm_plan_names_what_runs(x_shape, kernel_shape, kwargs, dtype, expected,
                                         monkeypatch):
   """``jconvt.algorithm_plan`` names the forward and the gradients a CPU
-  training step traces (recorded by wrapping each algorithm)."""
+  training step traces (recorded by wrapping each algorithm); on another
+  backend, what a step traces there."""
   cfg = ConvTransposeConfig(**{"strides": 2, "padding": "same", **kwargs})
   plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, dtype, platform="cpu")
   assert tuple(plan) == expected
   assert plan.forward == expected[0]  # a NamedTuple
+  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, dtype)  # this backend's
   params, x = _data(x_shape, kernel_shape, dtype=np.float32)
   params, x = jax.tree.map(lambda a: a.astype(dtype), (params, x))
   calls = _record_algorithms(monkeypatch)
@@ -527,16 +531,110 @@ def test_algorithm_plan_names_what_runs(x_shape, kernel_shape, kwargs, dtype, ex
 
 
 def test_algorithm_plan_on_other_platforms():
-  """``auto`` is the dilated reference off CPU; an explicit fast path is not."""
+  """``auto`` on NVIDIA GPUs replaces the reference's kernel gradient at
+  stride > 1 only; it is the dilated reference on ROCm and TPU; an explicit
+  fast path is the CPU's everywhere."""
   cfg = ConvTransposeConfig(2, "same")
-  assert tuple(jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg, platform="gpu")) \
-      == ("dilated", "autodiff", "autodiff")
+  for gpu in ("gpu", "cuda"):
+    assert tuple(jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg, platform=gpu)) \
+        == ("dilated", "autodiff", "conv")
+    assert tuple(jconvt.algorithm_plan((16, 32, 32, 128), (3, 3, 64, 128), cfg.replace(strides=1),
+                                       platform=gpu)) == ("dilated", "autodiff", "autodiff")
+  for other in ("rocm", "tpu"):
+    assert tuple(jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg,
+                                       platform=other)) == ("dilated", "autodiff", "autodiff")
   explicit = jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128),
                                    cfg.replace(algorithm="phase"), platform="tpu")
   assert explicit.forward == "phase" and explicit.input_gradient == "conv"
   here = jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg)
   assert here == jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg,
                                        platform=jax.default_backend())
+
+
+def _lowered_convolutions(fn, args, platform):
+  """The StableHLO convolutions of ``jax.jit(fn)`` lowered for ``platform``
+  (lowering needs no such device here)."""
+  import re
+  text = jax.export.export(jax.jit(fn), platforms=(platform,))(*args).mlir_module()
+  return re.findall(r"stablehlo\.convolution\(.*", text)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_cuda_lowering_runs_the_gpu_plan(data_format):
+  """``auto``'s strided training step lowered for CUDA: the dilated forward,
+  its input gradient (a strided convolution of ``dy``) and ``grad_kernel``'s
+  convolution (the input dilated as its kernel): one input-dilated
+  convolution, where the reference (ROCm) has two. At stride 1 CUDA runs
+  the reference: no dilation at all."""
+  x_shape = (2, 8, 8, 4) if data_format == "channels_last" else (2, 4, 8, 8)
+  params, x = _data(x_shape, (4, 4, 6, 4))
+
+  def step(cfg):
+    return jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2),
+                    argnums=(0, 1))
+
+  cfg = ConvTransposeConfig(2, "same", data_format=data_format)
+  cuda = _lowered_convolutions(step(cfg), (params, x), "cuda")
+  reference = _lowered_convolutions(step(cfg), (params, x), "rocm")
+  assert len(cuda) == len(reference) == 3
+  assert [("lhs_dilate" in c, "rhs_dilate" in c, "stride" in c) for c in cuda] == [
+      (True, False, False), (False, False, True), (False, True, False)]
+  assert sum("lhs_dilate" in c for c in reference) == 2
+  stride1 = _lowered_convolutions(step(cfg.replace(strides=1)), (params, x), "cuda")
+  assert len(stride1) == 3 and not any("dilate" in c for c in stride1)
+
+
+@pytest.mark.parametrize("dtype,preferred", [
+    (jnp.float32, None), (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32), (jnp.float16, None)])
+@pytest.mark.parametrize("x_shape,kernel_shape,kwargs", [
+    ((2, 5, 6, 8), (4, 4, 6, 8), {}),
+    ((2, 8, 5, 6), (3, 3, 6, 8), {"data_format": "channels_first", "padding": "valid"}),
+    ((1, 4, 4, 7), (3, 5, 5, 7), {"strides": (3, 2), "output_padding": (2, 1)}),
+])
+def test_gpu_plan_matches_the_reference(x_shape, kernel_shape, kwargs, dtype, preferred):
+  """The plan ``auto`` runs on NVIDIA GPUs, run here: output and both
+  gradients equal the dilated reference's in every dtype."""
+  params, x = _data(x_shape, kernel_shape, dtype=np.float32)
+  params, x = jax.tree.map(lambda a: a.astype(dtype), (params, x))
+  cfg = ConvTransposeConfig(**{"strides": 2, "padding": "same", **kwargs},
+                            preferred_element_type=preferred)
+
+  def run(algorithm):
+    def loss(p, x):
+      y = jconvt.conv2d_transpose(p, x, cfg.replace(algorithm=algorithm))
+      return jnp.sum(y.astype(jnp.float32) * jnp.cos(y.astype(jnp.float32))), y
+    (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+    return y, grads
+
+  with gpu_rules():
+    plan = jconvt.algorithm_plan(x.shape, kernel_shape, cfg, dtype)
+    y, (dparams, dx) = run("auto")
+  assert plan == ("dilated", "autodiff", "conv")
+  y_ref, (dparams_ref, dx_ref) = run("dilated")
+  assert y.dtype == y_ref.dtype and dx.dtype == x.dtype
+  assert dparams["kernel"].dtype == dparams_ref["kernel"].dtype
+  assert_close(y, y_ref, dtype)
+  assert_close(dx, dx_ref, dtype)
+  assert_close(dparams["kernel"], dparams_ref["kernel"], dtype)
+
+
+@pytest.mark.parametrize("version,expected", [
+    ("cuda 13000", ("dilated", "autodiff", "conv")),
+    ("rocm 6.4.1", ("dilated", "autodiff", "autodiff")),
+])
+def test_algorithm_plan_tells_cuda_from_rocm(monkeypatch, version, expected):
+  """JAX names both GPU runtimes ``"gpu"``; the default plan follows the
+  runtime, as ``lax.platform_dependent`` does when lowering."""
+  class Client:
+    platform_version = version
+
+  class Device:
+    client = Client()
+
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(jax, "devices", lambda *_: [Device()])
+  plan = jconvt.algorithm_plan((1, 8, 8, 4), (4, 4, 8, 4), ConvTransposeConfig(2, "same"))
+  assert tuple(plan) == expected
 
 
 def test_algorithm_plan_on_a_plugin_backend(monkeypatch):
