@@ -1,11 +1,13 @@
 """Side-by-side benchmark of transposed convolutions, in one process.
 
-    python -m benchmarks [--repeats N] [--only SUBSTRING] [--quick]
+    python -m benchmarks [--repeats N] [--only SUBSTRING] [--impls A,B] [--quick]
 
 For each suite layer it times the forward pass and a training step (forward
 plus gradients with respect to the input and the kernel) of jconvt (auto and
 the dilated reference), flax.linen.ConvTranspose, jax.lax.conv_transpose,
-TensorFlow (when installed) and PyTorch (when installed); reports median
+TensorFlow (when installed) and PyTorch (when installed; on CUDA when JAX
+runs on a GPU), or the implementations ``--impls`` names (also jconvt with
+its algorithm forced: ``jconvt-phase``, ``jconvt-col2im``); reports median
 times, GFLOP/s of useful work, percent of a float32 matmul roofline measured
 in the same run, ratios to each peer, XLA's peak temporary memory and compile
 times. Writes benchmarks/results/latest.md and latest.png.
@@ -51,15 +53,24 @@ def median_ms(fn, repeats: int, min_time: float = 0.2) -> float:
   return 1e3 * float(np.median(times))
 
 
+def roofline_size() -> int:
+  """The roofline matmul's size: 2048 on a CPU, 8192 on an accelerator (a
+  2048 matmul leaves most of a GPU idle)."""
+  import jax
+  return 2048 if jax.default_backend() == "cpu" else 8192
+
+
 def matmul_roofline(repeats: int) -> float:
-  """GFLOP/s of a 2048x2048 float32 matmul through XLA (the practical peak)."""
+  """GFLOP/s of a float32 matmul through XLA (the practical peak), of
+  ``roofline_size()``, at XLA's default precision like the suite."""
   import jax
   import jax.numpy as jnp
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((2048, 2048)), jnp.float32)
+  n = roofline_size()
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
   f = jax.jit(lambda a: a @ a)
   jax.block_until_ready(f(a))
   ms = median_ms(lambda: jax.block_until_ready(f(a)), repeats)
-  return 2 * 2048 ** 3 / ms / 1e6
+  return 2 * n ** 3 / ms / 1e6
 
 
 def machine() -> str:
@@ -76,7 +87,7 @@ def machine() -> str:
   dev = jax.devices()[0]
   return (f"{dev.platform} ({getattr(dev, 'device_kind', '')}), {os.cpu_count()} cores, {cpu}; "
           f"jax {jax.__version__}, python {platform.python_version()}; {allocator()}; "
-          f"{xla_flags()}")
+          f"{xla_flags()}{precision()}")
 
 
 def allocator() -> str:
@@ -93,6 +104,36 @@ def xla_flags() -> str:
   return f"XLA_FLAGS: {flags}" if flags else "XLA_FLAGS: none"
 
 
+def precision() -> str:
+  """Off the CPU, the float32 precision the peers run at: JAX's default
+  lets XLA use TensorFloat-32 on NVIDIA GPUs, as PyTorch's cuDNN
+  convolutions do by default."""
+  import jax
+  if jax.default_backend() == "cpu":
+    return ""
+  text = f"; jax_default_matmul_precision: {jax.config.jax_default_matmul_precision}"
+  try:
+    import torch
+  except ImportError:
+    return text
+  return (text + f", torch allow_tf32: cudnn {torch.backends.cudnn.allow_tf32}, "
+          f"matmul {torch.backends.cuda.matmul.allow_tf32}")
+
+
+def implementations(names=None):
+  """The implementations to time, in ``runners.KNOWN``'s order (JAX first):
+  ``names`` (each known; those not installed are left out), or all
+  ``runners.available()``."""
+  if names is None:
+    return runners.available()
+  unknown = [n for n in names if n not in runners.KNOWN]
+  if unknown:
+    raise ValueError(f"`--impls` names unknown implementations {unknown}; "
+                     f"known: {', '.join(runners.KNOWN)}.")
+  installed = set(runners.available()) | set(runners.FORCED_ALGORITHMS)
+  return [i for i in runners.KNOWN if i in names and i in installed]
+
+
 def run(layers, repeats, impl_names, progress=print, passes=1):
   """Times every implementation on every layer, one implementation at a time
   over all layers: the JAX ones first, TensorFlow and PyTorch last, because
@@ -104,8 +145,11 @@ def run(layers, repeats, impl_names, progress=print, passes=1):
   time (memory and compile time from the first): on a VM whose slow spells
   last seconds, one pass could time a layer up to 2.4x slower than the next.
   """
+  import jax
   rows = [{"layer": layer, "results": {}} for layer in layers]
-  impls = [i for i in runners.available() if impl_names is None or i in impl_names]
+  impls = implementations(impl_names)
+  # Threads idling between implementations matter on the CPU only.
+  cooldown = COOLDOWN_S if jax.default_backend() == "cpu" else 0.0
   for impl in impls:
     for p in range(passes):
       for li, (layer, row) in enumerate(zip(layers, rows)):
@@ -120,7 +164,7 @@ def run(layers, repeats, impl_names, progress=print, passes=1):
         best = row["results"].setdefault(impl, res)
         for key in ("fwd_ms", "step_ms"):
           best[key] = min(best[key], res[key])
-        time.sleep(COOLDOWN_S)
+        time.sleep(cooldown)
   return rows
 
 
@@ -175,9 +219,9 @@ def _fmt_ratio(a, b):
   return "—" if a is None or b is None else f"{b / a:.2f}x"
 
 
-def markdown(rows, roofline, header) -> str:
+def markdown(rows, roofline, header, roofline_n=2048) -> str:
   lines = [header, "",
-           f"Matmul roofline (2048x2048 float32, same run, the faster of before and after the "
+           f"Matmul roofline ({roofline_n}x{roofline_n} float32, same run, the faster of before and after the "
            f"suite): **{roofline:.0f} GFLOP/s**.", "",
            "Times are medians in ms; GFLOP/s counts useful work only (a training step, forward plus "
            "gradients for input and kernel, is 3x the forward FLOPs); `speedup vs X` is X's time over jconvt's "
@@ -264,25 +308,35 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--only", default=None, help="run layers whose name contains this")
-  parser.add_argument("--impls", default=None, help="comma-separated implementations")
+  parser.add_argument("--impls", default=None,
+                      help=f"comma-separated implementations, of: {', '.join(runners.KNOWN)}")
   parser.add_argument("--quick", action="store_true", help="first 2 layers, 3 repeats")
   parser.add_argument("--passes", type=int, default=1,
                       help="time every layer this many times per implementation, keep the fastest")
+  parser.add_argument("--batch-scale", type=int, default=1,
+                      help="multiply every layer's batch (an accelerator needs more work than a CPU)")
   parser.add_argument("--out", default=str(RESULTS / "latest"), help="output path prefix")
   args = parser.parse_args(argv)
+  impl_names = None if args.impls is None else args.impls.split(",")
+  try:
+    implementations(impl_names)
+  except ValueError as e:
+    parser.error(str(e))
+  if args.passes < 1:
+    parser.error(f"--passes must be at least 1, got {args.passes}")
+  if args.batch_scale < 1:
+    parser.error(f"--batch-scale must be at least 1, got {args.batch_scale}")
 
-  layers = [l for l in SUITE if args.only is None or args.only in l.name]
+  layers = [dataclasses.replace(l, batch=l.batch * args.batch_scale) for l in SUITE
+            if args.only is None or args.only in l.name]
   repeats = args.repeats
   if args.quick:
     layers, repeats = layers[:2], 3
   print(f"machine: {machine()}")
-  print(f"implementations: {', '.join(runners.available())}")
+  print(f"implementations: {', '.join(implementations(impl_names))}")
   roofline = matmul_roofline(repeats)
   print(f"matmul roofline: {roofline:.0f} GFLOP/s")
-  if args.passes < 1:
-    parser.error(f"--passes must be at least 1, got {args.passes}")
-  rows = run(layers, repeats, None if args.impls is None else args.impls.split(","),
-             passes=args.passes)
+  rows = run(layers, repeats, impl_names, passes=args.passes)
   # Measured again after the suite, keeping the faster: one measurement in a
   # slow spell (162 against 206 GFLOP/s) put layers above 100% of it.
   roofline = max(roofline, matmul_roofline(repeats))
@@ -290,7 +344,9 @@ def main(argv=None) -> int:
   header = f"### Benchmark ({time.strftime('%Y-%m-%d')}; {machine()})"
   if args.passes > 1:
     header += f"\n\nEach time is the fastest of {args.passes} passes' medians."
-  table = markdown(rows, roofline, header)
+  if args.batch_scale > 1:
+    header += f"\n\nEvery layer's batch is {args.batch_scale}x the suite's."
+  table = markdown(rows, roofline, header, roofline_size())
   if not args.quick:
     table += compile_sweep()
   out = pathlib.Path(args.out)

@@ -15,7 +15,17 @@ class Unsupported(Exception):
   """This implementation cannot run this layer (dtype, layout, ...)."""
 
 
+# jconvt with its algorithm forced (``--impls`` names them): on GPU, where
+# ``auto`` runs the dilated reference, they show what the fast paths would do.
+FORCED_ALGORITHMS = {"jconvt-dilated": "dilated", "jconvt-phase": "phase",
+                     "jconvt-col2im": "col2im"}
+KNOWN = ("jconvt", "jconvt-dilated", "jconvt-phase", "jconvt-col2im", "flax",
+         "lax.conv_transpose", "tensorflow", "torch")
+
+
 def available():
+  """The implementations a plain run times: every one installed, less the
+  forced fast paths (name those with ``--impls``)."""
   impls = ["jconvt", "jconvt-dilated", "flax", "lax.conv_transpose"]
   if importlib.util.find_spec("tensorflow") is not None:
     impls.append("tensorflow")
@@ -76,7 +86,7 @@ def _jax_forward(impl: str, layer: Layer):
   x, kernel = _data(layer)
   x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
   if impl.startswith("jconvt"):
-    cfg = _config(layer, "dilated" if impl == "jconvt-dilated" else "auto")
+    cfg = _config(layer, FORCED_ALGORITHMS.get(impl, "auto"))
     return (lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg)), kernel, x
   io = "NHWC" if layer.data_format == "channels_last" else "NCHW"
   if impl == "lax.conv_transpose":
@@ -111,17 +121,20 @@ def _measure_jax(impl, layer, repeats, median_ms):
   fwd = jax.jit(f)
   # A training step: the loss needs the forward output (no dead-code
   # elimination of the forward pass), gradients for the input and kernel.
-  step = jax.jit(jax.grad(lambda p, x: 0.5 * jnp.sum((f(p, x) - target) ** 2), argnums=(0, 1)))
+  # The target is an argument: as a constant XLA would fold its reshapes
+  # into the program at compile time (seconds on a GPU's large layers).
+  step = jax.jit(jax.grad(lambda p, x, t: 0.5 * jnp.sum((f(p, x) - t) ** 2), argnums=(0, 1)))
   t0 = time.perf_counter()
-  compiled = step.lower(params, x).compile()
+  compiled = step.lower(params, x, target).compile()
   compile_s = time.perf_counter() - t0
   fwd_compiled = fwd.lower(params, x).compile()
   jax.block_until_ready(fwd(params, x))
-  jax.block_until_ready(compiled(params, x))
+  jax.block_until_ready(compiled(params, x, target))
   result = {
       "fwd_ms": median_ms(lambda: jax.block_until_ready(fwd(params, x)), repeats),
-      "step_ms": median_ms(lambda: jax.block_until_ready(compiled(params, x)), repeats),
-      "step_faults_mib": page_faults_mib(lambda: jax.block_until_ready(compiled(params, x))),
+      "step_ms": median_ms(lambda: jax.block_until_ready(compiled(params, x, target)), repeats),
+      "step_faults_mib": page_faults_mib(
+          lambda: jax.block_until_ready(compiled(params, x, target))),
       "compile_s": compile_s,
       "step_mem_bytes": _temp_bytes(compiled),
       "fwd_mem_bytes": _temp_bytes(fwd_compiled),
@@ -131,11 +144,12 @@ def _measure_jax(impl, layer, repeats, median_ms):
   return result
 
 
-def algorithms(layer: Layer):
-  """What jconvt's ``auto`` runs for this layer on this backend:
-  ``jconvt.AlgorithmPlan(forward, input_gradient, kernel_gradient)``."""
+def algorithms(layer: Layer, platform=None):
+  """What jconvt's ``auto`` runs for this layer on ``platform`` (None: this
+  backend): ``jconvt.AlgorithmPlan(forward, input_gradient, kernel_gradient)``."""
   import jconvt
-  return jconvt.algorithm_plan(layer.x_shape, layer.kernel_shape, _config(layer), layer.dtype)
+  return jconvt.algorithm_plan(layer.x_shape, layer.kernel_shape, _config(layer), layer.dtype,
+                               platform)
 
 
 def _temp_bytes(compiled):
@@ -194,7 +208,11 @@ def _measure_torch(layer, repeats, median_ms):
   import torch
   import torch.nn.functional as F
 
-  torch.set_num_threads(os.cpu_count() or 1)
+  device = torch_device(torch)
+  if device == "cpu":
+    torch.set_num_threads(os.cpu_count() or 1)
+  # CUDA runs asynchronously: each timed call waits for its kernels.
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[layer.dtype]
   x, kernel = _data(layer)
   if layer.data_format == "channels_last":
@@ -209,8 +227,10 @@ def _measure_torch(layer, repeats, median_ms):
     raise Unsupported("torch padding")
   memory_format = (torch.channels_last if layer.data_format == "channels_last"
                    else torch.contiguous_format)
-  xt = torch.tensor(x, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_(True)
-  w = torch.tensor(kernel.transpose(3, 2, 0, 1), dtype=dtype).requires_grad_(True)  # (in, out, kh, kw)
+  xt = (torch.tensor(x, dtype=dtype, device=device).contiguous(memory_format=memory_format)
+        .requires_grad_(True))
+  w = torch.tensor(kernel.transpose(3, 2, 0, 1), dtype=dtype,  # (in, out, kh, kw)
+                   device=device).requires_grad_(True)
   f = lambda: F.conv_transpose2d(xt, w, stride=s, padding=pad, output_padding=op)  # noqa: E731
   with torch.no_grad():
     target = torch.randn_like(f())
@@ -218,6 +238,7 @@ def _measure_torch(layer, repeats, median_ms):
   def step():
     xt.grad, w.grad = None, None
     (0.5 * ((f() - target) ** 2).sum()).backward()
+    sync()
 
   t0 = time.perf_counter()
   step()
@@ -226,10 +247,19 @@ def _measure_torch(layer, repeats, median_ms):
   def fwd():
     with torch.no_grad():
       f()
+    sync()
 
   return {"fwd_ms": median_ms(fwd, repeats), "step_ms": median_ms(step, repeats),
           "step_faults_mib": page_faults_mib(step), "compile_s": compile_s,
           "step_mem_bytes": None}
+
+
+def torch_device(torch) -> str:
+  """PyTorch's device: CUDA when JAX runs on a GPU too (the peers then share
+  the accelerator), else the CPU."""
+  import jax
+  on_gpu = jax.default_backend() in ("gpu", "cuda", "rocm")
+  return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
 
 
 def measure(impl: str, layer: Layer, repeats: int, median_ms):

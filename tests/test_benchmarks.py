@@ -6,7 +6,7 @@ import mmap
 import pytest
 
 from benchmarks import runners
-from benchmarks.__main__ import allocator, markdown, xla_flags
+from benchmarks.__main__ import allocator, implementations, main, markdown, xla_flags
 from benchmarks.layers import SUITE, Layer
 
 LAYER = Layer("k4s2 test", 2, 8, 16, 8, 4, 2)
@@ -93,6 +93,74 @@ def test_algorithms_of_a_suite_layer():
   """``runners.algorithms`` asks ``algorithm_plan`` with the layer's own
   shapes, data format and dtype."""
   bf16 = next(layer for layer in SUITE if layer.dtype == "bfloat16")
-  assert tuple(runners.algorithms(bf16)) == ("phase_gemm",) * 3
+  assert tuple(runners.algorithms(bf16, "cpu")) == ("phase_gemm",) * 3
+  assert tuple(runners.algorithms(bf16, "cuda")) == ("dilated", "autodiff", "conv")
   nchw = next(layer for layer in SUITE if layer.data_format == "channels_first")
-  assert runners.algorithms(nchw).forward == "phase"
+  assert runners.algorithms(nchw, "cpu").forward == "phase"
+
+
+def test_implementations_named_run_in_the_suite_order():
+  """``--impls`` keeps the suite's order (JAX first, TF and PyTorch last),
+  takes the forced jconvt paths, leaves out what is not installed and
+  refuses unknown names."""
+  names = ["torch", "jconvt-phase", "flax", "jconvt", "jconvt-col2im"]
+  got = implementations(names)
+  expected = ["jconvt", "jconvt-phase", "jconvt-col2im", "flax"]
+  assert got[:4] == expected
+  assert got[4:] == (["torch"] if "torch" in runners.available() else [])
+  assert implementations() == runners.available()
+  assert "jconvt-phase" not in runners.available()  # forced paths only when named
+  with pytest.raises(ValueError, match=r"unknown implementations \['jax'\]; known: jconvt, "):
+    implementations(["jconvt", "jax"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--impls", "jconvt,foo"], "unknown implementations ['foo']"),
+    (["--batch-scale", "0"], "--batch-scale must be at least 1, got 0"),
+    (["--passes", "0"], "--passes must be at least 1, got 0"),
+])
+def test_bad_arguments_are_refused_before_any_timing(argv, message, capsys):
+  with pytest.raises(SystemExit):
+    main(argv)
+  err = capsys.readouterr().err
+  assert message in err
+
+
+def test_plan_search_on_a_tiny_layer():
+  """``benchmarks.plans`` times the reference, one field at a time, and
+  ``auto``'s plan; every timed plan computes (none errs on a strided
+  layer)."""
+  from benchmarks import plans
+  layer = plans.Layer(Layer("tiny k4s2", 1, 4, 4, 4, 4, 2))
+  times, winner = plans.search(layer, progress=lambda *_: None)
+  assert "dilated/autodiff/autodiff" in times and "/".join(layer.auto) in times
+  assert {"dilated/autodiff/conv", "dilated/autodiff/phase_gemm",
+          "dilated/autodiff/taps"} <= set(times)
+  assert all(isinstance(v, tuple) and v[0] > 0 for v in times.values()), times
+  # The last round includes the reference: the winner is never slower.
+  assert times["/".join(winner)][0] <= times["dilated/autodiff/autodiff"][0]
+
+
+def test_plan_table():
+  from benchmarks import plans
+  row = {"layer": {"name": "unet k3s2", "batch": 64}, "batch_scale": 8,
+         "auto": ["dilated", "autodiff", "conv"], "winner": ["phase", "conv", "conv"],
+         "times": {"dilated/autodiff/autodiff": [8.0, 2717.0],
+                   "dilated/autodiff/conv": [0.5, 264.0], "phase/conv/conv": [0.4, 268.0]}}
+  table = plans.markdown([row], "gpu")
+  assert ("| x8 (64) | unet k3s2 | 8.000 (2717) | dilated/autodiff/conv | 0.500 (264), 16.00x "
+          "| phase/conv/conv | 0.400 (268), 20.00x |") in table
+  # Rules given as a function rename auto's plan; one never timed says so.
+  table = plans.markdown([row], "gpu", auto=lambda r: ("dilated", "conv", "conv"))
+  assert "| dilated/conv/conv | not timed |" in table
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--batch-scale", "8,x"], "--batch-scale must be comma-separated integers, got '8,x'"),
+    (["--batch-scale", "0"], "--batch-scale must be integers of at least 1, got '0'"),
+])
+def test_plan_search_refuses_bad_scales(argv, message, capsys):
+  from benchmarks import plans
+  with pytest.raises(SystemExit):
+    plans.main(argv)
+  assert message in capsys.readouterr().err

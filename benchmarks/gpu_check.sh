@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The GPU checks of the performance issue, as one script for a lent GPU machine
+# whose python3 holds jax (with its CUDA plugin), flax, optax, PyTorch,
+# pytest, pytest-xdist and hypothesis; nothing is installed.
+#
+#   OUT=/some/dir benchmarks/gpu_check.sh
+#
+# 1. versions: the GPU, its driver and the Python packages;
+# 2. the benchmark suite on the GPU: jconvt auto (the dilated reference on
+#    GPU), the dilated reference itself, jconvt with the CPU's fast paths
+#    forced (phase, col2im), flax, lax.conv_transpose and PyTorch on CUDA;
+#    writes $OUT/suite.{md,json,png} and $OUT/suite.log;
+# 3. the algorithm plans' training steps, suite layers at 8x and their own
+#    batch (benchmarks/plans.py: the data behind auto's GPU rule); writes
+#    $OUT/plans.{json,md};
+# 4. the correctness tests on the GPU (golden TF fixtures for every
+#    algorithm, transforms, the Flax layer, the properties), in full float32
+#    (the tests' jax.default_matmul_precision); writes $OUT/tests.log.
+#
+# Each step has its own time limit (BENCH_S, PLANS_S, TEST_S seconds; 0
+# skips it), so a slow step still leaves the next one its turn, and all
+# four fit one 10-minute call; a step cut short leaves its log. On an H200
+# (2026-11-26) the suite took about 2 minutes, the plans 3 and the tests
+# a little over 2.5.
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/jconvt-gpu}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+  $py - <<'EOF'
+import importlib.metadata as md
+for name in ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "optax",
+             "numpy", "torch", "hypothesis", "pytest", "pytest-xdist"):
+  try:
+    print(name, md.version(name))
+  except md.PackageNotFoundError:
+    pass
+import jax
+print("devices:", jax.devices())
+EOF
+} 2>&1 | tee "$out/versions.txt"
+
+if [ "${BENCH_S:-200}" != 0 ]; then
+  timeout "${BENCH_S:-200}" $py -m benchmarks --out "$out/suite" \
+    --impls "${IMPLS:-jconvt,jconvt-dilated,jconvt-phase,jconvt-col2im,flax,lax.conv_transpose,torch}" \
+    ${BENCH_ARGS:-} 2>&1 | tee "$out/suite.log" | grep -v '^|'
+  echo "benchmark exit: ${PIPESTATUS[0]}"
+fi
+
+if [ "${PLANS_S:-200}" != 0 ]; then
+  timeout "${PLANS_S:-200}" $py -m benchmarks.plans --batch-scale 8,1 --out "$out/plans" \
+    2>&1 | grep -E '^(\[x|machine|wrote)'
+  echo "plans exit: ${PIPESTATUS[0]}"
+fi
+
+# Twelve test processes share the GPU: none may take 75% of its memory.
+# -W default: the ini's "error" turns a newer jax's deprecation warnings into
+# failures; here they are shown instead, and counted below.
+[ "${TEST_S:-160}" = 0 ] && exit 0
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-160}" \
+  $py -m pytest -n "${WORKERS:-12}" -o addopts="-ra --strict-markers" -W default \
+  -p no:cacheprovider -q -m "not slow" ${TESTS:-tests/test_golden.py tests/test_transforms.py \
+  tests/test_linen.py tests/test_properties.py} > "$out/tests.log" 2>&1
+echo "tests exit: $?"
+grep -E "passed|failed|error" "$out/tests.log" | tail -3
+grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -40
+grep -ci "warning" "$out/tests.log" | sed 's/^/lines mentioning warnings: /'

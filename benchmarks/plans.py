@@ -1,0 +1,180 @@
+"""Which algorithm plan trains each suite layer fastest on this backend: the
+measurements behind ``auto``'s rules (calibration for a new machine).
+
+    python -m benchmarks.plans [--batch-scale 8,1] [--only SUBSTRING] [--out PATH]
+
+``benchmarks/gpu_check.sh`` runs it on a GPU.
+
+For every suite layer (each batch scale in turn) it times whole training
+steps (forward, input and kernel gradients; jitted, median ms) of the
+dilated reference and of candidate ``jconvt.AlgorithmPlan``s through the
+fast path's custom VJP, searching one field at a time: the kernel gradient
+first (with the reference's forward and input gradient), then the input
+gradient, then the forward. It also times the plan ``auto`` picks here.
+Prints a line per layer and writes every time to ``PATH.json`` after each
+layer (so a run cut short keeps what it measured), and a table to
+``PATH.md`` at the end.
+"""
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from benchmarks.layers import SUITE
+
+FORWARDS = ("dilated", "phase", "col2im")
+INPUT_GRADIENTS = ("autodiff", "conv", "phase_gemm", "taps")
+KERNEL_GRADIENTS = ("conv", "phase_gemm", "taps")
+
+
+def median_ms(fn, repeats: int = 7, min_time: float = 0.1, max_calls: int = 30) -> float:
+  times = []
+  start = time.perf_counter()
+  while len(times) < repeats or (time.perf_counter() - start < min_time
+                                 and len(times) < max_calls):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return 1e3 * float(np.median(times))
+
+
+class Layer:
+  """One suite layer's data and its training step under any plan."""
+
+  def __init__(self, layer):
+    import jax
+    import jax.numpy as jnp
+    import jconvt
+    from jconvt import _conv
+    from benchmarks.runners import _config, _data, _out_shape
+
+    dtype = jnp.dtype(layer.dtype)
+    x, kernel = _data(layer)
+    self.x, self.kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
+    self.target = jnp.asarray(
+        np.random.default_rng(1).standard_normal(_out_shape(layer)), dtype)
+    self.config = _config(layer)
+    self.geometry = _conv._geometry(self.x.shape, self.kernel.shape, self.config)
+    self.auto = jconvt.algorithm_plan(self.x.shape, self.kernel.shape, self.config, dtype)
+    self._jax = jax
+
+  def step_ms(self, plan):
+    """Median ms and temporary MiB of a training step running ``plan``."""
+    jax = self._jax
+    import jax.numpy as jnp
+    from jconvt import _algorithms
+
+    def loss(k, x, t):
+      y = _algorithms._fast(x, k, self.config, self.geometry, lambda *_: plan)
+      return 0.5 * jnp.sum((y.astype(jnp.float32) - t.astype(jnp.float32)) ** 2)
+
+    args = (self.kernel, self.x, self.target)
+    step = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile()
+    jax.block_until_ready(step(*args))
+    mem = step.memory_analysis()
+    mib = None if mem is None else mem.temp_size_in_bytes / 2 ** 20
+    return median_ms(lambda: jax.block_until_ready(step(*args))), mib
+
+
+def search(layer: Layer, progress=print):
+  """Times the reference, a one-field-at-a-time search and ``auto``'s plan;
+  returns ``{plan string: (ms, MiB) or error}`` and the best plan."""
+  from jconvt import AlgorithmPlan
+  from jconvt._algorithms import REFERENCE
+  times = {}
+
+  def timed(plan):
+    key = "/".join(plan)
+    if key not in times:
+      try:
+        times[key] = layer.step_ms(plan)
+      except Exception as e:  # a plan this layer cannot run (e.g. taps at stride 1)
+        times[key] = f"{type(e).__name__}: {e}"[:120]
+    value = times[key]
+    return value[0] if isinstance(value, tuple) else float("inf")
+
+  def best(plans):
+    return min(plans, key=timed)
+
+  reference = timed(REFERENCE)
+  dk = best([AlgorithmPlan("dilated", "autodiff", g) for g in KERNEL_GRADIENTS]).kernel_gradient
+  dx = best([AlgorithmPlan("dilated", g, dk) for g in INPUT_GRADIENTS]).input_gradient
+  winner = best([REFERENCE] + [AlgorithmPlan(f, dx, dk) for f in FORWARDS])
+  timed(layer.auto)
+  progress(f"reference {reference:.3f} ms; best {'/'.join(winner)} {timed(winner):.3f} ms "
+           f"({reference / timed(winner):.2f}x); auto {'/'.join(layer.auto)} "
+           f"{timed(layer.auto):.3f} ms ({reference / timed(layer.auto):.2f}x)")
+  return times, winner
+
+
+def markdown(rows, machine: str, auto=None) -> str:
+  """A table per run: the reference's step, the plan ``auto`` picks (its
+  rows' own, or ``auto(row)``'s when given: the rules as they are now) and
+  the fastest plan found, with their ms and temporary MiB."""
+  lines = [f"Training steps by algorithm plan ({machine}).", "",
+           "Median ms (temporary MiB of the compiled step); `x ref` is the reference's time over "
+           "the plan's (>1: faster than the dilated reference). Plans are `forward/input "
+           "gradient/kernel gradient`.", "",
+           "| batch | layer | reference ms | auto's plan | auto ms (x ref) | fastest plan | "
+           "fastest ms (x ref) |", "|---|---|---|---|---|---|---|"]
+  for row in rows:
+    times = row["times"]
+    ref_ms, ref_mib = times["dilated/autodiff/autodiff"]
+    plan = "/".join(auto(row) if auto is not None else row["auto"])
+    winner = "/".join(row["winner"])
+    cells = [f"x{row['batch_scale']} ({row['layer']['batch']})", row["layer"]["name"],
+             f"{ref_ms:.3f} ({ref_mib:.0f})"]
+    for name in (plan, winner):
+      value = times.get(name)
+      if isinstance(value, list | tuple):
+        cells += [name, f"{value[0]:.3f} ({value[1]:.0f}), {ref_ms / value[0]:.2f}x"]
+      else:
+        cells += [name, "not timed"]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch-scale", default="1",
+                      help="comma-separated multipliers of every layer's batch, run in turn")
+  parser.add_argument("--only", default=None, help="layers whose name contains this")
+  parser.add_argument("--out", default="plans", help="output path prefix (.json)")
+  args = parser.parse_args(argv)
+  try:
+    scales = [int(s) for s in args.batch_scale.split(",")]
+  except ValueError:
+    parser.error(f"--batch-scale must be comma-separated integers, got {args.batch_scale!r}")
+  if not scales or min(scales) < 1:
+    parser.error(f"--batch-scale must be integers of at least 1, got {args.batch_scale!r}")
+
+  import jax
+  from benchmarks.__main__ import machine
+  print(f"machine: {machine()}")
+  out = pathlib.Path(args.out).with_suffix(".json")
+  rows = []
+  for scale in scales:
+    for suite_layer in SUITE:
+      if args.only is not None and args.only not in suite_layer.name:
+        continue
+      layer = dataclasses.replace(suite_layer, batch=suite_layer.batch * scale)
+      print(f"[x{scale}] {layer.name}: ", end="", flush=True)
+      times, winner = search(Layer(layer))
+      rows.append({"layer": dataclasses.asdict(layer), "batch_scale": scale,
+                   "winner": list(winner), "times": times})
+      out.write_text(json.dumps({"machine": machine(), "backend": jax.default_backend(),
+                                 "rows": rows}, indent=1))
+  table = markdown(rows, machine())
+  out.with_suffix(".md").write_text(table)
+  print()
+  print(table)
+  print(f"wrote {out} and {out.with_suffix('.md')}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
