@@ -197,11 +197,11 @@ def compile_sweep(progress=print):
   return "\n".join(lines) + "\n"
 
 
-def _jconvt_rows(rows):
-  """``(layer, results, jconvt's result, its forward GFLOP/s)`` per row that
-  has a jconvt result."""
+def _subject_rows(rows, subject):
+  """``(layer, results, the subject's result, its forward GFLOP/s)`` per row
+  that has a result of ``subject``."""
   for r in rows:
-    j = r["results"].get("jconvt")
+    j = r["results"].get(subject)
     if j is not None:
       yield r["layer"], r["results"], j, r["layer"].flops / j["fwd_ms"] / 1e6
 
@@ -215,36 +215,45 @@ def _mib(n):
   return "—" if n is None else f"{n / 2**20:.0f}"
 
 
+def _ms(t):
+  """A time in ms to three or four significant digits (a GPU's are
+  fractions of a millisecond, a CPU's reversed-window gradients seconds)."""
+  return f"{t:.0f}" if t >= 100 else f"{t:.1f}" if t >= 10 else f"{t:.2f}" if t >= 1 else f"{t:.3f}"
+
+
 def _fmt_ratio(a, b):
   return "—" if a is None or b is None else f"{b / a:.2f}x"
 
 
 def markdown(rows, roofline, header, roofline_n=2048) -> str:
+  """The summary and full tables, relative to jconvt (``auto``), or to the
+  first implementation that ran when jconvt did not (``--impls``)."""
+  impls = _impls(rows)
+  subject = "jconvt" if "jconvt" in impls or not impls else impls[0]
   lines = [header, "",
            f"Matmul roofline ({roofline_n}x{roofline_n} float32, same run, the faster of before and after the "
            f"suite): **{roofline:.0f} GFLOP/s**.", "",
            "Times are medians in ms; GFLOP/s counts useful work only (a training step, forward plus "
-           "gradients for input and kernel, is 3x the forward FLOPs); `speedup vs X` is X's time over jconvt's "
-           "(>1: jconvt faster). Peak memory is XLA's temporary buffers of the compiled "
+           f"gradients for input and kernel, is 3x the forward FLOPs); `speedup vs X` is X's time over "
+           f"{subject}'s (>1: {subject} faster). Peak memory is XLA's temporary buffers of the compiled "
            "training step; compile is the training step's compile time; faults are the minor "
            "page faults of one training step, in MiB (memory the allocator took fresh from the "
            "kernel: see the README on glibc's malloc). `auto runs` names "
            "the forward, input-gradient and kernel-gradient algorithms jconvt's `auto` chose "
            "(`jconvt.algorithm_plan`).", ""]
-  impls = _impls(rows)
-  peers = [i for i in impls if i != "jconvt"]
+  peers = [i for i in impls if i != subject]
   # A compact summary first: jconvt against the anchors users compare with.
   summary_peers = [p for p in ("flax", "tensorflow", "torch") if p in impls]
-  header = ["layer", "auto runs (fwd / dx / dk)", "jconvt fwd ms", "fwd GFLOP/s (% roof)",
-            "jconvt step ms", "temp MiB fwd / step (dilated ref)"]
+  header = ["layer", "auto runs (fwd / dx / dk)", f"{subject} fwd ms", "fwd GFLOP/s (% roof)",
+            f"{subject} step ms", "temp MiB fwd / step (dilated ref)"]
   header += [f"fwd vs {p}" for p in summary_peers] + [f"step vs {p}" for p in summary_peers]
   lines.append("| " + " | ".join(header) + " |")
   lines.append("|" + "---|" * len(header))
-  for layer, res, j, gf in _jconvt_rows(rows):
+  for layer, res, j, gf in _subject_rows(rows, subject):
     ref = res.get("jconvt-dilated", {})
     cells = [layer.name, " / ".join(j["algorithms"]) if "algorithms" in j else "—",
-             f"{j['fwd_ms']:.1f}", f"{gf:.0f} ({100 * gf / roofline:.0f}%)",
-             f"{j['step_ms']:.1f}",
+             _ms(j["fwd_ms"]), f"{gf:.0f} ({100 * gf / roofline:.0f}%)",
+             _ms(j["step_ms"]),
              f"{_mib(j.get('fwd_mem_bytes'))} / {_mib(j.get('step_mem_bytes'))} "
              f"({_mib(ref.get('fwd_mem_bytes'))} / {_mib(ref.get('step_mem_bytes'))})"]
     cells += [_fmt_ratio(j["fwd_ms"], res[p]["fwd_ms"]) if p in res else "—" for p in summary_peers]
@@ -252,22 +261,22 @@ def markdown(rows, roofline, header, roofline_n=2048) -> str:
               for p in summary_peers]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "Full table:", ""]
-  cols = ["layer", "jconvt fwd", "GFLOP/s", "% roof", "jconvt step", "step GFLOP/s",
+  cols = ["layer", f"{subject} fwd", "GFLOP/s", "% roof", f"{subject} step", "step GFLOP/s",
           "mem MiB", "compile s"]
   cols += [f"{p} fwd" for p in peers] + [f"{p} step" for p in peers]
   cols += [f"{p} step faults MiB" for p in impls]
   cols += [f"fwd speedup vs {p}" for p in peers] + [f"step speedup vs {p}" for p in peers]
   lines.append("| " + " | ".join(cols) + " |")
   lines.append("|" + "---|" * len(cols))
-  for layer, res, j, gf in _jconvt_rows(rows):
+  for layer, res, j, gf in _subject_rows(rows, subject):
     sgf = 3 * layer.flops / j["step_ms"] / 1e6
     mem = j.get("step_mem_bytes")
     cells = [f"{layer.name} ({'x'.join(map(str, layer.x_shape))}->{layer.filters}, {layer.dtype})",
-             f"{j['fwd_ms']:.1f}", f"{gf:.0f}", f"{100 * gf / roofline:.0f}%",
-             f"{j['step_ms']:.1f}", f"{sgf:.0f}",
+             _ms(j["fwd_ms"]), f"{gf:.0f}", f"{100 * gf / roofline:.0f}%",
+             _ms(j["step_ms"]), f"{sgf:.0f}",
              "—" if mem is None else f"{mem / 2**20:.0f}", f"{j['compile_s']:.2f}"]
-    cells += [f"{res[p]['fwd_ms']:.1f}" if p in res else "—" for p in peers]
-    cells += [f"{res[p]['step_ms']:.1f}" if p in res else "—" for p in peers]
+    cells += [_ms(res[p]["fwd_ms"]) if p in res else "—" for p in peers]
+    cells += [_ms(res[p]["step_ms"]) if p in res else "—" for p in peers]
     cells += [f"{res[p]['step_faults_mib']:.0f}" if "step_faults_mib" in res.get(p, {}) else "—"
               for p in impls]
     cells += [_fmt_ratio(j["fwd_ms"], res[p]["fwd_ms"]) if p in res else "—" for p in peers]

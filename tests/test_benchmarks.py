@@ -28,15 +28,29 @@ def test_markdown_tables():
   summary, full = table.split("Full table:")
   assert "| layer | auto runs (fwd / dx / dk) | jconvt fwd ms |" in summary
   gflops = LAYER.flops / 2.0 / 1e6
-  assert (f"| k4s2 test | phase / conv / taps | 2.0 | {gflops:.0f} ({100 * gflops / 200:.0f}%) "
+  assert (f"| k4s2 test | phase / conv / taps | 2.00 | {gflops:.0f} ({100 * gflops / 200:.0f}%) "
           f"| 10.0 | 1 / 3 (1 / 3) | 2.00x | 0.50x |") in summary
   # A row without a peer, algorithms or faults (an older run's json) shows dashes.
-  assert f"| {SUITE[0].name} | — | 1.0 |" in summary and "| — | — |" in summary
+  assert f"| {SUITE[0].name} | — | 1.00 |" in summary and "| — | — |" in summary
   header = full.splitlines()[2]
   for column in ("jconvt step faults MiB", "jconvt-dilated step faults MiB",
                  "tensorflow step faults MiB", "step speedup vs tensorflow"):
     assert f"| {column} |" in header
   assert "| 34 | 0 | 0 |" in full
+
+
+def test_markdown_without_jconvt_is_relative_to_the_first_implementation():
+  """A run of named implementations without ``jconvt`` (``--impls``) still
+  gets its tables, relative to the first one; times keep their digits."""
+  rows = [{"layer": LAYER, "results": {"jconvt-dilated": _result(0.2468, 3.613),
+                                       "jconvt-phase": _result(0.3, 1.8065),
+                                       "torch": _result(0.1, 1234.5)}}]
+  summary, full = markdown(rows, 3e5, "### gpu").split("Full table:")
+  assert "| jconvt-dilated fwd ms |" in summary and "| step vs torch |" in summary
+  assert "| k4s2 test | — | 0.247 |" in summary and "| 3.61 |" in summary
+  assert "| 0.41x | 341.68x |" in summary  # fwd vs torch, step vs torch
+  assert "| jconvt-phase step | torch step |" in full and "| 1.81 | 1234 |" in full
+  assert "`speedup vs X` is X's time over jconvt-dilated's" in summary
 
 
 def test_page_faults_count_fresh_memory():
