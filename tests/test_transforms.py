@@ -123,6 +123,21 @@ def test_vmap_over_leading_dims_and_params(algorithm):
   assert g["kernel"].shape == (3,) + params["kernel"].shape
 
 
+def test_vmap_of_the_gpu_plan_gradients():
+  """The plan ``auto`` runs on NVIDIA GPUs, batched by ``jax.vmap`` over
+  extra leading dims: per-example gradients equal the unbatched ones."""
+  params, x = _data(x_shape=(3, 2, 5, 4, 3))
+  cfg = ConvTransposeConfig(2, "same")
+  grad = jax.grad(lambda p, x: jnp.sum(jnp.sin(jconvt.conv2d_transpose(p, x, cfg))),
+                  argnums=(0, 1))
+  with gpu_rules():
+    batched = jax.vmap(grad, in_axes=(None, 0))(params, x)
+    for i in range(3):
+      single = grad(params, x[i])
+      for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(batched)):
+        assert_close(b[i], a)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_dtypes_follow_input(dtype, algorithm):
