@@ -111,6 +111,15 @@ def search(layer: Layer, progress=print):
   return times, winner
 
 
+def measure(layer, batch_scale: int = 1, progress=print) -> dict:
+  """One table row: ``search`` over ``layer`` (a ``benchmarks.layers.Layer``,
+  its batch already scaled), with ``auto``'s plan here and the winner."""
+  timed = Layer(layer)
+  times, winner = search(timed, progress)
+  return {"layer": dataclasses.asdict(layer), "batch_scale": batch_scale,
+          "auto": list(timed.auto), "winner": list(winner), "times": times}
+
+
 def markdown(rows, machine: str, auto=None) -> str:
   """A table per run: the reference's step, the plan ``auto`` picks (its
   rows' own, or ``auto(row)``'s when given: the rules as they are now) and
@@ -163,9 +172,7 @@ def main(argv=None) -> int:
         continue
       layer = dataclasses.replace(suite_layer, batch=suite_layer.batch * scale)
       print(f"[x{scale}] {layer.name}: ", end="", flush=True)
-      times, winner = search(Layer(layer))
-      rows.append({"layer": dataclasses.asdict(layer), "batch_scale": scale,
-                   "winner": list(winner), "times": times})
+      rows.append(measure(layer, scale))
       out.write_text(json.dumps({"machine": machine(), "backend": jax.default_backend(),
                                  "rows": rows}, indent=1))
   table = markdown(rows, machine())

@@ -143,16 +143,20 @@ def test_bad_arguments_are_refused_before_any_timing(argv, message, capsys):
 def test_plan_search_on_a_tiny_layer():
   """``benchmarks.plans`` times the reference, one field at a time, and
   ``auto``'s plan; every timed plan computes (none errs on a strided
-  layer)."""
+  layer), and the row makes a table line."""
   from benchmarks import plans
-  layer = plans.Layer(Layer("tiny k4s2", 1, 4, 4, 4, 4, 2))
-  times, winner = plans.search(layer, progress=lambda *_: None)
-  assert "dilated/autodiff/autodiff" in times and "/".join(layer.auto) in times
+  layer = Layer("tiny k4s2", 1, 4, 4, 4, 4, 2)
+  row = plans.measure(layer, progress=lambda *_: None)
+  times = row["times"]
+  assert row["auto"] == list(runners.algorithms(layer))
+  assert "dilated/autodiff/autodiff" in times and "/".join(row["auto"]) in times
   assert {"dilated/autodiff/conv", "dilated/autodiff/phase_gemm",
           "dilated/autodiff/taps"} <= set(times)
   assert all(isinstance(v, tuple) and v[0] > 0 for v in times.values()), times
   # The last round includes the reference: the winner is never slower.
-  assert times["/".join(winner)][0] <= times["dilated/autodiff/autodiff"][0]
+  assert times["/".join(row["winner"])][0] <= times["dilated/autodiff/autodiff"][0]
+  assert f"| x1 (1) | tiny k4s2 | {times['dilated/autodiff/autodiff'][0]:.3f} (" \
+      in plans.markdown([row], "here")
 
 
 def test_plan_table():
