@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import time
 
 import numpy as np
 
@@ -31,22 +30,10 @@ INPUT_GRADIENTS = ("autodiff", "conv", "phase_gemm", "taps")
 KERNEL_GRADIENTS = ("conv", "phase_gemm", "taps")
 
 
-def median_ms(fn, repeats: int = 7, min_time: float = 0.1, max_calls: int = 30) -> float:
-  times = []
-  start = time.perf_counter()
-  while len(times) < repeats or (time.perf_counter() - start < min_time
-                                 and len(times) < max_calls):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return 1e3 * float(np.median(times))
-
-
 class Layer:
   """One suite layer's data and its training step under any plan."""
 
   def __init__(self, layer):
-    import jax
     import jax.numpy as jnp
     import jconvt
     from jconvt import _conv
@@ -60,13 +47,15 @@ class Layer:
     self.config = _config(layer)
     self.geometry = _conv._geometry(self.x.shape, self.kernel.shape, self.config)
     self.auto = jconvt.algorithm_plan(self.x.shape, self.kernel.shape, self.config, dtype)
-    self._jax = jax
 
   def step_ms(self, plan):
-    """Median ms and temporary MiB of a training step running ``plan``."""
-    jax = self._jax
+    """Median ms (the suite's ``median_ms``, 7 calls or 0.1 s) and temporary
+    MiB of a training step running ``plan``."""
+    import jax
     import jax.numpy as jnp
     from jconvt import _algorithms
+    from benchmarks.__main__ import median_ms
+    from benchmarks.runners import _temp_bytes
 
     def loss(k, x, t):
       y = _algorithms._fast(x, k, self.config, self.geometry, lambda *_: plan)
@@ -75,9 +64,9 @@ class Layer:
     args = (self.kernel, self.x, self.target)
     step = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile()
     jax.block_until_ready(step(*args))
-    mem = step.memory_analysis()
-    mib = None if mem is None else mem.temp_size_in_bytes / 2 ** 20
-    return median_ms(lambda: jax.block_until_ready(step(*args))), mib
+    temp = _temp_bytes(step)
+    return (median_ms(lambda: jax.block_until_ready(step(*args)), 7, min_time=0.1),
+            None if temp is None else temp / 2 ** 20)
 
 
 def search(layer: Layer, progress=print):
