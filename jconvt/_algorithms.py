@@ -981,13 +981,24 @@ def _fast(x, kernel, config, geometry, rules):
   ``AlgorithmPlan``; all ``autodiff``: the dilated reference). Its
   algorithms and gradients work on NHWC (XLA:CPU's canonical convolution
   layout), so a channels_first input is transposed in and the output back."""
-  nhwc = config.replace(data_format="channels_last")
-  x_nhwc = x if config.channels_last else jnp.transpose(x, (0, 2, 3, 1))
-  plan = rules(nhwc, x_nhwc.shape, kernel.shape, x.dtype, geometry)
+  plan = _nhwc_plan(rules, config, x.shape, kernel.shape, x.dtype, geometry)
   if plan.kernel_gradient == "autodiff":
     return conv_dilated(x, kernel, config, geometry)
-  y = _fast_nhwc(x_nhwc, kernel, nhwc, geometry, plan)
-  return y if config.channels_last else jnp.transpose(y, (0, 3, 1, 2))
+  if config.channels_last:
+    return _fast_nhwc(x, kernel, config, geometry, plan)
+  y = _fast_nhwc(jnp.transpose(x, (0, 2, 3, 1)), kernel,
+                 config.replace(data_format="channels_last"), geometry, plan)
+  return jnp.transpose(y, (0, 3, 1, 2))
+
+
+def _nhwc_plan(rules, config, x_shape, kernel_shape, dtype, geometry):
+  """The plan ``rules`` give for an input of ``x_shape`` in ``config``'s data
+  format: rules see the NHWC shapes and config the fast path runs on."""
+  if not config.channels_last:
+    n, c, h, w = x_shape
+    x_shape = (n, h, w, c)
+  return rules(config.replace(data_format="channels_last"), tuple(x_shape), kernel_shape,
+               dtype, geometry)
 
 
 class AlgorithmPlan(NamedTuple):
@@ -1077,11 +1088,7 @@ def plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype, geometry,
   rules = cpu_plan if config.algorithm != "auto" else _AUTO_RULES.get(platform)
   if rules is None:
     return REFERENCE
-  if not config.channels_last:
-    n, c, h, w = x_shape
-    x_shape = (n, h, w, c)
-  return rules(config.replace(data_format="channels_last"), x_shape, kernel_shape, dtype,
-               geometry)
+  return _nhwc_plan(rules, config, x_shape, kernel_shape, dtype, geometry)
 
 
 def dispatch(x, kernel, config, geometry):
