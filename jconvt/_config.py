@@ -17,6 +17,7 @@ PaddingLike = Union[str, tuple[tuple[int, int], tuple[int, int]]]
 
 DATA_FORMATS = ("channels_last", "channels_first")
 ALGORITHMS = ("auto", "dilated", "phase", "col2im")
+FLOATING = "(float16, bfloat16, float32, float64)"  # the dtypes error messages allow
 
 
 def _int(value, name: str, minimum: int) -> int:
@@ -83,16 +84,20 @@ def _normalize_precision(precision):
       f"of them, got {precision!r}.")
 
 
-def _normalize_dtype(dtype, name: str):
-  if dtype is None:
-    return None
+def floating_dtype(dtype, name: str) -> np.dtype:
+  """``dtype`` as a NumPy dtype; a ``TypeError`` naming ``name`` unless it
+  is a floating dtype."""
   try:
     out = np.dtype(dtype)
   except TypeError:
-    raise TypeError(f"`{name}` (={dtype!r}) is not a dtype.") from None
+    raise TypeError(f"`{name}` must be a floating dtype {FLOATING}, got {dtype!r}.") from None
   if not jnp.issubdtype(out, jnp.floating):
-    raise TypeError(f"`{name}` must be a floating dtype, got {out}.")
+    raise TypeError(f"`{name}` must be a floating dtype {FLOATING}, got {out}.")
   return out
+
+
+def _normalize_dtype(dtype, name: str):
+  return None if dtype is None else floating_dtype(dtype, name)
 
 
 @dataclasses.dataclass(frozen=True)

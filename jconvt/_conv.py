@@ -13,7 +13,9 @@ from jconvt._algorithms import spatial as _spatial
 from jconvt._algorithms import AlgorithmPlan
 from jconvt._algorithms import dispatch as _dispatch
 from jconvt._algorithms import plan as _plan
+from jconvt._config import FLOATING as _FLOATING
 from jconvt._config import ConvTransposeConfig
+from jconvt._config import floating_dtype as _floating_dtype
 
 
 def _check_shapes(x_shape, kernel_shape, config, bias_shape=None) -> None:
@@ -97,7 +99,6 @@ def _empty(x_shape, kernel_shape, out_shape) -> bool:
 
 
 _PLATFORMS = ("cpu", "gpu", "cuda", "rocm", "tpu")
-_FLOATING = "(float16, bfloat16, float32, float64)"  # the dtypes error messages allow
 
 
 def _default_platform() -> str:
@@ -146,12 +147,7 @@ def algorithm_plan(
   """
   _check_config(config)
   _check_shapes(x_shape, kernel_shape, config)
-  try:
-    dtype = np.dtype(dtype)
-  except TypeError:
-    raise TypeError(f"`dtype` must be a floating dtype {_FLOATING}, got {dtype!r}.") from None
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f"`dtype` must be a floating dtype {_FLOATING}, got {dtype}.")
+  dtype = _floating_dtype(dtype, "dtype")
   if platform is None:
     platform = _default_platform()
   elif platform not in _PLATFORMS:

@@ -27,7 +27,9 @@ from jconvt import ConvTransposeConfig
     (dict(activation=3), TypeError, r"`activation` must be None, a callable"),
     (dict(precision="ultra"), ValueError, r"`precision` \(='ultra'\)"),
     (dict(preferred_element_type=jnp.int32), TypeError,
-     r"`preferred_element_type` must be a floating dtype, got int32"),
+     r"`preferred_element_type` must be a floating dtype \(float16, .*\), got int32"),
+    (dict(preferred_element_type="not a dtype"), TypeError,
+     r"`preferred_element_type` must be a floating dtype .*, got 'not a dtype'"),
     (dict(algorithm="winograd"), ValueError, r"`algorithm` \(='winograd'\) must be one of"),
 ])
 def test_config_rejects(kwargs, error, match):
