@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -235,6 +236,53 @@ def test_cpu_training_step_convolutions_are_canonical(data_format, strides, dila
   assert convs  # every configuration here has at least one convolution
   for line in convs:
     assert "dim_labels=b01f_01io->b01f" in line, line
+
+
+def _convolution_windows(compiled):
+  """``(input height, width, window height, width)`` of every convolution in
+  a compiled program, the window dilated (``rhs_dilate``); its lines are
+  printed with operand shapes, in the canonical ``b01f`` layout."""
+  hlo = pytest.importorskip("jaxlib._hlo")
+  options = hlo.HloPrintOptions.short_parsable()
+  options.print_operand_shape = True
+  windows = []
+  for module in compiled.runtime_executable().hlo_modules():
+    for line in module.to_string(options).splitlines():
+      if " convolution(" not in line:
+        continue
+      assert "dim_labels=b01f_01io->b01f" in line, line
+      h, w = map(int, re.search(r" convolution\(\w+\[\d+,(\d+),(\d+),", line).groups())
+      kh, kw = map(int, re.search(r"window=\{size=(\d+)x(\d+)", line).groups())
+      dilate = re.search(r"rhs_dilate=(\d+)x(\d+)", line)
+      dh, dw = map(int, dilate.groups()) if dilate else (1, 1)
+      windows.append((h, w, (kh - 1) * dh + 1, (kw - 1) * dw + 1))
+  return windows
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolutions")
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("x_shape,filters,kernel,padding,dilation", [
+    ((4, 16, 16, 8), 32, 3, "valid", 1),   # stride 1, fewer input channels than filters
+    ((4, 16, 16, 3), 64, 5, "valid", 1),
+    ((4, 16, 16, 8), 16, 3, "valid", 2),
+    ((4, 16, 16, 8), 32, 3, "same", 1),    # the swapped kernel gradient
+])
+def test_cpu_training_step_convolutions_fit_their_kernels(x_shape, filters, kernel, padding,
+                                                          dilation, data_format):
+  """No convolution of the fast path's training step has a kernel (dilated)
+  larger than its input, which XLA:CPU (jaxlib 0.10) runs 10-30x slower: the
+  stride-1 kernel gradient with its roles swapped (``dy`` as the kernel) is
+  kept to layers whose ``dy`` is no larger than ``x``."""
+  cfg = ConvTransposeConfig(1, padding, dilation_rate=dilation, data_format=data_format)
+  n, h, w, c = x_shape
+  x = jnp.ones(x_shape if data_format == "channels_last" else (n, c, h, w))
+  params = {"kernel": jnp.ones((kernel, kernel, filters, c))}
+  step = jax.jit(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2),
+                          argnums=(0, 1)))
+  windows = _convolution_windows(step.lower(params, x).compile())
+  assert windows
+  for h, w, kh, kw in windows:
+    assert kh <= h and kw <= w, windows
 
 
 @pytest.mark.parametrize("batch", [1, 2, 6, 7, 12, 16, 36])
