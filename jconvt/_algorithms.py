@@ -757,6 +757,23 @@ def conv_col2im(x, kernel, config, geometry):
 # on 4x16x16 to 16x32x32 inputs with 64-512 channels the input gradient's
 # GEMMs ran 1.01-1.98x, the kernel gradient's 1.01-1.91x as fast as the
 # convolutions (suite layer 16x16x16x256 -> 128: step 88 -> 77 ms).
+# Kernels larger than their input: XLA:CPU (jaxlib 0.10) runs a convolution
+# whose kernel (dilated) is larger than its input 10-30x slower than one
+# that fits (4x8x8x128 k9 'same' at stride 1: 104 ms, 10 ms with the padding
+# applied first). Tiny images meet it: the phase forward of a 1x1 latent
+# (k4 to 4x4), the input gradient of an output smaller than the kernel (2x2
+# -> 4x4 at k5 s2), and the stride-1 kernel gradient with its roles swapped
+# on a 'valid' layer. On inputs of at most SMALL_INPUT_PIXELS, auto then
+# takes col2im for the forward (``_phase_kernel_exceeds_input``) and, for
+# the input gradient, the taps up to COL2IM_MAX_TAPS or the phase GEMMs at
+# stride > 1 (``_input_grad_kernel_exceeds_dy``); ``grad_kernel`` swaps
+# only where dy fits x. Training steps against the rules before, timed in
+# one process: 64x1x1x100 -> 256 k7 s1 'valid' 97 -> 65 ms (forward 40 ->
+# 9), 64x1x1x100 -> 512 k4 22 -> 17, 64x2x2x256 -> 128 k5 s2 86 -> 8.4,
+# 256x2x2 353 -> 39, 16x4x4x1024 -> 512 k9 s2 22.6 s -> 0.61 s, 64x4x4x128
+# -> 128 k11 s2 1.3 s -> 137 ms, 8x32x32x16 -> 64 k3 s1 'valid' 48 -> 6.5
+# ms. Left: the stride-1 input gradient past 25 taps (4x8x8x128 k9 'same':
+# 253 -> 132 ms, most of it that convolution) and larger inputs.
 SMALL_INPUT_PIXELS = 1024
 ODD_FILTERS_MAX = 21
 ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
@@ -798,18 +815,41 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   """The forward of the fast path: ``config.algorithm``, or for ``auto``
   ``phase_gemm`` under ``_forward_is_gemm`` (bfloat16), col2im on small
   inputs (up to ``COL2IM_MAX_TAPS`` taps per output pixel, unless
-  ``_phase_beats_col2im``), phase on the others with dilation 1, and the
-  dilated form otherwise."""
+  ``_phase_beats_col2im``; always where ``_phase_kernel_exceeds_input``),
+  phase on the others with dilation 1, and the dilated form otherwise."""
   if config.algorithm != "auto":
     return config.algorithm
   if _forward_is_gemm(config, kernel_shape, dtype):
     return "phase_gemm"
   phase_ok = config.dilation_rate == (1, 1)
-  if (_pixels(x_shape, config) <= SMALL_INPUT_PIXELS
-      and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
+  small = _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+  if small and phase_ok and _phase_kernel_exceeds_input(config, x_shape, kernel_shape):
+    return "col2im"
+  if (small and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
       and not (phase_ok and _phase_beats_col2im(config, kernel_shape))):
     return "col2im"
   return "phase" if phase_ok else "dilated"
+
+
+def _phase_kernel_exceeds_input(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+  """Whether ``conv_phase``'s convolutions (dilation 1) have a kernel larger
+  than their input: ``ceil(k / s)`` taps per phase past the input's height
+  or width (a 1x1 latent to 4x4, k4 at stride 1). XLA:CPU (jaxlib 0.10)
+  runs such a convolution 10-30x slower (the note above
+  ``SMALL_INPUT_PIXELS``), so ``auto`` takes col2im there on small inputs,
+  whatever its taps per pixel or ``_phase_beats_col2im``."""
+  return any(_shapes.taps_per_phase(k, s) > n for k, s, n in
+             zip(kernel_shape[:2], config.strides, spatial(x_shape, config)))
+
+
+def _input_grad_kernel_exceeds_dy(config: ConvTransposeConfig, kernel_shape,
+                                  geometry) -> bool:
+  """Whether ``grad_input``'s convolution has a kernel (dilated) larger than
+  its input, ``dy`` (the layer's output, from ``geometry``): a 4x4 output
+  of a k5 kernel."""
+  dilated = [_shapes.effective_kernel_size(k, d)
+             for k, d in zip(kernel_shape[:2], config.dilation_rate)]
+  return any(k > out for k, (out, _) in zip(dilated, geometry))
 
 
 def _forward_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype) -> bool:
@@ -862,14 +902,25 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype=jnp.flo
 
 
 def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
-                          dtype=jnp.float32) -> str:
+                          dtype=jnp.float32, geometry=None) -> str:
   """The fast path's input gradient: ``"phase_gemm"`` (``grad_input_phase``)
   under ``_input_grad_is_gemm``, else ``"taps"`` (``grad_input_taps``) under
-  ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``)."""
+  ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``); but on small
+  inputs (dilation 1) where that convolution's kernel would be larger than
+  ``dy`` (``_input_grad_kernel_exceeds_dy``, from the layer's ``geometry``)
+  the taps up to ``COL2IM_MAX_TAPS``, past them the phase GEMMs at stride >
+  1."""
   if _input_grad_is_gemm(config, kernel_shape, dtype):
     return "phase_gemm"
   if _input_grad_is_taps(config, x_shape, kernel_shape):
     return "taps"
+  if (geometry is not None and config.dilation_rate == (1, 1)
+      and _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+      and _input_grad_kernel_exceeds_dy(config, kernel_shape, geometry)):
+    if kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS:
+      return "taps"
+    if config.strides != (1, 1):
+      return "phase_gemm"
   return "conv"
 
 
@@ -1044,7 +1095,7 @@ def cpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
   any backend)."""
   return AlgorithmPlan(
       _forward_algorithm(config, x_shape, kernel_shape, dtype),
-      _input_grad_algorithm(config, x_shape, kernel_shape, dtype),
+      _input_grad_algorithm(config, x_shape, kernel_shape, dtype, geometry),
       _kernel_grad_algorithm(config, x_shape, kernel_shape, dtype, geometry))
 
 

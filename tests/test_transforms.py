@@ -261,26 +261,32 @@ def _convolution_windows(compiled):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolutions")
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("x_shape,filters,kernel,padding,dilation", [
-    ((4, 16, 16, 8), 32, 3, "valid", 1),   # stride 1, fewer input channels than filters
-    ((4, 16, 16, 3), 64, 5, "valid", 1),
-    ((4, 16, 16, 8), 16, 3, "valid", 2),
-    ((4, 16, 16, 8), 32, 3, "same", 1),    # the swapped kernel gradient
+@pytest.mark.parametrize("x_shape,filters,kernel,strides,padding,dilation", [
+    ((4, 16, 16, 8), 32, 3, 1, "valid", 1),   # stride 1, fewer input channels than filters
+    ((4, 16, 16, 3), 64, 5, 1, "valid", 1),
+    ((4, 16, 16, 8), 16, 3, 1, "valid", 2),
+    ((4, 16, 16, 8), 32, 3, 1, "same", 1),    # the swapped kernel gradient
+    ((8, 1, 1, 16), 32, 4, 1, "valid", 1),    # a latent: the phase kernel exceeds x
+    ((8, 1, 1, 16), 32, 7, 1, "valid", 1),
+    ((4, 2, 2, 32), 16, 5, 2, "same", 1),     # k5 exceeds the 4x4 dy: taps
+    ((4, 4, 4, 32), 16, 9, 2, "same", 1),     # k9 exceeds the 8x8 dy: the phase GEMMs
+    ((4, 2, 3, 16), 16, 3, 1, "same", 1),     # 3 rows exceed 2
 ])
-def test_cpu_training_step_convolutions_fit_their_kernels(x_shape, filters, kernel, padding,
-                                                          dilation, data_format):
+def test_cpu_training_step_convolutions_fit_their_kernels(x_shape, filters, kernel, strides,
+                                                          padding, dilation, data_format):
   """No convolution of the fast path's training step has a kernel (dilated)
   larger than its input, which XLA:CPU (jaxlib 0.10) runs 10-30x slower: the
   stride-1 kernel gradient with its roles swapped (``dy`` as the kernel) is
-  kept to layers whose ``dy`` is no larger than ``x``."""
-  cfg = ConvTransposeConfig(1, padding, dilation_rate=dilation, data_format=data_format)
+  kept to layers whose ``dy`` is no larger than ``x``, and on small inputs
+  whose phase convolutions or input-gradient convolution would have such a
+  kernel, ``auto`` runs col2im and GEMMs instead."""
+  cfg = ConvTransposeConfig(strides, padding, dilation_rate=dilation, data_format=data_format)
   n, h, w, c = x_shape
   x = jnp.ones(x_shape if data_format == "channels_last" else (n, c, h, w))
   params = {"kernel": jnp.ones((kernel, kernel, filters, c))}
   step = jax.jit(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2),
                           argnums=(0, 1)))
   windows = _convolution_windows(step.lower(params, x).compile())
-  assert windows
   for h, w, kh, kw in windows:
     assert kh <= h and kw <= w, windows
 
@@ -309,6 +315,13 @@ def test_kernel_gradient_chunks_are_the_fewest_images_that_fill_a_chunk(batch, c
     ((1, 16, 16, 256), (7, 7, 128, 256), 1, 2, "dilated"),
     ((4, 32, 32, 64), (4, 4, 64, 64), 2, 1, "phase"),  # large input
     ((4, 32, 32, 64), (4, 4, 64, 64), 1, 2, "dilated"),
+    # The phase convolution's kernel would exceed the input (small inputs):
+    ((64, 1, 1, 100), (4, 4, 512, 100), 1, 1, "col2im"),  # a latent, not phase
+    ((64, 1, 1, 100), (7, 7, 256, 100), 1, 1, "col2im"),  # 49 taps per pixel
+    ((4, 8, 8, 128), (9, 9, 128, 128), 1, 1, "col2im"),  # 81
+    ((64, 4, 4, 128), (11, 11, 128, 128), 2, 1, "col2im"),  # 6 taps per phase > 4
+    ((2, 16, 16, 64), (4, 4, 64, 64), 2, 1, "phase"),  # 2 taps per phase fit
+    ((128, 4, 4, 128), (9, 9, 128, 128), 1, 1, "phase"),  # 2048 pixels: left
 ])
 def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
   """The forward ``auto`` picks on CPU, per the documented rule."""
@@ -401,12 +414,21 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
     ((8, 32, 32, 256), (4, 4, 128, 256), 2, 1, "conv"),  # large
     ((1, 16, 16, 512), (3, 3, 256, 512), 1, 1, "conv"),  # stride 1
     ((1, 16, 16, 512), (3, 3, 256, 512), 1, 2, "conv"),  # dilated
+    # The convolution's kernel would exceed dy (small inputs):
+    ((64, 2, 2, 256), (5, 5, 128, 256), 2, 1, "taps"),  # 4x4 dy, k5
+    ((4, 4, 4, 128), (5, 5, 128, 128), 1, 1, "taps"),  # stride 1
+    ((16, 4, 4, 256), (9, 9, 128, 256), 2, 1, "phase_gemm"),  # 81 taps: the phase GEMMs
+    ((4, 4, 4, 128), (9, 9, 128, 128), 1, 1, "conv"),  # 81 taps at stride 1: left
+    ((4, 4, 4, 128), (5, 5, 128, 128), 1, 2, "conv"),  # dilated: left
+    ((512, 2, 2, 256), (5, 5, 128, 256), 2, 1, "conv"),  # 2048 pixels: left
 ])
 def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
   """Which input gradient ``auto`` runs on CPU, per the rule."""
   from jconvt._algorithms import _input_grad_algorithm
+  from jconvt._conv import _geometry
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
-  assert _input_grad_algorithm(cfg, x_shape, kernel_shape) == expected
+  geometry = _geometry(x_shape, kernel_shape, cfg)
+  assert _input_grad_algorithm(cfg, x_shape, kernel_shape, geometry=geometry) == expected
 
 
 @pytest.mark.parametrize("kernel_shape,strides,dilation,expected", [
@@ -787,6 +809,29 @@ def test_packed_words_move_channel_pairs(dtype):
   np.testing.assert_array_equal(_unpacked(moved, dtype), want)
   assert _packed(a[..., :5]).dtype == dtype
   assert _packed(a.astype(jnp.float32)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,plan", [
+    ((3, 1, 1, 5), (4, 4, 6, 5), 1, "valid", ("col2im", "conv", "conv")),  # a latent
+    ((3, 1, 1, 5), (5, 3, 6, 5), 1, "same", ("col2im", "taps", "conv")),
+    ((2, 2, 2, 8), (5, 5, 6, 8), 2, "same", ("col2im", "taps", "conv")),
+    ((2, 2, 3, 8), (9, 7, 6, 8), 2, "same", ("col2im", "phase_gemm", "conv")),
+    ((2, 3, 2, 8), (7, 7, 6, 8), (3, 2), "valid", ("col2im", "conv", "conv")),
+    ((2, 6, 6, 3), (3, 3, 8, 3), 1, "valid", ("col2im", "conv", "conv")),  # unswapped dk
+])
+def test_auto_on_kernels_larger_than_their_input_matches_the_reference(
+    x_shape, kernel_shape, strides, padding, plan):
+  """Where a convolution's kernel would exceed its input, ``auto``'s plan
+  (col2im, the taps, the phase GEMMs, the unswapped kernel gradient) gives
+  the reference's output and gradients."""
+  cfg = ConvTransposeConfig(strides, padding)
+  assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu")) == plan
+  x, kernel, dy, _, want_dx, want_dk = _reference_gradients(x_shape, kernel_shape, cfg)
+  f = lambda x, k, c: jconvt.conv2d_transpose({"kernel": k}, x, c)
+  assert_close(f(x, kernel, cfg), f(x, kernel, cfg.replace(algorithm="dilated")))
+  dx, dk = jax.grad(lambda x, k: jnp.sum(f(x, k, cfg) * dy), argnums=(0, 1))(x, kernel)
+  assert_close(dx, want_dx)
+  assert_close(dk, want_dk)
 
 
 def _reference_gradients(x_shape, kernel_shape, cfg):
