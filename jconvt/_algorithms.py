@@ -765,15 +765,18 @@ def conv_col2im(x, kernel, config, geometry):
 # -> 4x4 at k5 s2), and the stride-1 kernel gradient with its roles swapped
 # on a 'valid' layer. On inputs of at most SMALL_INPUT_PIXELS, auto then
 # takes col2im for the forward (``_phase_kernel_exceeds_input``) and, for
-# the input gradient, the taps up to COL2IM_MAX_TAPS or the phase GEMMs at
-# stride > 1 (``_input_grad_kernel_exceeds_dy``); ``grad_kernel`` swaps
-# only where dy fits x. Training steps against the rules before, timed in
-# one process: 64x1x1x100 -> 256 k7 s1 'valid' 97 -> 65 ms (forward 40 ->
-# 9), 64x1x1x100 -> 512 k4 22 -> 17, 64x2x2x256 -> 128 k5 s2 86 -> 8.4,
+# the input gradient, the taps up to COL2IM_MAX_TAPS, past them the phase
+# GEMMs (``_input_grad_kernel_exceeds_dy``); ``grad_kernel`` swaps only
+# where dy fits x. Training steps against the rules before, timed in one
+# process: 64x1x1x100 -> 256 k7 s1 'valid' 97 -> 65 ms (forward 40 -> 9),
+# 64x1x1x100 -> 512 k4 22 -> 17, 64x2x2x256 -> 128 k5 s2 86 -> 8.4,
 # 256x2x2 353 -> 39, 16x4x4x1024 -> 512 k9 s2 22.6 s -> 0.61 s, 64x4x4x128
 # -> 128 k11 s2 1.3 s -> 137 ms, 8x32x32x16 -> 64 k3 s1 'valid' 48 -> 6.5
-# ms. Left: the stride-1 input gradient past 25 taps (4x8x8x128 k9 'same':
-# 253 -> 132 ms, most of it that convolution) and larger inputs.
+# ms. Input gradients alone at stride 1 past 25 taps, convolution against
+# the phase GEMMs: 4x8x8x128 k9 'same' 113 vs 9.4 ms, k11 159 vs 14,
+# 16x4x4x256 k6 272 vs 8.8 (the taps 6.2-31 ms, with 3-15x the memory and
+# up to 3.7 s of compile). Left: such layers over SMALL_INPUT_PIXELS, and
+# dilated kernels.
 SMALL_INPUT_PIXELS = 1024
 ODD_FILTERS_MAX = 21
 ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
@@ -908,8 +911,8 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``); but on small
   inputs (dilation 1) where that convolution's kernel would be larger than
   ``dy`` (``_input_grad_kernel_exceeds_dy``, from the layer's ``geometry``)
-  the taps up to ``COL2IM_MAX_TAPS``, past them the phase GEMMs at stride >
-  1."""
+  the taps up to ``COL2IM_MAX_TAPS``, past them the phase GEMMs (at stride
+  1 too: one GEMM per tap, summed in a loop)."""
   if _input_grad_is_gemm(config, kernel_shape, dtype):
     return "phase_gemm"
   if _input_grad_is_taps(config, x_shape, kernel_shape):
@@ -917,10 +920,7 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   if (geometry is not None and config.dilation_rate == (1, 1)
       and _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
       and _input_grad_kernel_exceeds_dy(config, kernel_shape, geometry)):
-    if kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS:
-      return "taps"
-    if config.strides != (1, 1):
-      return "phase_gemm"
+    return "taps" if kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS else "phase_gemm"
   return "conv"
 
 

@@ -271,6 +271,7 @@ def _convolution_windows(compiled):
     ((4, 2, 2, 32), 16, 5, 2, "same", 1),     # k5 exceeds the 4x4 dy: taps
     ((4, 4, 4, 32), 16, 9, 2, "same", 1),     # k9 exceeds the 8x8 dy: the phase GEMMs
     ((4, 2, 3, 16), 16, 3, 1, "same", 1),     # 3 rows exceed 2
+    ((4, 4, 4, 16), 16, 7, 1, "same", 1),     # 49 taps: the phase GEMMs at stride 1
 ])
 def test_cpu_training_step_convolutions_fit_their_kernels(x_shape, filters, kernel, strides,
                                                           padding, dilation, data_format):
@@ -418,7 +419,7 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
     ((64, 2, 2, 256), (5, 5, 128, 256), 2, 1, "taps"),  # 4x4 dy, k5
     ((4, 4, 4, 128), (5, 5, 128, 128), 1, 1, "taps"),  # stride 1
     ((16, 4, 4, 256), (9, 9, 128, 256), 2, 1, "phase_gemm"),  # 81 taps: the phase GEMMs
-    ((4, 4, 4, 128), (9, 9, 128, 128), 1, 1, "conv"),  # 81 taps at stride 1: left
+    ((4, 4, 4, 128), (9, 9, 128, 128), 1, 1, "phase_gemm"),  # at stride 1 too
     ((4, 4, 4, 128), (5, 5, 128, 128), 1, 2, "conv"),  # dilated: left
     ((512, 2, 2, 256), (5, 5, 128, 256), 2, 1, "conv"),  # 2048 pixels: left
 ])
@@ -814,6 +815,7 @@ def test_packed_words_move_channel_pairs(dtype):
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,plan", [
     ((3, 1, 1, 5), (4, 4, 6, 5), 1, "valid", ("col2im", "conv", "conv")),  # a latent
     ((3, 1, 1, 5), (5, 3, 6, 5), 1, "same", ("col2im", "taps", "conv")),
+    ((2, 2, 3, 8), (7, 5, 6, 8), 1, "same", ("col2im", "phase_gemm", "conv")),  # 35 taps
     ((2, 2, 2, 8), (5, 5, 6, 8), 2, "same", ("col2im", "taps", "conv")),
     ((2, 2, 3, 8), (9, 7, 6, 8), 2, "same", ("col2im", "phase_gemm", "conv")),
     ((2, 3, 2, 8), (7, 7, 6, 8), (3, 2), "valid", ("col2im", "conv", "conv")),
