@@ -622,6 +622,26 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
 
 
 def conv_col2im(x, kernel, config, geometry):
+  """``_col2im`` over chunks of the batch of about ``SMALL_INPUT_PIXELS``
+  input pixels each (``lax.map``; the batch zero-padded to whole chunks,
+  the padding's outputs dropped), which bounds its columns to one chunk's:
+  on larger inputs chunks ran 1.0-2.0x as fast as one GEMM over the whole
+  batch with 2-5x less temporary memory (16x32x32x128 -> 64 k4 s2: 87 ->
+  46 ms, 64 -> 13 MiB; 256x4x4x64 k9 s1: 52 -> 26 ms, 81 -> 21 MiB)."""
+  n, h, w, _ = x.shape
+  chunks = -(-n * h * w // SMALL_INPUT_PIXELS)
+  if chunks <= 1 or n == 1:
+    return _col2im(x, kernel, config, geometry)
+  chunks = min(chunks, n)
+  per = -(-n // chunks)
+  chunks = -(-n // per)
+  xs = jnp.pad(x, ((0, chunks * per - n), (0, 0), (0, 0), (0, 0)))
+  ys = lax.map(lambda xc: _col2im(xc, kernel, config, geometry),
+               xs.reshape(chunks, per, *x.shape[1:]))
+  return ys.reshape(chunks * per, *ys.shape[2:])[:n]
+
+
+def _col2im(x, kernel, config, geometry):
   """One GEMM of the input with the untouched kernel, then col2im.
 
   ``cols = x @ kernel^T``: (n*h*w, c) x (kh*kw*f, c)^T, contracting the
@@ -632,8 +652,10 @@ def conv_col2im(x, kernel, config, geometry):
   phase plane is a sum of zero-padded column blocks, which XLA fuses into
   one pass (one in-place update per tap compiled 5x slower at k7).
   Exactly the useful multiplications, any stride and dilation; the columns
-  take ``kh*kw*f`` values per input pixel, so ``auto`` uses it only for
-  small inputs with deep channels (see ``dispatch``), where it is fastest.
+  take ``kh*kw*f`` values per input pixel (``conv_col2im`` runs it over
+  chunks of the batch), so ``auto`` uses it for small inputs with deep
+  channels (see ``dispatch``), where it is fastest, and where the phase
+  convolutions' kernel would exceed the input.
   """
   n, h, w, _ = x.shape
   kh, kw, f, _ = kernel.shape
@@ -763,11 +785,12 @@ def conv_col2im(x, kernel, config, geometry):
 # applied first). Tiny images meet it: the phase forward of a 1x1 latent
 # (k4 to 4x4), the input gradient of an output smaller than the kernel (2x2
 # -> 4x4 at k5 s2), and the stride-1 kernel gradient with its roles swapped
-# on a 'valid' layer. On inputs of at most SMALL_INPUT_PIXELS, auto then
-# takes col2im for the forward (``_phase_kernel_exceeds_input``) and, for
-# the input gradient, the taps up to COL2IM_MAX_TAPS, past them the phase
-# GEMMs (``_input_grad_kernel_exceeds_dy``); ``grad_kernel`` swaps only
-# where dy fits x. Training steps against the rules before, timed in one
+# on a 'valid' layer. Auto then takes col2im for the forward
+# (``_phase_kernel_exceeds_input``, chunked over the batch past
+# SMALL_INPUT_PIXELS); for the input gradient the taps on inputs of at most
+# SMALL_INPUT_PIXELS up to COL2IM_MAX_TAPS, else the phase GEMMs
+# (``_input_grad_kernel_exceeds_dy``); ``grad_kernel`` swaps only where dy
+# fits x. Training steps against the rules before, timed in one
 # process: 64x1x1x100 -> 256 k7 s1 'valid' 97 -> 65 ms (forward 40 -> 9),
 # 64x1x1x100 -> 512 k4 22 -> 17, 64x2x2x256 -> 128 k5 s2 86 -> 8.4,
 # 256x2x2 353 -> 39, 16x4x4x1024 -> 512 k9 s2 22.6 s -> 0.61 s, 64x4x4x128
@@ -775,8 +798,12 @@ def conv_col2im(x, kernel, config, geometry):
 # ms. Input gradients alone at stride 1 past 25 taps, convolution against
 # the phase GEMMs: 4x8x8x128 k9 'same' 113 vs 9.4 ms, k11 159 vs 14,
 # 16x4x4x256 k6 272 vs 8.8 (the taps 6.2-31 ms, with 3-15x the memory and
-# up to 3.7 s of compile). Left: such layers over SMALL_INPUT_PIXELS, and
-# dilated kernels.
+# up to 3.7 s of compile); over SMALL_INPUT_PIXELS 5-33x (128x4x4x256 ->
+# 128 k9 s2: 3.7 s vs 112 ms, 10 vs 49 MiB; 256x4x4x64 k9 s1 125 vs 27 ms),
+# the taps there 1.2x faster at k5 s2 but 2.7x slower at stride 1. Their
+# forwards, phase against chunked col2im: 128x4x4x256 -> 128 k9 s2 2.0 s
+# vs 93 ms (18 vs 42 MiB), 512x2x2x256 k5 s2 532 vs 23 ms, 256x4x4x64 k9
+# s1 107 vs 26 ms. Left: dilated kernels.
 SMALL_INPUT_PIXELS = 1024
 ODD_FILTERS_MAX = 21
 ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
@@ -826,7 +853,7 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
     return "phase_gemm"
   phase_ok = config.dilation_rate == (1, 1)
   small = _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
-  if small and phase_ok and _phase_kernel_exceeds_input(config, x_shape, kernel_shape):
+  if phase_ok and _phase_kernel_exceeds_input(config, x_shape, kernel_shape):
     return "col2im"
   if (small and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
       and not (phase_ok and _phase_beats_col2im(config, kernel_shape))):
@@ -839,8 +866,8 @@ def _phase_kernel_exceeds_input(config: ConvTransposeConfig, x_shape, kernel_sha
   than their input: ``ceil(k / s)`` taps per phase past the input's height
   or width (a 1x1 latent to 4x4, k4 at stride 1). XLA:CPU (jaxlib 0.10)
   runs such a convolution 10-30x slower (the note above
-  ``SMALL_INPUT_PIXELS``), so ``auto`` takes col2im there on small inputs,
-  whatever its taps per pixel or ``_phase_beats_col2im``."""
+  ``SMALL_INPUT_PIXELS``), so ``auto`` takes col2im there, whatever its
+  taps per pixel, ``_phase_beats_col2im`` or the input's size."""
   return any(_shapes.taps_per_phase(k, s) > n for k, s, n in
              zip(kernel_shape[:2], config.strides, spatial(x_shape, config)))
 
@@ -908,19 +935,20 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
                           dtype=jnp.float32, geometry=None) -> str:
   """The fast path's input gradient: ``"phase_gemm"`` (``grad_input_phase``)
   under ``_input_grad_is_gemm``, else ``"taps"`` (``grad_input_taps``) under
-  ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``); but on small
-  inputs (dilation 1) where that convolution's kernel would be larger than
-  ``dy`` (``_input_grad_kernel_exceeds_dy``, from the layer's ``geometry``)
-  the taps up to ``COL2IM_MAX_TAPS``, past them the phase GEMMs (at stride
-  1 too: one GEMM per tap, summed in a loop)."""
+  ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``); but where
+  that convolution's kernel would be larger than ``dy`` (dilation 1;
+  ``_input_grad_kernel_exceeds_dy``, from the layer's ``geometry``) the
+  taps on small inputs up to ``COL2IM_MAX_TAPS``, else the phase GEMMs (at
+  stride 1 too: one GEMM per tap, summed in a loop)."""
   if _input_grad_is_gemm(config, kernel_shape, dtype):
     return "phase_gemm"
   if _input_grad_is_taps(config, x_shape, kernel_shape):
     return "taps"
   if (geometry is not None and config.dilation_rate == (1, 1)
-      and _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
       and _input_grad_kernel_exceeds_dy(config, kernel_shape, geometry)):
-    return "taps" if kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS else "phase_gemm"
+    few_taps = kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS
+    small = _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
+    return "taps" if few_taps and small else "phase_gemm"
   return "conv"
 
 

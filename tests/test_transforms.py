@@ -322,7 +322,7 @@ def test_kernel_gradient_chunks_are_the_fewest_images_that_fill_a_chunk(batch, c
     ((4, 8, 8, 128), (9, 9, 128, 128), 1, 1, "col2im"),  # 81
     ((64, 4, 4, 128), (11, 11, 128, 128), 2, 1, "col2im"),  # 6 taps per phase > 4
     ((2, 16, 16, 64), (4, 4, 64, 64), 2, 1, "phase"),  # 2 taps per phase fit
-    ((128, 4, 4, 128), (9, 9, 128, 128), 1, 1, "phase"),  # 2048 pixels: left
+    ((128, 4, 4, 128), (9, 9, 128, 128), 1, 1, "col2im"),  # 2048 pixels: chunked
 ])
 def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
   """The forward ``auto`` picks on CPU, per the documented rule."""
@@ -421,7 +421,7 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
     ((16, 4, 4, 256), (9, 9, 128, 256), 2, 1, "phase_gemm"),  # 81 taps: the phase GEMMs
     ((4, 4, 4, 128), (9, 9, 128, 128), 1, 1, "phase_gemm"),  # at stride 1 too
     ((4, 4, 4, 128), (5, 5, 128, 128), 1, 2, "conv"),  # dilated: left
-    ((512, 2, 2, 256), (5, 5, 128, 256), 2, 1, "conv"),  # 2048 pixels: left
+    ((512, 2, 2, 256), (5, 5, 128, 256), 2, 1, "phase_gemm"),  # 2048 pixels: no taps
 ])
 def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
   """Which input gradient ``auto`` runs on CPU, per the rule."""
@@ -834,6 +834,27 @@ def test_auto_on_kernels_larger_than_their_input_matches_the_reference(
   dx, dk = jax.grad(lambda x, k: jnp.sum(f(x, k, cfg) * dy), argnums=(0, 1))(x, kernel)
   assert_close(dx, want_dx)
   assert_close(dk, want_dk)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation", [
+    ((5, 16, 16, 4), (4, 4, 3, 4), 2, 1),    # 1280 pixels: 2 chunks of 3 images, 1 padded
+    ((7, 13, 12, 2), (3, 5, 2, 2), (2, 3), 1),
+    ((3, 20, 20, 2), (3, 3, 2, 2), 1, 2),
+    ((1, 40, 40, 2), (3, 3, 2, 2), 2, 1),    # one image: unchunked
+])
+def test_col2im_chunks_its_batch(x_shape, kernel_shape, strides, dilation):
+  """``conv_col2im`` over more than ``SMALL_INPUT_PIXELS`` runs chunks of the
+  batch (a loop: one GEMM per chunk), which give the unchunked values."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  params, x = _data(x_shape, kernel_shape)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  chunked = jax.jit(lambda x, k: _algorithms.conv_col2im(x, k, cfg, geometry))
+  assert (" while(" in chunked.lower(x, params["kernel"]).compile().as_text()) == (x_shape[0] > 1)
+  assert_close(chunked(x, params["kernel"]),
+               _algorithms._col2im(x, params["kernel"], cfg, geometry))
+  assert_close(chunked(x, params["kernel"]),
+               _algorithms.conv_dilated(x, params["kernel"], cfg, geometry))
 
 
 def _reference_gradients(x_shape, kernel_shape, cfg):
