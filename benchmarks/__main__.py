@@ -30,7 +30,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.layers import SUITE  # noqa: E402
+from benchmarks.layers import SUITES  # noqa: E402
 from benchmarks import runners  # noqa: E402
 
 COOLDOWN_S = 1.0  # pause between implementations, so one's threads idle before the next
@@ -316,6 +316,8 @@ def plot(rows, path):
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--suite", default="main", choices=sorted(SUITES),
+                      help="main: decoder layers; edge: tiny images whose kernels exceed them")
   parser.add_argument("--only", default=None, help="run layers whose name contains this")
   parser.add_argument("--impls", default=None,
                       help=f"comma-separated implementations, of: {', '.join(runners.KNOWN)}")
@@ -324,7 +326,8 @@ def main(argv=None) -> int:
                       help="time every layer this many times per implementation, keep the fastest")
   parser.add_argument("--batch-scale", type=int, default=1,
                       help="multiply every layer's batch (an accelerator needs more work than a CPU)")
-  parser.add_argument("--out", default=str(RESULTS / "latest"), help="output path prefix")
+  parser.add_argument("--out", default=None,
+                      help="output path prefix (default: results/latest, results/latest-edge)")
   args = parser.parse_args(argv)
   impl_names = None if args.impls is None else args.impls.split(",")
   try:
@@ -336,7 +339,7 @@ def main(argv=None) -> int:
   if args.batch_scale < 1:
     parser.error(f"--batch-scale must be at least 1, got {args.batch_scale}")
 
-  layers = [dataclasses.replace(l, batch=l.batch * args.batch_scale) for l in SUITE
+  layers = [dataclasses.replace(l, batch=l.batch * args.batch_scale) for l in SUITES[args.suite]
             if args.only is None or args.only in l.name]
   repeats = args.repeats
   if args.quick:
@@ -355,10 +358,15 @@ def main(argv=None) -> int:
     header += f"\n\nEach time is the fastest of {args.passes} passes' medians."
   if args.batch_scale > 1:
     header += f"\n\nEvery layer's batch is {args.batch_scale}x the suite's."
+  if args.suite != "main":
+    header += (f"\n\nThe {args.suite!r} suite (`benchmarks.layers.{args.suite.upper()}`): tiny "
+               "images whose kernels exceed them; GFLOP/s count every tap of every input "
+               "pixel, also those TF's 'same' crop drops.")
   table = markdown(rows, roofline, header, roofline_size())
-  if not args.quick:
+  if not args.quick and args.suite == "main":
     table += compile_sweep()
-  out = pathlib.Path(args.out)
+  out = pathlib.Path(args.out or RESULTS / ("latest" if args.suite == "main"
+                                            else f"latest-{args.suite}"))
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".md").write_text(table)
   out.with_suffix(".json").write_text(json.dumps(

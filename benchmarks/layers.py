@@ -51,3 +51,18 @@ SUITE = (
     Layer("batch 1 latency k4s2", 1, 16, 256, 128, 4, 2),
     Layer("k4s2 bfloat16", 16, 16, 256, 128, 4, 2, dtype="bfloat16"),
 )
+
+# Kernels larger than their input: tiny images, where a convolution's
+# kernel exceeds its input and XLA:CPU (jaxlib 0.10) runs it 10-30x slower
+# (``jconvt._algorithms``, the note above SMALL_INPUT_PIXELS). GFLOP/s count
+# every tap of every input pixel, also those TF's 'same' crop drops.
+EDGE = (
+    Layer("latent 1x1->4x4 k4 valid", 64, 1, 100, 512, 4, 1, "valid"),
+    Layer("latent 1x1->7x7 k7 valid", 64, 1, 100, 256, 7, 1, "valid"),
+    Layer("2x2->4x4 k5s2", 64, 2, 256, 128, 5, 2),
+    Layer("4x4->8x8 k9s2", 16, 4, 256, 128, 9, 2),
+    Layer("8x8 k9 stride 1", 4, 8, 128, 128, 9, 1),
+    Layer("stride 1 valid 16->64 k3", 8, 32, 16, 64, 3, 1, "valid"),
+)
+
+SUITES = {"main": SUITE, "edge": EDGE}

@@ -629,7 +629,7 @@ def conv_col2im(x, kernel, config, geometry):
   batch with 2-5x less temporary memory (16x32x32x128 -> 64 k4 s2: 87 ->
   46 ms, 64 -> 13 MiB; 256x4x4x64 k9 s1: 52 -> 26 ms, 81 -> 21 MiB)."""
   n, h, w, _ = x.shape
-  chunks = -(-n * h * w // SMALL_INPUT_PIXELS)
+  chunks = -(-n * h * w // max(SMALL_INPUT_PIXELS, 1))
   if chunks <= 1 or n == 1:
     return _col2im(x, kernel, config, geometry)
   chunks = min(chunks, n)

@@ -1,6 +1,8 @@
 """The benchmark suite's bookkeeping (tables, page-fault counter, machine
-line), without timing anything: the timings themselves are not tests."""
+line, arguments): the timings themselves are not tests (one small layer is
+timed once, to check what a run writes)."""
 
+import json
 import mmap
 
 import pytest
@@ -132,12 +134,30 @@ def test_implementations_named_run_in_the_suite_order():
     (["--impls", "jconvt,foo"], "unknown implementations ['foo']"),
     (["--batch-scale", "0"], "--batch-scale must be at least 1, got 0"),
     (["--passes", "0"], "--passes must be at least 1, got 0"),
+    (["--suite", "tiny"], "invalid choice: 'tiny'"),
 ])
 def test_bad_arguments_are_refused_before_any_timing(argv, message, capsys):
   with pytest.raises(SystemExit):
     main(argv)
   err = capsys.readouterr().err
   assert message in err
+
+
+def test_edge_suite_writes_its_own_table(tmp_path, capsys):
+  """``--suite edge`` times the layers whose kernels exceed their input and
+  says so in its table's header; the main suite's compile sweep is left
+  out."""
+  from benchmarks.layers import EDGE
+  layer = next(l for l in EDGE if "valid 16->64" in l.name)
+  out = tmp_path / "edge"
+  assert main(["--suite", "edge", "--only", layer.name, "--impls", "jconvt,jconvt-dilated",
+               "--repeats", "1", "--out", str(out)]) == 0
+  table = out.with_suffix(".md").read_text()
+  assert "The 'edge' suite" in table and f"| {layer.name} |" in table
+  assert "Training-step compile time" not in table
+  rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+  assert [r["layer"]["name"] for r in rows] == [layer.name]
+  assert set(rows[0]["results"]) == {"jconvt", "jconvt-dilated"}
 
 
 def test_plan_search_on_a_tiny_layer():
