@@ -667,6 +667,11 @@ def _col2im(x, kernel, config, geometry):
   th = _shapes.phase_canvas_length(h, kh, sh, dh)
   tw = _shapes.phase_canvas_length(w, kw, sw, dw)
   zero = jnp.zeros((), cols.dtype)
+  if h == w == 1:  # a 1x1 input (a latent): tap (a, b) lands alone at (a*d, b*d)
+    full = lax.pad(cols.reshape(n, kh, kw, f), zero,
+                   ((0, 0, 0), (0, th * sh - (kh - 1) * dh - 1, dh - 1),
+                    (0, tw * sw - (kw - 1) * dw - 1, dw - 1), (0, 0, 0)))
+    return _window(full, geometry)
   planes = {}
   for a in range(kh):
     qa, ra = divmod(a * dh, sh)
@@ -803,7 +808,12 @@ def _col2im(x, kernel, config, geometry):
 # the taps there 1.2x faster at k5 s2 but 2.7x slower at stride 1. Their
 # forwards, phase against chunked col2im: 128x4x4x256 -> 128 k9 s2 2.0 s
 # vs 93 ms (18 vs 42 MiB), 512x2x2x256 k5 s2 532 vs 23 ms, 256x4x4x64 k9
-# s1 107 vs 26 ms. Left: dilated kernels.
+# s1 107 vs 26 ms. Nor does the stride-1 kernel gradient take the phase
+# GEMMs there: their canvas of (h + k - 1)^2 pixels per image is mostly
+# padding (64x1x1x100 -> 256 k7 'valid': 77 ms, convolution 25). And a 1x1
+# input's col2im is its GEMM reshaped, each tap alone at its place (that
+# layer's forward 10.5 -> 2.0 ms, step 120 -> 12 ms against the rules
+# before; TF's 10). Left: dilated kernels.
 SMALL_INPUT_PIXELS = 1024
 ODD_FILTERS_MAX = 21
 ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
@@ -1018,7 +1028,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   convolution); the rule above. With bfloat16 inputs at stride > 1 it is
   always the GEMMs; also where the convolution would have no padding at all
   (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
-  ``SHALLOW_MIN_IMAGE_PIXELS``."""
+  ``SHALLOW_MIN_IMAGE_PIXELS``. At stride 1 not where the kernel exceeds the
+  image (``_phase_kernel_exceeds_input``)."""
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
@@ -1030,7 +1041,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     unpadded = deep_image and _unpadded(
         _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
     return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
-  return min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
+  return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
+          and not _phase_kernel_exceeds_input(config, x_shape, kernel_shape))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))

@@ -481,6 +481,9 @@ def test_input_gradient_with_a_zero_filter(x_shape, kernel_shape, strides, paddi
     ((1, 64, 64, 3), (4, 4, 64, 3), 1, 2, False),  # dilated: no phase
     ((1, 64, 64, 3), (3, 3, 64, 3), 1, 1, False),  # stride 1, shallow
     ((1, 16, 16, 32), (3, 3, 32, 32), 1, 1, True),  # stride 1, deep
+    ((64, 1, 1, 100), (4, 4, 512, 100), 1, 1, False),  # deep, but the kernel exceeds x
+    ((4, 8, 8, 128), (9, 9, 128, 128), 1, 1, False),
+    ((4, 8, 8, 128), (8, 8, 128, 128), 1, 1, True),  # it fits
 ])
 def test_auto_kernel_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
   """Whether ``auto``'s kernel gradient is the GEMMs on CPU, per the rule."""
@@ -814,6 +817,8 @@ def test_packed_words_move_channel_pairs(dtype):
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,plan", [
     ((3, 1, 1, 5), (4, 4, 6, 5), 1, "valid", ("col2im", "conv", "conv")),  # a latent
+    ((3, 1, 1, 40), (4, 3, 36, 40), 1, "valid", ("col2im", "conv", "conv")),  # deep: no GEMMs
+    ((3, 1, 1, 4), (3, 3, 5, 4), (2, 1), "same", ("col2im", "taps", "conv")),
     ((3, 1, 1, 5), (5, 3, 6, 5), 1, "same", ("col2im", "taps", "conv")),
     ((2, 2, 3, 8), (7, 5, 6, 8), 1, "same", ("col2im", "phase_gemm", "conv")),  # 35 taps
     ((2, 2, 2, 8), (5, 5, 6, 8), 2, "same", ("col2im", "taps", "conv")),
