@@ -808,10 +808,11 @@ def _col2im(x, kernel, config, geometry):
 # the taps there 1.2x faster at k5 s2 but 2.7x slower at stride 1. Their
 # forwards, phase against chunked col2im: 128x4x4x256 -> 128 k9 s2 2.0 s
 # vs 93 ms (18 vs 42 MiB), 512x2x2x256 k5 s2 532 vs 23 ms, 256x4x4x64 k9
-# s1 107 vs 26 ms. Nor does the stride-1 kernel gradient take the phase
-# GEMMs there: their canvas of (h + k - 1)^2 pixels per image is mostly
-# padding (64x1x1x100 -> 256 k7 'valid': 77 ms, convolution 25). And a 1x1
-# input's col2im is its GEMM reshaped, each tap alone at its place (that
+# s1 107 vs 26 ms. On a 1x1 input (a latent) the stride-1 kernel gradient
+# is the convolution, not the phase GEMMs, whose canvas of k^2 pixels per
+# image is all padding but one (64x1x1x100 -> 256 k7 'valid': 77 ms,
+# convolution 25; but 4x8x8x128 k9 'same': GEMMs 31 ms, convolution 54),
+# and col2im is its GEMM reshaped, each tap alone at its place (that
 # layer's forward 10.5 -> 2.0 ms, step 120 -> 12 ms against the rules
 # before; TF's 10). Left: dilated kernels.
 SMALL_INPUT_PIXELS = 1024
@@ -1028,8 +1029,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   convolution); the rule above. With bfloat16 inputs at stride > 1 it is
   always the GEMMs; also where the convolution would have no padding at all
   (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
-  ``SHALLOW_MIN_IMAGE_PIXELS``. At stride 1 not where the kernel exceeds the
-  image (``_phase_kernel_exceeds_input``)."""
+  ``SHALLOW_MIN_IMAGE_PIXELS``. At stride 1 not on 1x1 images (a latent),
+  whose canvas is all padding but one pixel."""
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
@@ -1042,7 +1043,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
         _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
     return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
-          and not _phase_kernel_exceeds_input(config, x_shape, kernel_shape))
+          and spatial(x_shape, config) != (1, 1))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
