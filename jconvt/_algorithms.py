@@ -795,12 +795,11 @@ def _col2im(x, kernel, config, geometry):
 # SMALL_INPUT_PIXELS); for the input gradient the taps on inputs of at most
 # SMALL_INPUT_PIXELS up to COL2IM_MAX_TAPS, else the phase GEMMs
 # (``_input_grad_kernel_exceeds_dy``); ``grad_kernel`` swaps only where dy
-# fits x. Training steps against the rules before, timed in one
-# process: 64x1x1x100 -> 256 k7 s1 'valid' 97 -> 65 ms (forward 40 -> 9),
-# 64x1x1x100 -> 512 k4 22 -> 17, 64x2x2x256 -> 128 k5 s2 86 -> 8.4,
-# 256x2x2 353 -> 39, 16x4x4x1024 -> 512 k9 s2 22.6 s -> 0.61 s, 64x4x4x128
-# -> 128 k11 s2 1.3 s -> 137 ms, 8x32x32x16 -> 64 k3 s1 'valid' 48 -> 6.5
-# ms. Input gradients alone at stride 1 past 25 taps, convolution against
+# fits x. Training steps against the rules before (8aecd56), timed in one
+# process: 64x2x2x256 -> 128 k5 s2 86 -> 8.4 ms, 256x2x2 353 -> 39,
+# 16x4x4x1024 -> 512 k9 s2 22.6 s -> 0.61 s, 64x4x4x128 -> 128 k11 s2 1.3
+# s -> 137 ms, 8x32x32x16 -> 64 k3 s1 'valid' 48 -> 6.5 ms (1x1 latents
+# below). Input gradients alone at stride 1 past 25 taps, convolution against
 # the phase GEMMs: 4x8x8x128 k9 'same' 113 vs 9.4 ms, k11 159 vs 14,
 # 16x4x4x256 k6 272 vs 8.8 (the taps 6.2-31 ms, with 3-15x the memory and
 # up to 3.7 s of compile); over SMALL_INPUT_PIXELS 5-33x (128x4x4x256 ->
@@ -813,8 +812,8 @@ def _col2im(x, kernel, config, geometry):
 # image is all padding but one (64x1x1x100 -> 256 k7 'valid': 77 ms,
 # convolution 25; but 4x8x8x128 k9 'same': GEMMs 31 ms, convolution 54),
 # and col2im is its GEMM reshaped, each tap alone at its place (that
-# layer's forward 10.5 -> 2.0 ms, step 120 -> 12 ms against the rules
-# before; TF's 10). Left: dilated kernels.
+# layer's forward 46 -> 2.0 ms, step 120 -> 12 ms against the rules before,
+# TF's 10; 64x1x1x100 -> 512 k4 25 -> 8.8 ms). Left: dilated kernels.
 SMALL_INPUT_PIXELS = 1024
 ODD_FILTERS_MAX = 21
 ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
