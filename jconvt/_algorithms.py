@@ -196,7 +196,7 @@ def grad_kernel(x, dy, kernel_hw, config, geometry):
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
   if (config.strides == (1, 1) and x.shape[3] < dy.shape[3]
-      and all(o <= i for o, i in zip(dy.shape[1:3], x.shape[1:3]))):
+      and not _kernel_exceeds(dy.shape[1:3], x.shape[1:3])):
     return _grad_kernel_swapped(x, dy, kernel_hw, config, padding)
   dy, x = jnp.transpose(dy, (3, 1, 2, 0)), jnp.transpose(x, (1, 2, 0, 3))
   dk = lax.conv_general_dilated(
@@ -629,10 +629,9 @@ def conv_col2im(x, kernel, config, geometry):
   batch with 2-5x less temporary memory (16x32x32x128 -> 64 k4 s2: 87 ->
   46 ms, 64 -> 13 MiB; 256x4x4x64 k9 s1: 52 -> 26 ms, 81 -> 21 MiB)."""
   n, h, w, _ = x.shape
-  chunks = -(-n * h * w // max(SMALL_INPUT_PIXELS, 1))
-  if chunks <= 1 or n == 1:
+  chunks = min(-(-n * h * w // max(SMALL_INPUT_PIXELS, 1)), n)
+  if chunks <= 1:
     return _col2im(x, kernel, config, geometry)
-  chunks = min(chunks, n)
   per = -(-n // chunks)
   chunks = -(-n // per)
   xs = jnp.pad(x, ((0, chunks * per - n), (0, 0), (0, 0), (0, 0)))
@@ -871,6 +870,13 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   return "phase" if phase_ok else "dilated"
 
 
+def _kernel_exceeds(kernel_hw, in_hw) -> bool:
+  """Whether a convolution's kernel (dilated) is larger than its input along
+  either axis, which XLA:CPU (jaxlib 0.10) runs 10-30x slower (the note
+  above ``SMALL_INPUT_PIXELS``)."""
+  return any(k > n for k, n in zip(kernel_hw, in_hw))
+
+
 def _phase_kernel_exceeds_input(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
   """Whether ``conv_phase``'s convolutions (dilation 1) have a kernel larger
   than their input: ``ceil(k / s)`` taps per phase past the input's height
@@ -878,8 +884,8 @@ def _phase_kernel_exceeds_input(config: ConvTransposeConfig, x_shape, kernel_sha
   runs such a convolution 10-30x slower (the note above
   ``SMALL_INPUT_PIXELS``), so ``auto`` takes col2im there, whatever its
   taps per pixel, ``_phase_beats_col2im`` or the input's size."""
-  return any(_shapes.taps_per_phase(k, s) > n for k, s, n in
-             zip(kernel_shape[:2], config.strides, spatial(x_shape, config)))
+  taps = [_shapes.taps_per_phase(k, s) for k, s in zip(kernel_shape[:2], config.strides)]
+  return _kernel_exceeds(taps, spatial(x_shape, config))
 
 
 def _input_grad_kernel_exceeds_dy(config: ConvTransposeConfig, kernel_shape,
@@ -889,7 +895,7 @@ def _input_grad_kernel_exceeds_dy(config: ConvTransposeConfig, kernel_shape,
   of a k5 kernel."""
   dilated = [_shapes.effective_kernel_size(k, d)
              for k, d in zip(kernel_shape[:2], config.dilation_rate)]
-  return any(k > out for k, (out, _) in zip(dilated, geometry))
+  return _kernel_exceeds(dilated, [out for out, _ in geometry])
 
 
 def _forward_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype) -> bool:
@@ -941,8 +947,8 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype=jnp.flo
   return all(k <= s for k, s in zip(kernel_shape[:2], config.strides))  # one tap per phase
 
 
-def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
-                          dtype=jnp.float32, geometry=None) -> str:
+def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+                          geometry) -> str:
   """The fast path's input gradient: ``"phase_gemm"`` (``grad_input_phase``)
   under ``_input_grad_is_gemm``, else ``"taps"`` (``grad_input_taps``) under
   ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``); but where
@@ -954,7 +960,7 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
     return "phase_gemm"
   if _input_grad_is_taps(config, x_shape, kernel_shape):
     return "taps"
-  if (geometry is not None and config.dilation_rate == (1, 1)
+  if (config.dilation_rate == (1, 1)
       and _input_grad_kernel_exceeds_dy(config, kernel_shape, geometry)):
     few_taps = kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS
     small = _pixels(x_shape, config) <= SMALL_INPUT_PIXELS

@@ -288,6 +288,7 @@ def test_cpu_training_step_convolutions_fit_their_kernels(x_shape, filters, kern
   step = jax.jit(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2),
                           argnums=(0, 1)))
   windows = _convolution_windows(step.lower(params, x).compile())
+  assert windows  # each of these steps keeps a convolution (the kernel gradient's)
   for h, w, kh, kw in windows:
     assert kh <= h and kw <= w, windows
 
@@ -429,7 +430,7 @@ def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expe
   from jconvt._conv import _geometry
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
   geometry = _geometry(x_shape, kernel_shape, cfg)
-  assert _input_grad_algorithm(cfg, x_shape, kernel_shape, geometry=geometry) == expected
+  assert _input_grad_algorithm(cfg, x_shape, kernel_shape, jnp.float32, geometry) == expected
 
 
 @pytest.mark.parametrize("kernel_shape,strides,dilation,expected", [
