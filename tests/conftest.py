@@ -77,6 +77,23 @@ def large_input_paths():
 
 
 @contextlib.contextmanager
+def eigen_route():
+  """Forces ``_convolve``'s Eigen route (``jconvt._algorithms``) on every
+  gradient convolution it can take on XLA:CPU, whatever its channels and
+  size (the rule's thresholds at zero); restores them on exit."""
+  from jconvt import _algorithms
+  forced = {"EIGEN_MIN_CONTRACTED": 0, "EIGEN_MIN_FEATURES": 0, "EIGEN_MIN_MACS": 0}
+  saved = {name: getattr(_algorithms, name) for name in forced}
+  for name, value in forced.items():
+    setattr(_algorithms, name, value)
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      setattr(_algorithms, name, value)
+
+
+@contextlib.contextmanager
 def _strided_rule_forced(rule):
   """Replaces the ``_algorithms`` rule named ``rule`` by one that holds
   wherever its path applies (dilation 1, stride > 1); restores it on exit."""

@@ -16,7 +16,7 @@ from jax.test_util import check_grads
 
 import jconvt
 from jconvt import ConvTransposeConfig
-from conftest import assert_close, gpu_rules, large_input_paths
+from conftest import assert_close, eigen_route, gpu_rules, large_input_paths
 
 ALGORITHMS = ("dilated", "phase", "col2im", "auto")
 
@@ -240,8 +240,9 @@ def test_cpu_training_step_convolutions_are_canonical(data_format, strides, dila
 
 def _convolution_windows(compiled):
   """``(input height, width, window height, width)`` of every convolution in
-  a compiled program, the window dilated (``rhs_dilate``); its lines are
-  printed with operand shapes, in the canonical ``b01f`` layout."""
+  a compiled program, the input and window dilated (``lhs_dilate``,
+  ``rhs_dilate``); its lines are printed with operand shapes, in the
+  canonical ``b01f`` layout."""
   hlo = pytest.importorskip("jaxlib._hlo")
   options = hlo.HloPrintOptions.short_parsable()
   options.print_operand_shape = True
@@ -253,9 +254,11 @@ def _convolution_windows(compiled):
       assert "dim_labels=b01f_01io->b01f" in line, line
       h, w = map(int, re.search(r" convolution\(\w+\[\d+,(\d+),(\d+),", line).groups())
       kh, kw = map(int, re.search(r"window=\{size=(\d+)x(\d+)", line).groups())
+      lhs = re.search(r"lhs_dilate=(\d+)x(\d+)", line)
+      lh, lw = map(int, lhs.groups()) if lhs else (1, 1)
       dilate = re.search(r"rhs_dilate=(\d+)x(\d+)", line)
       dh, dw = map(int, dilate.groups()) if dilate else (1, 1)
-      windows.append((h, w, (kh - 1) * dh + 1, (kw - 1) * dw + 1))
+      windows.append(((h - 1) * lh + 1, (w - 1) * lw + 1, (kh - 1) * dh + 1, (kw - 1) * dw + 1))
   return windows
 
 
@@ -291,6 +294,121 @@ def test_cpu_training_step_convolutions_fit_their_kernels(x_shape, filters, kern
   assert windows  # each of these steps keeps a convolution (the kernel gradient's)
   for h, w, kh, kw in windows:
     assert kh <= h and kw <= w, windows
+
+
+def test_eigen_route_rule():
+  """``_convolve`` routes a float32 gradient convolution to Eigen with at
+  least 8 contracted and 32 output channels and 2**24 multiply-adds, where
+  YNNPACK would take it: not with negative padding, nor where the kernel or
+  the output is larger than the input (Eigen runs those already)."""
+  from jconvt._algorithms import _eigen_beats_ynnpack
+  f32, same = jnp.float32, ((1, 1), (1, 1))
+
+  def rule(lhs, rhs, strides=(2, 2), padding=same, dilation=(1, 1), dtype=f32):
+    return _eigen_beats_ynnpack(lhs, rhs, strides, padding, dilation, dtype)
+
+  # dcgan 8->16's input gradient: dy (16, 16, 16, 256) with the HWIO kernel.
+  assert rule((16, 16, 16, 256), (4, 4, 256, 512))
+  assert not rule((16, 16, 16, 256), (4, 4, 256, 512), dtype=jnp.bfloat16)
+  assert not rule((16, 16, 16, 3), (4, 4, 3, 512))       # an RGB output's dy: 3 contracted
+  assert not rule((16, 16, 16, 256), (4, 4, 256, 16))    # 16 output channels
+  assert not rule((2, 16, 16, 64), (4, 4, 64, 64))       # 2**23 multiply-adds
+  assert rule((4, 16, 16, 64), (4, 4, 64, 64))           # 2**24
+  assert not rule((16, 16, 16, 256), (4, 4, 256, 512), padding=((1, -1), (1, 1)))
+  assert not rule((16, 4, 4, 256), (5, 5, 256, 512), (1, 1), ((2, 2), (2, 2)))  # k5 > 4
+  # The kernel gradient's convolution: x (dilated by the stride) as its kernel.
+  assert rule((256, 16, 16, 16), (8, 8, 16, 512), (1, 1), same, (2, 2))
+  # Output one row taller than the input (``_taller_than_input``): on Eigen already.
+  assert rule((16, 16, 16, 256), (3, 3, 256, 256), (1, 1), ((1, 1), (1, 1)))
+  assert not rule((16, 16, 16, 256), (3, 3, 256, 256), (1, 1), ((1, 2), (1, 1)))
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,strides,padding,rhs_dilation", [
+    ((2, 9, 7, 5), (3, 3, 5, 4), (2, 2), ((1, 1), (0, 2)), (1, 1)),
+    ((2, 8, 8, 4), (2, 3, 4, 6), (1, 3), ((0, 0), (2, 1)), (2, 2)),
+    ((1, 6, 11, 3), (4, 4, 3, 2), (3, 2), ((2, 1), (1, 2)), (1, 2)),
+    ((3, 5, 5, 2), (1, 1, 2, 3), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    ((2, 4, 1, 3), (2, 1, 3, 2), (1, 1), ((1, 0), (0, 0)), (1, 1)),  # width 1
+])
+def test_eigen_route_computes_the_same_convolution(lhs_shape, rhs_shape, strides, padding,
+                                                   rhs_dilation):
+  """``_convolve``'s Eigen route (input dilated by 2 along the width, window
+  stride, padding and kernel dilation there doubled) is the plain
+  convolution: same shape and values, any stride, padding and dilation."""
+  from jconvt._algorithms import _convolve
+  rng = np.random.default_rng(0)
+  lhs = jnp.asarray(rng.standard_normal(lhs_shape), jnp.float32)
+  rhs = jnp.asarray(rng.standard_normal(rhs_shape), jnp.float32)
+
+  def conv(on_cpu):
+    return lambda l, r: _convolve(l, r, strides, padding, rhs_dilation,
+                                  precision=lax.Precision.HIGHEST, on_cpu=on_cpu)
+
+  with eigen_route():
+    routed = jax.jit(conv(True))
+    text = routed.lower(lhs, rhs).as_text()
+    got = routed(lhs, rhs)
+  assert _input_dilated(text), text
+  assert not _input_dilated(jax.jit(conv(False)).lower(lhs, rhs).as_text())
+  expected = lax.conv_general_dilated(lhs, rhs, strides, padding, rhs_dilation=rhs_dilation,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                      precision=lax.Precision.HIGHEST)
+  assert got.shape == expected.shape
+  assert_close(got, expected)
+
+
+def _input_dilated(stablehlo_text):
+  """Whether any convolution in StableHLO text dilates its input."""
+  return any(d != ("1", "1") for d in re.findall(r"lhs_dilate = \[(\d+), (\d+)\]", stablehlo_text))
+
+
+def _ynn_fused(hlo_text):
+  """The bodies of a compiled CPU module's YNNPACK fusions (``__ynn_fusion``)."""
+  bodies = []
+  for name in re.findall(r"calls=%([\w.\-]+).*__ynn_fusion", hlo_text):
+    match = re.search(r"\n%" + re.escape(name) + r" .*?\n}", hlo_text, re.S)
+    bodies.append(match.group(0))
+  return bodies
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolutions")
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_cpu_training_step_takes_the_eigen_route(data_format):
+  """A strided layer large enough for the rule (2x16x16x64 -> 64 k4 s2): its
+  input gradient's convolution is written input-dilated, XLA:CPU keeps it
+  out of YNNPACK (on Eigen), and the gradients equal the reference's."""
+  cfg = ConvTransposeConfig(2, "same", data_format=data_format)
+  x_shape = (2, 16, 16, 64) if data_format == "channels_last" else (2, 64, 16, 16)
+  params, x = _data(x_shape, (4, 4, 64, 64))
+  dy = jnp.asarray(np.random.default_rng(1).standard_normal(
+      jconvt.output_shape(x_shape, (4, 4, 64, 64), cfg)), jnp.float32)
+
+  def step(algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    return jax.jit(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, c) * dy),
+                            argnums=(0, 1)))
+
+  text = step("auto").lower(params, x).compile().as_text()
+  routed = [line for line in text.splitlines()
+            if " convolution(" in line and "lhs_dilate=1x2" in line]
+  assert routed, text
+  assert not any("lhs_dilate" in body for body in _ynn_fused(text))
+  got, ref = step("auto")(params, x), step("dilated")(params, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+    assert_close(a, b)
+
+
+def test_eigen_route_is_lowered_for_cpu_only():
+  """An explicit ``phase`` (the CPU's plan on every backend) lowered for CPU
+  writes the input gradient's convolution input-dilated; lowered for CUDA
+  or ROCm, none of its convolutions is."""
+  cfg = ConvTransposeConfig(2, "same", algorithm="phase")
+  params, x = _data((2, 16, 16, 64), (4, 4, 64, 64))
+  step = jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2), argnums=(0, 1))
+  assert _input_dilated("\n".join(_lowered_convolutions(step, (params, x), "cpu")))
+  for platform in ("cuda", "rocm"):
+    convs = _lowered_convolutions(step, (params, x), platform)
+    assert convs and not _input_dilated("\n".join(convs))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 6, 7, 12, 16, 36])
@@ -586,7 +704,8 @@ def _record_algorithms(monkeypatch):
   for attr, (field, name) in _PLAN_NAMES.items():
     fn = getattr(_algorithms, attr)
     monkeypatch.setattr(_algorithms, attr,
-                        lambda *a, fn=fn, field=field, name=name: calls[field].append(name) or fn(*a))
+                        lambda *a, fn=fn, field=field, name=name, **kw:
+                        calls[field].append(name) or fn(*a, **kw))
   return calls
 
 
