@@ -224,13 +224,25 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   ``_convolve``'s Eigen route.
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
-  if (config.strides == (1, 1) and x.shape[3] < dy.shape[3]
-      and not _kernel_exceeds(dy.shape[1:3], x.shape[1:3])):
-    return _grad_kernel_swapped(x, dy, kernel_hw, config, padding, on_cpu)
-  dy, x = jnp.transpose(dy, (3, 1, 2, 0)), jnp.transpose(x, (1, 2, 0, 3))
-  dk = _convolve(dy, x, config.dilation_rate, padding, config.strides,
-                 precision=config.precision, on_cpu=on_cpu)  # (f, kh, kw, c)
-  return jnp.transpose(dk, (1, 2, 0, 3))
+  swapped, conv = _kernel_grad_conv(x.shape, dy.shape, kernel_hw, config, padding)
+  if swapped:
+    lhs, rhs = jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3))
+  else:
+    lhs, rhs = jnp.transpose(dy, (3, 1, 2, 0)), jnp.transpose(x, (1, 2, 0, 3))
+  dk = _convolve(lhs, rhs, conv.window_strides, conv.padding, conv.rhs_dilation,
+                 precision=config.precision, on_cpu=on_cpu)
+  if swapped:  # (c, kh, kw, f), the taps reversed
+    return jnp.transpose(dk[:, ::-1, ::-1], (1, 2, 3, 0))
+  return jnp.transpose(dk, (1, 2, 0, 3))  # (f, kh, kw, c)
+
+
+class _Conv(NamedTuple):
+  """A convolution's NHWC input and HWIO kernel shapes and its window."""
+  lhs: tuple
+  rhs: tuple
+  window_strides: tuple
+  padding: list
+  rhs_dilation: tuple
 
 
 def _tap_windows(dy, kernel_hw, config, geometry, in_hw):
@@ -283,30 +295,36 @@ def grad_kernel_taps(x, dy, kernel_hw, config, geometry):
   return dk.reshape(kh, kw, f, c)
 
 
-def _grad_kernel_swapped(x, dy, kernel_hw, config, padding, on_cpu):
-  """``grad_kernel`` at stride 1 with the roles swapped, for fewer input
-  channels than filters: XLA:CPU runs the convolution 3.5x faster with the
-  smaller channel count as its batch (3 -> 64 channels). Only where ``dy``
-  is no larger than ``x`` (``grad_kernel``): ``dy`` is this convolution's
-  kernel, and XLA:CPU (jaxlib 0.10) runs a convolution whose kernel is
-  larger than its input 10-30x slower (a ``'valid'`` layer's ``dy`` is
-  ``k - 1`` larger: 8x32x32x16 -> 64 k3, 64 against 2.1 ms unswapped).
+def _kernel_grad_conv(x_shape, dy_shape, kernel_hw, config, padding):
+  """``grad_kernel``'s convolution for an NHWC ``x`` and ``dy`` and the
+  forward convolution's ``padding``: ``(swapped, _Conv)``.
 
-  ``dk[a] = sum_i x[i] dy[i + a*d - p]`` is ``dy`` slid over ``x``: output
-  ``t = p - a*d`` of the convolution (batch ``c``, features ``n -> f``,
-  window stride ``d``) of ``x`` with the kernel ``dy``, so the taps come out
-  reversed.
+  Unswapped: input ``dy`` as (f, H, W, n), kernel ``x`` as (h, w, n, c)
+  dilated by the stride, window stride the dilation; output (f, kh, kw, c).
+
+  Swapped (stride 1, fewer input channels than filters): XLA:CPU runs the
+  convolution 3.5x faster with the smaller channel count as its batch (3 ->
+  64 channels). Only where ``dy`` is no larger than ``x``: ``dy`` is then
+  the convolution's kernel, and XLA:CPU (jaxlib 0.10) runs a convolution
+  whose kernel is larger than its input 10-30x slower (a ``'valid'``
+  layer's ``dy`` is ``k - 1`` larger: 8x32x32x16 -> 64 k3, 64 against 2.1
+  ms unswapped). ``dk[a] = sum_i x[i] dy[i + a*d - p]`` is ``dy`` slid
+  over ``x``: output ``t = p - a*d`` of the convolution (input ``x`` as
+  (c, h, w, n), kernel ``dy`` as (H, W, n, f), window stride ``d``), so
+  the taps come out reversed.
   """
-  dk_hw = []
-  for a in range(2):
-    x_len, dy_len = x.shape[1 + a], dy.shape[1 + a]
-    k, d, p = kernel_hw[a], config.dilation_rate[a], padding[a][0]
-    lo = (k - 1) * d - p
-    dk_hw.append((lo, (k - 1) * d + dy_len - x_len - lo))
-  x, dy = jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3))
-  dk = _convolve(x, dy, config.dilation_rate, dk_hw, precision=config.precision,
-                 on_cpu=on_cpu)  # (c, kh, kw, f)
-  return jnp.transpose(dk[:, ::-1, ::-1], (1, 2, 3, 0))
+  n, h, w, c = x_shape
+  _, dy_h, dy_w, f = dy_shape
+  if (config.strides == (1, 1) and c < f
+      and not _kernel_exceeds((dy_h, dy_w), (h, w))):
+    dk_hw = []
+    for a, (x_len, dy_len) in enumerate(((h, dy_h), (w, dy_w))):
+      k, d, p = kernel_hw[a], config.dilation_rate[a], padding[a][0]
+      lo = (k - 1) * d - p
+      dk_hw.append((lo, (k - 1) * d + dy_len - x_len - lo))
+    return True, _Conv((c, h, w, n), (dy_h, dy_w, n, f), config.dilation_rate, dk_hw, (1, 1))
+  return False, _Conv((f, dy_h, dy_w, n), (h, w, n, c), config.dilation_rate, padding,
+                      config.strides)
 
 
 def _packed(a):
@@ -735,7 +753,8 @@ def _col2im(x, kernel, config, geometry):
 # above GEMM_KERNEL_GRAD_PIXELS or with at most SHALLOW_INPUT_CHANNELS input
 # channels or no padding (a 'valid' layer) on images of at least
 # SHALLOW_MIN_IMAGE_PIXELS, and at stride 1 when both channel counts are at
-# least STRIDE1_DEEP_CHANNELS; else a convolution.
+# least STRIDE1_DEEP_CHANNELS (but not where the convolution would run on
+# Eigen, below); else a convolution.
 # At stride 1 the phase forward's output is made one row taller than its
 # input and cropped (``_taller_than_input``: XLA:CPU then runs it on Eigen,
 # not YNNPACK) with that many channels each way and fewer than
@@ -857,7 +876,12 @@ def _col2im(x, kernel, config, geometry):
 # process: dcgan 8->16 1.16x, 32->64 1.12x, unet k3s2 1.10x, 16->32 1.17x,
 # channels_first 1.14x, batch 1 1.10x, latents 1x1 -> 4x4 and 7x7 1.9-2.2x,
 # 'valid' stride 1 16 -> 64 1.14x; the others within 4%. The phase
-# forward's convolutions gained nothing there (0.94-1.0x).
+# forward's convolutions gained nothing there (0.94-1.0x). At stride 1 the
+# kernel gradient's convolution on Eigen then beat the GEMMs on 21 of 24
+# layers (batch 8, k3, 16x16 to 64x64 inputs, 32-128 channels each way:
+# 1.04-1.22x; 0.92-0.99x with 32 both ways on 32x32 and 64x64, and 64x64x128
+# -> 32), so the GEMMs there give way to it wherever it takes the route
+# (``_kernel_grad_conv_on_eigen``; suite stride 1 k3 step 12.6 -> 11.8 ms).
 SMALL_INPUT_PIXELS = 1024
 ODD_FILTERS_MAX = 21
 ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
@@ -1107,7 +1131,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   always the GEMMs; also where the convolution would have no padding at all
   (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
   ``SHALLOW_MIN_IMAGE_PIXELS``. At stride 1 not on 1x1 images (a latent),
-  whose canvas is all padding but one pixel."""
+  whose canvas is all padding but one pixel, nor where the convolution takes
+  ``_convolve``'s Eigen route (``_kernel_grad_conv_on_eigen``)."""
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
@@ -1120,7 +1145,19 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
         _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
     return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
-          and spatial(x_shape, config) != (1, 1))
+          and spatial(x_shape, config) != (1, 1)
+          and not _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype, geometry))
+
+
+def _kernel_grad_conv_on_eigen(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+                               geometry) -> bool:
+  """Whether ``grad_kernel``'s convolution takes ``_convolve``'s Eigen route
+  on XLA:CPU (``_eigen_beats_ynnpack``), for an NHWC input of ``x_shape``."""
+  (out_h, _), (out_w, _) = geometry
+  dy_shape = (x_shape[0], out_h, out_w, kernel_shape[2])
+  padding = _forward_conv_padding(x_shape[1:3], kernel_shape[:2], config, geometry)
+  _, conv = _kernel_grad_conv(x_shape, dy_shape, kernel_shape[:2], config, padding)
+  return _eigen_beats_ynnpack(*conv, dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -1292,7 +1329,8 @@ def dispatch(x, kernel, config, geometry):
     ``SHALLOW_INPUT_CHANNELS`` input channels or no padding (``'valid'``)
     on images of at least ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1
     (dilation 1) the kernel gradient is GEMMs when both channel counts are
-    at least ``STRIDE1_DEEP_CHANNELS``; otherwise forward-style
+    at least ``STRIDE1_DEEP_CHANNELS`` and its convolution would not take
+    the Eigen route below; otherwise forward-style
     convolutions (on CPU, input-dilated where that keeps them on Eigen:
     ``_convolve``, for ``"phase"`` and ``"col2im"`` too). With bfloat16 inputs and stride > 1 both gradients are
     the GEMMs (the input gradient when each stride divides its kernel

@@ -600,6 +600,10 @@ def test_input_gradient_with_a_zero_filter(x_shape, kernel_shape, strides, paddi
     ((1, 64, 64, 3), (4, 4, 64, 3), 1, 2, False),  # dilated: no phase
     ((1, 64, 64, 3), (3, 3, 64, 3), 1, 1, False),  # stride 1, shallow
     ((1, 16, 16, 32), (3, 3, 32, 32), 1, 1, True),  # stride 1, deep
+    ((8, 32, 32, 64), (3, 3, 64, 64), 1, 1, False),  # deep, the convolution on Eigen
+    ((8, 32, 32, 32), (3, 3, 128, 32), 1, 1, False),  # swapped, on Eigen
+    ((4, 32, 32, 64), (3, 3, 64, 64), 1, 1, True),  # batch 4: not on Eigen
+    ((8, 8, 8, 32), (3, 3, 32, 32), 1, 1, True),  # 2**22 multiply-adds: not on Eigen
     ((64, 1, 1, 100), (4, 4, 512, 100), 1, 1, False),  # deep, but a 1x1 latent
     ((4, 8, 8, 128), (9, 9, 128, 128), 1, 1, True),
 ])
