@@ -176,23 +176,16 @@ def _convolve(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), *, precisi
 def grad_input(dy, kernel, config, geometry, in_hw, on_cpu=False):
   """``dx``: the strided forward convolution of ``dy`` with the kernel.
 
-  Under ``_taller_input_grad`` (stride 1) the convolution's output is
-  made one row taller than ``dy`` (``_taller_than_input``) and cropped:
-  XLA:CPU then runs it on Eigen rather than YNNPACK, 1.2-1.75x faster. At
-  stride > 1, ``_unpadded_input_grad_extra`` pads an unpadded convolution. Under
-  ``_pads_odd_filters`` (an odd number of filters) ``dy`` and the kernel
-  get one zero filter more, which adds only zero products. ``on_cpu``:
-  ``_convolve``'s Eigen route."""
+  At stride > 1, ``_unpadded_input_grad_extra`` pads an unpadded
+  convolution. Under ``_pads_odd_filters`` (an odd number of filters) ``dy``
+  and the kernel get one zero filter more, which adds only zero products.
+  ``on_cpu``: ``_convolve``'s Eigen route."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
   if _pads_odd_filters(config, kernel.shape):  # one zero filter more: exact
     dy = jnp.pad(dy, ((0, 0), (0, 0), (0, 0), (0, 1)))
     kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, 1), (0, 0)))
-  if _taller_input_grad(config, dy.shape[0], in_hw, kernel.shape):
-    padding = _taller_than_input(padding, dy.shape[1:3], kernel.shape[:2],
-                                 config.dilation_rate)
-  else:
-    extra = _unpadded_input_grad_extra(config, dy.shape[0], in_hw, kernel.shape, padding)
-    padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
+  extra = _unpadded_input_grad_extra(config, dy.shape[0], in_hw, kernel.shape, padding)
+  padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
   dx = _convolve(dy, kernel, config.strides, padding,  # I = filters, O = in_channels
                  config.dilation_rate, precision=config.precision, on_cpu=on_cpu)
   return dx[:, :in_hw[0], :in_hw[1]]
@@ -804,13 +797,13 @@ def _col2im(x, kernel, config, geometry):
 # as the convolution alone. The small-input phase GEMMs it replaced
 # (256+ input channels, each stride dividing its kernel size) ran 0.74-1.14x
 # as fast as the convolution alone at k4, 0.3-0.5x at k3. At
-# stride 1 the input gradient's convolution is made one row taller (on
-# Eigen; first the full canvas) on inputs of more than SMALL_INPUT_PIXELS
-# with at least STRIDE1_DEEP_CHANNELS and fewer than TALLER_MAX_CHANNELS input
-# channels and filters: on 1024-16384 pixels, k3 and k5, it ran 1.2-1.75x
-# faster with 32-64 (8x32x32x64 -> 64: 6.7 -> 4.6 ms), the same to 7%
-# slower with 128-256, and 1.1-1.4x slower with 16 channels or on 512
-# pixels. The kernel gradient's convolution of a 'valid' layer (no padding)
+# stride 1 the input gradient's convolution on Eigen (first the full
+# canvas, then one row taller than its input, now ``_convolve``'s route)
+# ran 1.2-1.75x faster with 32-64 channels on 1024-16384 pixels, k3 and k5
+# (8x32x32x64 -> 64: 6.7 -> 4.6 ms); the route in its place ran training
+# steps 0.95-1.14x as fast with 32-128 channels (64x64x128 -> 32: 1.29x)
+# and 1.12-1.58x with 256 input channels (batch 8, k3, 16x16 to 64x64), and
+# as fast in bfloat16. The kernel gradient's convolution of a 'valid' layer (no padding)
 # ran 1.5-2.6x slower than the GEMMs on 16x16 images (16x16x16x256 -> 128
 # k4 s2: 79 vs 30 ms; with padding the two ran within 10%), 1.05-1.15x
 # faster on 8x8 ones. On inputs of at most TAPS_KERNEL_GRAD_PIXELS pixels
@@ -946,13 +939,13 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
 def _eigen_beats_ynnpack(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation,
                          dtype) -> bool:
   """Whether ``_convolve`` routes an NHWC/HWIO convolution to Eigen on
-  XLA:CPU: float32, at least ``EIGEN_MIN_CONTRACTED`` contracted channels,
+  XLA:CPU: float32 or bfloat16, at least ``EIGEN_MIN_CONTRACTED`` contracted channels,
   ``EIGEN_MIN_FEATURES`` output channels and ``EIGEN_MIN_MACS``
   multiply-adds, no negative padding, and a convolution YNNPACK would take
   (neither its kernel nor its output larger than its input anywhere: those
   run on Eigen already)."""
   kh, kw, contracted, features = rhs_shape
-  if (jnp.dtype(dtype) != jnp.float32 or contracted < EIGEN_MIN_CONTRACTED
+  if (jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16) or contracted < EIGEN_MIN_CONTRACTED
       or features < EIGEN_MIN_FEATURES or any(lo < 0 or hi < 0 for lo, hi in padding)):
     return False
   out_hw = []
@@ -1077,19 +1070,6 @@ def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> b
           and f >= TAPS_INPUT_GRAD_FILTERS and kh * kw <= COL2IM_MAX_TAPS)
 
 
-def _taller_input_grad(config: ConvTransposeConfig, batch: int, in_hw,
-                       kernel_shape) -> bool:
-  """Whether ``grad_input`` makes its convolution taller than ``dy`` (so
-  on Eigen, ``_taller_than_input``): at stride 1 and dilation 1, on inputs
-  of more than ``SMALL_INPUT_PIXELS`` with at least
-  ``STRIDE1_DEEP_CHANNELS`` and fewer than ``TALLER_MAX_CHANNELS`` input
-  channels and filters (the rule above)."""
-  if config.strides != (1, 1) or config.dilation_rate != (1, 1):
-    return False
-  return (batch * in_hw[0] * in_hw[1] > SMALL_INPUT_PIXELS
-          and _taller_channels(kernel_shape))
-
-
 def _taller_channels(kernel_shape) -> bool:
   """At stride 1, whether the channel counts (input and filters) are those
   whose convolution XLA:CPU runs faster on Eigen than on YNNPACK (made
@@ -1131,8 +1111,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   always the GEMMs; also where the convolution would have no padding at all
   (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
   ``SHALLOW_MIN_IMAGE_PIXELS``. At stride 1 not on 1x1 images (a latent),
-  whose canvas is all padding but one pixel, nor where the convolution takes
-  ``_convolve``'s Eigen route (``_kernel_grad_conv_on_eigen``)."""
+  whose canvas is all padding but one pixel, nor (float32) where the
+  convolution takes ``_convolve``'s Eigen route
+  (``_kernel_grad_conv_on_eigen``; bfloat16 GEMMs run at twice the rate)."""
   if config.dilation_rate != (1, 1):
     return False
   if config.strides != (1, 1):
@@ -1146,7 +1127,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
           and spatial(x_shape, config) != (1, 1)
-          and not _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype, geometry))
+          and not (jnp.dtype(dtype) == jnp.float32
+                   and _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype,
+                                                  geometry)))
 
 
 def _kernel_grad_conv_on_eigen(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
