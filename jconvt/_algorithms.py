@@ -229,15 +229,6 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   return jnp.transpose(dk, (1, 2, 0, 3))  # (f, kh, kw, c)
 
 
-class _Conv(NamedTuple):
-  """A convolution's NHWC input and HWIO kernel shapes and its window."""
-  lhs: tuple
-  rhs: tuple
-  window_strides: tuple
-  padding: list
-  rhs_dilation: tuple
-
-
 def _tap_windows(dy, kernel_hw, config, geometry, in_hw):
   """The windows of ``dy`` the taps read (dilation 1), tap-major: tap
   ``(a, b)`` of ``dy`` padded as the forward convolution pads it is the
@@ -286,6 +277,15 @@ def grad_kernel_taps(x, dy, kernel_hw, config, geometry):
                precision=config.precision,
                preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
   return dk.reshape(kh, kw, f, c)
+
+
+class _Conv(NamedTuple):
+  """A convolution's NHWC input and HWIO kernel shapes and its window."""
+  lhs: tuple
+  rhs: tuple
+  window_strides: tuple
+  padding: list
+  rhs_dilation: tuple
 
 
 def _kernel_grad_conv(x_shape, dy_shape, kernel_hw, config, padding):
@@ -803,8 +803,8 @@ def _col2im(x, kernel, config, geometry):
 # (8x32x32x64 -> 64: 6.7 -> 4.6 ms); the route in its place ran training
 # steps 0.95-1.14x as fast with 32-128 channels (64x64x128 -> 32: 1.29x)
 # and 1.12-1.58x with 256 input channels (batch 8, k3, 16x16 to 64x64), and
-# as fast in bfloat16. The kernel gradient's convolution of a 'valid' layer (no padding)
-# ran 1.5-2.6x slower than the GEMMs on 16x16 images (16x16x16x256 -> 128
+# as fast in bfloat16. The kernel gradient's convolution of a 'valid' layer
+# (no padding) ran 1.5-2.6x slower than the GEMMs on 16x16 images (16x16x16x256 -> 128
 # k4 s2: 79 vs 30 ms; with padding the two ran within 10%), 1.05-1.15x
 # faster on 8x8 ones. On inputs of at most TAPS_KERNEL_GRAD_PIXELS pixels
 # with at least TAPS_KERNEL_GRAD_CHANNELS input channels (stride > 1, at
@@ -852,9 +852,9 @@ def _col2im(x, kernel, config, geometry):
 # layer's forward 46 -> 2.0 ms, step 120 -> 12 ms against the rules before,
 # TF's 10; 64x1x1x100 -> 512 k4 25 -> 8.8 ms). Left: dilated kernels.
 # The gradients' convolutions on Eigen (``_convolve``, on XLA:CPU): XLA:CPU
-# (jaxlib 0.10) hands YNNPACK a float32 convolution with no input dilation
-# whose output and kernel fit in its input, and with more than 16 channels
-# one way; Eigen runs any other. Eigen ran the strided input gradient of
+# (jaxlib 0.10) hands YNNPACK a float32 or bfloat16 convolution with no
+# input dilation whose output and kernel fit in its input, and with more
+# than 16 channels one way; Eigen runs any other. Eigen ran the strided input gradient of
 # dcgan 8->16 (16x16x16x256 with k4 to 512 channels, stride 2) in 22 ms,
 # YNNPACK in 35 (TF: 21). Written input-dilated by 2 along the width (the
 # same products), such a convolution stays on Eigen. Timed alone on 8x8 to
@@ -867,8 +867,8 @@ def _col2im(x, kernel, config, geometry):
 # single convolutions under 1 ms moved by up to 30% between runs.
 # Training steps against the plain convolutions, interleaved in one
 # process: dcgan 8->16 1.16x, 32->64 1.12x, unet k3s2 1.10x, 16->32 1.17x,
-# channels_first 1.14x, batch 1 1.10x, latents 1x1 -> 4x4 and 7x7 1.9-2.2x,
-# 'valid' stride 1 16 -> 64 1.14x; the others within 4%. The phase
+# channels_first 1.14x, batch 1 1.10x, latents 1x1 -> 4x4 and 7x7 1.7-2.2x,
+# 'valid' stride 1 16 -> 64 0.99-1.14x (two runs); the others within 4%. The phase
 # forward's convolutions gained nothing there (0.94-1.0x). At stride 1 the
 # kernel gradient's convolution on Eigen then beat the GEMMs on 21 of 24
 # layers (batch 8, k3, 16x16 to 64x64 inputs, 32-128 channels each way:
@@ -939,14 +939,15 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
 def _eigen_beats_ynnpack(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation,
                          dtype) -> bool:
   """Whether ``_convolve`` routes an NHWC/HWIO convolution to Eigen on
-  XLA:CPU: float32 or bfloat16, at least ``EIGEN_MIN_CONTRACTED`` contracted channels,
-  ``EIGEN_MIN_FEATURES`` output channels and ``EIGEN_MIN_MACS``
-  multiply-adds, no negative padding, and a convolution YNNPACK would take
-  (neither its kernel nor its output larger than its input anywhere: those
-  run on Eigen already)."""
+  XLA:CPU: float32 or bfloat16, at least ``EIGEN_MIN_CONTRACTED``
+  contracted channels, ``EIGEN_MIN_FEATURES`` output channels and
+  ``EIGEN_MIN_MACS`` multiply-adds, no negative padding, and a convolution
+  YNNPACK would take (neither its kernel nor its output larger than its
+  input anywhere: those run on Eigen already)."""
   kh, kw, contracted, features = rhs_shape
-  if (jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16) or contracted < EIGEN_MIN_CONTRACTED
-      or features < EIGEN_MIN_FEATURES or any(lo < 0 or hi < 0 for lo, hi in padding)):
+  if (jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16)
+      or contracted < EIGEN_MIN_CONTRACTED or features < EIGEN_MIN_FEATURES
+      or any(lo < 0 or hi < 0 for lo, hi in padding)):
     return False
   out_hw = []
   for a, k in enumerate((kh, kw)):
