@@ -54,6 +54,20 @@ def assert_close(actual, desired, dtype=np.float32, scale=None):
 
 
 @contextlib.contextmanager
+def _thresholds_forced(forced):
+  """Sets the ``jconvt._algorithms`` thresholds named in ``forced`` to its
+  values; restores them on exit."""
+  from jconvt import _algorithms
+  saved = {name: getattr(_algorithms, name) for name in forced}
+  for name, value in forced.items():
+    setattr(_algorithms, name, value)
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      setattr(_algorithms, name, value)
+
+
 def large_input_paths():
   """Forces the paths ``auto`` takes above its size thresholds (phase
   forward, strided-convolution input gradient, GEMM kernel gradient, also
@@ -61,36 +75,18 @@ def large_input_paths():
   convolutions, padded input-gradient convolutions of 'valid' layers) on
   small test inputs, with one image per kernel-gradient chunk; restores the
   thresholds on exit."""
-  from jconvt import _algorithms
-  forced = {"SMALL_INPUT_PIXELS": 0, "GEMM_KERNEL_GRAD_PIXELS": 0,
-            "STRIDE1_DEEP_CHANNELS": 0, "KERNEL_GRAD_CHUNK_ROWS": 1,
-            "EXACT_TAPS_FILTERS": 0, "TALLER_MAX_CHANNELS": 10**9,
-            "UNPADDED_DEEP_CHANNELS": 0}
-  saved = {name: getattr(_algorithms, name) for name in forced}
-  for name, value in forced.items():
-    setattr(_algorithms, name, value)
-  try:
-    yield
-  finally:
-    for name, value in saved.items():
-      setattr(_algorithms, name, value)
+  return _thresholds_forced({
+      "SMALL_INPUT_PIXELS": 0, "GEMM_KERNEL_GRAD_PIXELS": 0, "STRIDE1_DEEP_CHANNELS": 0,
+      "KERNEL_GRAD_CHUNK_ROWS": 1, "EXACT_TAPS_FILTERS": 0, "TALLER_MAX_CHANNELS": 10**9,
+      "UNPADDED_DEEP_CHANNELS": 0})
 
 
-@contextlib.contextmanager
 def eigen_route():
   """Forces ``_convolve``'s Eigen route (``jconvt._algorithms``) on every
   gradient convolution it can take on XLA:CPU, whatever its channels and
   size (the rule's thresholds at zero); restores them on exit."""
-  from jconvt import _algorithms
-  forced = {"EIGEN_MIN_CONTRACTED": 0, "EIGEN_MIN_FEATURES": 0, "EIGEN_MIN_MACS": 0}
-  saved = {name: getattr(_algorithms, name) for name in forced}
-  for name, value in forced.items():
-    setattr(_algorithms, name, value)
-  try:
-    yield
-  finally:
-    for name, value in saved.items():
-      setattr(_algorithms, name, value)
+  return _thresholds_forced(
+      {"EIGEN_MIN_CONTRACTED": 0, "EIGEN_MIN_FEATURES": 0, "EIGEN_MIN_MACS": 0})
 
 
 @contextlib.contextmanager
