@@ -696,12 +696,14 @@ def _col2im(x, kernel, config, geometry):
   n, h, w, _ = x.shape
   kh, kw, f, _ = kernel.shape
   (sh, sw), (dh, dw) = config.strides, config.dilation_rate
+  th = _shapes.phase_canvas_length(h, kh, sh, dh)
+  tw = _shapes.phase_canvas_length(w, kw, sw, dw)
+  if _col2im_row_loop(config, x.shape, kernel.shape):
+    return _window(_col2im_rows(x, kernel, config, th, tw), geometry)
   cols = lax.dot_general(x, kernel.reshape(kh * kw * f, -1), (((3,), (1,)), ((), ())),
                          precision=config.precision,
                          preferred_element_type=config.preferred_element_type)
   cols = cols.reshape(n, h, w, kh, kw, f)
-  th = _shapes.phase_canvas_length(h, kh, sh, dh)
-  tw = _shapes.phase_canvas_length(w, kw, sw, dw)
   zero = jnp.zeros((), cols.dtype)
   if h == w == 1:  # a 1x1 input (a latent): tap (a, b) lands alone at (a*d, b*d)
     full = lax.pad(cols.reshape(n, kh, kw, f), zero,
@@ -720,6 +722,56 @@ def _col2im(x, kernel, config, geometry):
   z = jnp.stack([jnp.stack([planes.get((ra, rb), empty) for rb in range(sw)], axis=3)
                  for ra in range(sh)], axis=2)  # (n, th, sh, tw, sw, f)
   return _window(z.reshape(n, th * sh, tw * sw, f), geometry)
+
+
+def _col2im_row_loop(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
+  """Whether ``_col2im`` runs ``_col2im_rows``: at stride 1, past
+  ``COL2IM_MAX_TAPS`` taps per output pixel, on inputs larger than 1x1
+  (where ``auto``'s col2im rule gives way to a kernel larger than the input,
+  or an explicit ``col2im``). Unrolled, XLA stopped fusing the adds past 25
+  taps: the training step of k11 at stride 1 on a 2x8x8x16 input compiled
+  in 2.0-2.2 s, in a loop 0.3 s (k13: 2.4-3.2 against 0.3 s; 4x8x8x128 k9:
+  0.57-0.90 against 0.51-0.53 s), and ran as fast or faster (forward 5.0 ->
+  4.5 ms there). At stride 2 the loop's forward ran 1.3-1.7x slower (16x4x4x256
+  -> 128 k11: 11.5 -> 15.2 ms) for 0.2-0.3 s less compile (1.1-1.6 s), so
+  strided layers keep the unrolled adds."""
+  return (config.strides == (1, 1) and x_shape[1] * x_shape[2] > 1
+          and _col2im_taps_per_pixel(config, kernel_shape) > COL2IM_MAX_TAPS)
+
+
+def _col2im_rows(x, kernel, config, th, tw):
+  """``_col2im`` under ``_col2im_row_loop``: a loop over the kernel's rows
+  (``lax.fori_loop``), each one GEMM of the input with that row of the
+  kernel, (n*h*w, c) x (kw*f, c)^T, whose ``kw`` column blocks are added
+  into the row's strip of the phase-split canvas; the program holds one
+  row's adds whatever the kernel's height. ``x`` (n, h, w, c) -> canvas
+  (n, th * s_h, tw * s_w, f)."""
+  n, h, w, _ = x.shape
+  kh, kw, f, c = kernel.shape
+  (sh, sw), (dh, dw) = config.strides, config.dilation_rate
+  dtype = config.preferred_element_type or x.dtype
+  zero = jnp.zeros((), dtype)
+
+  def add_row(a, canvas):
+    k_row = lax.dynamic_index_in_dim(kernel, a, axis=0, keepdims=False)  # (kw, f, c)
+    row = lax.dot_general(x, k_row.reshape(kw * f, c), (((3,), (1,)), ((), ())),
+                          precision=config.precision,
+                          preferred_element_type=config.preferred_element_type)
+    row = row.reshape(n, h, w, kw, f)
+    planes = {}
+    for b in range(kw):
+      qb, rb = divmod(b * dw, sw)
+      block = lax.pad(row[:, :, :, b], zero,
+                      ((0, 0, 0), (0, 0, 0), (qb, tw - w - qb, 0), (0, 0, 0)))
+      planes[rb] = planes[rb] + block if rb in planes else block
+    empty = jnp.zeros((n, h, tw, f), dtype)  # phases no tap of the row reaches
+    strip = jnp.stack([planes.get(rb, empty) for rb in range(sw)], axis=3)[:, :, None]
+    start = (0, (a * dh) // sh, (a * dh) % sh, 0, 0, 0)
+    return lax.dynamic_update_slice(canvas, lax.dynamic_slice(canvas, start, strip.shape) + strip,
+                                    start)
+
+  canvas = lax.fori_loop(0, kh, add_row, jnp.zeros((n, th, sh, tw, sw, f), dtype))
+  return canvas.reshape(n, th * sh, tw * sw, f)
 
 
 # The input gradient's convolution contracts the filters. With an odd number
@@ -776,6 +828,8 @@ def _col2im(x, kernel, config, geometry):
 # no longer fuses col2im's adds into one pass in a training step: the step
 # compiled 2-7x slower (k7, k11 at stride 1: 2.2 and 4.5 s against 0.6 s for
 # phase) and ran no faster (21 vs 23 ms, 75 vs 67 ms on 2x16x16x128 -> 64).
+# Where col2im still meets more (a kernel larger than the input), at stride 1
+# it adds the kernel's rows in a loop (``_col2im_row_loop``).
 # Kernel gradient at k3 s2 (16x32x32 inputs): a GEMM per pair of phase
 # groups ran 1.2-2.8x faster than one GEMM over all 16 taps with 3-128
 # input channels and 16-128 filters, 1.4-4x slower with 1-3 filters; with 8

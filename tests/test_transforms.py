@@ -985,6 +985,36 @@ def test_col2im_chunks_its_batch(x_shape, kernel_shape, strides, dilation):
                _algorithms.conv_dilated(x, params["kernel"], cfg, geometry))
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,loop", [
+    ((2, 3, 4, 3), (6, 7, 2, 3), 1, 1, True),         # 42 taps per output pixel
+    ((2, 3, 3, 2), (6, 6, 2, 2), 1, (2, 1), True),    # 36, dilated
+    ((2, 8, 8, 16), (11, 11, 16, 16), 1, 1, True),    # the compile sweep's k11 s1 (auto: col2im)
+    ((3, 2, 2, 4), (8, 8, 5, 4), 1, 1, True),         # 64 on a 2x2 input
+    ((2, 3, 4, 3), (5, 5, 2, 3), 1, 1, False),        # 25: the adds unrolled
+    ((1, 4, 2, 2), (11, 5, 2, 2), (2, 1), 1, False),  # 30, strided: unrolled
+    ((3, 1, 1, 4), (8, 8, 5, 4), 1, 1, False),        # a 1x1 input: its GEMM reshaped
+])
+def test_col2im_adds_the_rows_in_a_loop_past_the_tap_cap(x_shape, kernel_shape, strides, dilation,
+                                                         loop, monkeypatch):
+  """Past ``COL2IM_MAX_TAPS`` taps per output pixel at stride 1, col2im adds
+  the kernel's rows in a loop (``lax.fori_loop``: one row's GEMM and adds in
+  the program), which gives the unrolled adds' values and the reference's."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  params, x = _data(x_shape, kernel_shape)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  col2im = lambda x, k: _algorithms._col2im(x, k, cfg, geometry)
+  looped = jax.jit(col2im)
+  assert _algorithms._col2im_row_loop(cfg, x_shape, kernel_shape) is loop
+  assert ("stablehlo.while" in looped.lower(x, params["kernel"]).as_text()) is loop
+  got = looped(x, params["kernel"])
+  monkeypatch.setattr(_algorithms, "COL2IM_MAX_TAPS", 10**9)
+  unrolled = jax.jit(lambda x, k: col2im(x, k))
+  assert "stablehlo.while" not in unrolled.lower(x, params["kernel"]).as_text()
+  assert_close(got, unrolled(x, params["kernel"]))
+  assert_close(got, _algorithms.conv_dilated(x, params["kernel"], cfg, geometry))
+
+
 def _reference_gradients(x_shape, kernel_shape, cfg):
   """An input, a kernel, a random ``dy``, the layer's geometry and the
   dilated reference's input and kernel gradients for that ``dy``: what a
