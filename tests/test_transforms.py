@@ -403,6 +403,23 @@ def test_cpu_training_step_takes_the_eigen_route(batch, kernel, strides, data_fo
     assert_close(a, b)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolutions")
+def test_cpu_hands_the_plain_gradient_convolution_to_ynnpack():
+  """The route's premise, and a check that ``_ynn_fused`` finds what the
+  test above looks for: XLA:CPU puts the plain form of dcgan 8->16's input
+  gradient convolution in a YNNPACK fusion and the routed form outside one.
+  Should a jaxlib change this, re-measure ``_eigen_beats_ynnpack``."""
+  from jconvt._algorithms import _convolve
+  dy, kernel = jnp.ones((16, 16, 16, 256)), jnp.ones((4, 4, 256, 512))
+
+  def compiled(on_cpu):
+    conv = lambda d, k: _convolve(d, k, (2, 2), ((1, 1), (1, 1)), precision=None, on_cpu=on_cpu)
+    return jax.jit(conv).lower(dy, kernel).compile().as_text()
+
+  assert any(" convolution(" in body for body in _ynn_fused(compiled(False)))
+  assert not any(" convolution(" in body for body in _ynn_fused(compiled(True)))
+
+
 def test_eigen_route_is_lowered_for_cpu_only():
   """An explicit ``phase`` (the CPU's plan on every backend) lowered for CPU
   writes the input gradient's convolution input-dilated; lowered for CUDA
