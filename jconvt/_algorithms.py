@@ -113,8 +113,7 @@ def _taller_than_input(padding, in_hw, kernel_hw, dilation):
   8x32x32 and 8x64x64); one more row costs ``1 / height`` more work, the
   full canvas it replaced ``(k - 1) / height`` per axis."""
   (lo, hi), width = padding
-  k_eff = _shapes.effective_kernel_size(kernel_hw[0], dilation[0])
-  out = in_hw[0] + lo + hi - k_eff + 1
+  out = _shapes.conv_output_length(in_hw[0], kernel_hw[0], 1, dilation[0], (lo, hi))
   return [(lo, hi + max(0, in_hw[0] + 1 - out)), width]
 
 
@@ -999,17 +998,16 @@ def _eigen_beats_ynnpack(lhs_shape, rhs_shape, window_strides, padding, rhs_dila
   YNNPACK would take (neither its kernel nor its output larger than its
   input anywhere: those run on Eigen already)."""
   kh, kw, contracted, features = rhs_shape
+  in_hw = lhs_shape[1:3]
   if (jnp.dtype(dtype) not in (jnp.float32, jnp.bfloat16)
       or contracted < EIGEN_MIN_CONTRACTED or features < EIGEN_MIN_FEATURES
-      or any(lo < 0 or hi < 0 for lo, hi in padding)):
+      or any(lo < 0 or hi < 0 for lo, hi in padding)
+      or _kernel_exceeds((kh, kw), in_hw)):  # YNNPACK checks the undilated kernel
     return False
-  out_hw = []
-  for a, k in enumerate((kh, kw)):
-    n, (lo, hi) = lhs_shape[1 + a], padding[a]
-    out = (n + lo + hi - _shapes.effective_kernel_size(k, rhs_dilation[a])) // window_strides[a] + 1
-    if k > n or out > n:
-      return False
-    out_hw.append(out)
+  out_hw = [_shapes.conv_output_length(n, k, s, d, p) for n, k, s, d, p
+            in zip(in_hw, (kh, kw), window_strides, rhs_dilation, padding)]
+  if any(out > n for out, n in zip(out_hw, in_hw)):
+    return False
   macs = lhs_shape[0] * out_hw[0] * out_hw[1] * kh * kw * contracted * features
   return macs >= EIGEN_MIN_MACS
 
@@ -1382,12 +1380,9 @@ def dispatch(x, kernel, config, geometry):
   if config.algorithm == "dilated":
     return conv_dilated(x, kernel, config, geometry)
   if config.algorithm in ("phase", "col2im"):  # the CPU's plan on every backend
-    return lax.platform_dependent(
-        x, kernel,
-        cpu=functools.partial(_fast, config=config, geometry=geometry, rules=cpu_plan,
-                              on_cpu=True),
-        default=functools.partial(_fast, config=config, geometry=geometry, rules=cpu_plan,
-                                  on_cpu=False))
+    explicit = functools.partial(_fast, config=config, geometry=geometry, rules=cpu_plan)
+    return lax.platform_dependent(x, kernel, cpu=functools.partial(explicit, on_cpu=True),
+                                  default=functools.partial(explicit, on_cpu=False))
   branches = {name: functools.partial(_fast, config=config, geometry=geometry, rules=rules,
                                       on_cpu=name == "cpu")
               for name, rules in _AUTO_RULES.items()}

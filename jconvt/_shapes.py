@@ -33,6 +33,15 @@ def effective_kernel_size(kernel_size: int, dilation: int) -> int:
   return (kernel_size - 1) * dilation + 1
 
 
+def conv_output_length(input_length: int, kernel_size: int, stride: int, dilation: int,
+                       padding: tuple[int, int]) -> int:
+  """Output length of a forward convolution along one axis: ``input_length``
+  padded by ``padding`` (lo, hi), a kernel of ``kernel_size`` taps
+  ``dilation`` apart, window stride ``stride``."""
+  lo, hi = padding
+  return (input_length + lo + hi - effective_kernel_size(kernel_size, dilation)) // stride + 1
+
+
 def check_same_padding_is_invertible(
     kernel_size: int, stride: int, dilation: int, output_padding: int | None,
     axis: int) -> None:
