@@ -712,15 +712,29 @@ def _col2im(x, kernel, config, geometry):
   planes = {}
   for a in range(kh):
     qa, ra = divmod(a * dh, sh)
-    for b in range(kw):
-      qb, rb = divmod(b * dw, sw)
-      block = lax.pad(cols[:, :, :, a, b], zero, ((0, 0, 0), (qa, th - h - qa, 0),
-                                                  (qb, tw - w - qb, 0), (0, 0, 0)))
-      planes[ra, rb] = planes[ra, rb] + block if (ra, rb) in planes else block
-  empty = jnp.zeros((n, th, tw, f), cols.dtype)  # phases no tap reaches
-  z = jnp.stack([jnp.stack([planes.get((ra, rb), empty) for rb in range(sw)], axis=3)
-                 for ra in range(sh)], axis=2)  # (n, th, sh, tw, sw, f)
+    strip = lax.pad(_row_strip(cols[:, :, :, a], config, tw), zero,
+                    ((0, 0, 0), (qa, th - h - qa, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0)))
+    planes[ra] = planes[ra] + strip if ra in planes else strip
+  empty = jnp.zeros((n, th, tw, sw, f), cols.dtype)  # phase rows no tap reaches
+  z = jnp.stack([planes.get(ra, empty) for ra in range(sh)], axis=2)  # (n, th, sh, tw, sw, f)
   return _window(z.reshape(n, th * sh, tw * sw, f), geometry)
+
+
+def _row_strip(row, config, tw):
+  """One kernel row's column blocks, ``row`` (n, h, w, kw, f), added along
+  the width into that row's strip of the phase-split canvas: tap ``b``
+  lands at ``j * s + b * d``, on phase ``b*d mod s`` shifted by
+  ``b*d div s`` -> (n, h, tw, s_w, f)."""
+  n, h, w, kw, f = row.shape
+  sw, dw = config.strides[1], config.dilation_rate[1]
+  zero = jnp.zeros((), row.dtype)
+  planes = {}
+  for b in range(kw):
+    qb, rb = divmod(b * dw, sw)
+    block = lax.pad(row[:, :, :, b], zero, ((0, 0, 0), (0, 0, 0), (qb, tw - w - qb, 0), (0, 0, 0)))
+    planes[rb] = planes[rb] + block if rb in planes else block
+  empty = jnp.zeros((n, h, tw, f), row.dtype)  # phases no tap of the row reaches
+  return jnp.stack([planes.get(rb, empty) for rb in range(sw)], axis=3)
 
 
 def _col2im_row_loop(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
@@ -747,24 +761,15 @@ def _col2im_rows(x, kernel, config, th, tw):
   (n, th * s_h, tw * s_w, f)."""
   n, h, w, _ = x.shape
   kh, kw, f, c = kernel.shape
-  (sh, sw), (dh, dw) = config.strides, config.dilation_rate
+  (sh, sw), dh = config.strides, config.dilation_rate[0]
   dtype = config.preferred_element_type or x.dtype
-  zero = jnp.zeros((), dtype)
 
   def add_row(a, canvas):
     k_row = lax.dynamic_index_in_dim(kernel, a, axis=0, keepdims=False)  # (kw, f, c)
     row = lax.dot_general(x, k_row.reshape(kw * f, c), (((3,), (1,)), ((), ())),
                           precision=config.precision,
                           preferred_element_type=config.preferred_element_type)
-    row = row.reshape(n, h, w, kw, f)
-    planes = {}
-    for b in range(kw):
-      qb, rb = divmod(b * dw, sw)
-      block = lax.pad(row[:, :, :, b], zero,
-                      ((0, 0, 0), (0, 0, 0), (qb, tw - w - qb, 0), (0, 0, 0)))
-      planes[rb] = planes[rb] + block if rb in planes else block
-    empty = jnp.zeros((n, h, tw, f), dtype)  # phases no tap of the row reaches
-    strip = jnp.stack([planes.get(rb, empty) for rb in range(sw)], axis=3)[:, :, None]
+    strip = _row_strip(row.reshape(n, h, w, kw, f), config, tw)[:, :, None]
     start = (0, (a * dh) // sh, (a * dh) % sh, 0, 0, 0)
     return lax.dynamic_update_slice(canvas, lax.dynamic_slice(canvas, start, strip.shape) + strip,
                                     start)
