@@ -30,7 +30,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.layers import SUITES  # noqa: E402
+from benchmarks.layers import DESCRIPTIONS, SUITES  # noqa: E402
 from benchmarks import runners  # noqa: E402
 
 COOLDOWN_S = 1.0  # pause between implementations, so one's threads idle before the next
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--suite", default="main", choices=sorted(SUITES),
-                      help="main: decoder layers; edge: tiny images whose kernels exceed them")
+                      help=". ".join(f"{name}: {DESCRIPTIONS[name]}" for name in sorted(SUITES)))
   parser.add_argument("--only", default=None, help="run layers whose name contains this")
   parser.add_argument("--impls", default=None,
                       help=f"comma-separated implementations, of: {', '.join(runners.KNOWN)}")
@@ -359,9 +359,8 @@ def main(argv=None) -> int:
   if args.batch_scale > 1:
     header += f"\n\nEvery layer's batch is {args.batch_scale}x the suite's."
   if args.suite != "main":
-    header += (f"\n\nThe {args.suite!r} suite (`benchmarks.layers.{args.suite.upper()}`): tiny "
-               "images whose kernels exceed them; GFLOP/s count every tap of every input "
-               "pixel, also those TF's 'same' crop drops.")
+    header += (f"\n\nThe {args.suite!r} suite (`benchmarks.layers.{args.suite.upper()}`): "
+               f"{DESCRIPTIONS[args.suite]}.")
   table = markdown(rows, roofline, header, roofline_size())
   if not args.quick and args.suite == "main":
     table += compile_sweep()

@@ -54,8 +54,8 @@ SUITE = (
 
 # Kernels larger than their input: tiny images, where a convolution's
 # kernel exceeds its input and XLA:CPU (jaxlib 0.10) runs it 10-30x slower
-# (``jconvt._algorithms``, the note above SMALL_INPUT_PIXELS). GFLOP/s count
-# every tap of every input pixel, also those TF's 'same' crop drops.
+# (``jconvt._algorithms``, the note above SMALL_INPUT_PIXELS); see also
+# DESCRIPTIONS below.
 EDGE = (
     Layer("latent 1x1->4x4 k4 valid", 64, 1, 100, 512, 4, 1, "valid"),
     Layer("latent 1x1->7x7 k7 valid", 64, 1, 100, 256, 7, 1, "valid"),
@@ -66,3 +66,8 @@ EDGE = (
 )
 
 SUITES = {"main": SUITE, "edge": EDGE}
+DESCRIPTIONS = {  # for --suite's help and a table's header
+    "main": "decoder layers",
+    "edge": ("tiny images whose kernels exceed them; GFLOP/s count every tap of every input "
+             "pixel, also those TF's 'same' crop drops"),
+}
