@@ -547,31 +547,30 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   ``xc`` (rows, c) and ``d`` (rows, cols) are canvases flattened to rows,
   ``tw`` canvas pixels wide; ``xc`` is zero wherever a shift would carry
   ``d`` past a canvas row's end or the last row, so nothing wraps. Each
-  operand is a stack of shifted copies (no ``ch * cw`` im2col): ``xc``
-  shifted down by ``q_h`` canvas rows and ``d`` up by ``q_w`` pixels, or,
-  when that is narrower (``d`` thinner than ``xc``: an RGB output), ``d``
-  by both and ``xc`` not at all. The narrower stack is the GEMM's left
-  operand, which XLA:CPU runs up to 4x faster (2178 rows: (24, 128) 72
-  GFLOP/s, (128, 24) 16 GFLOP/s); ``xc``'s is then built transposed,
-  (xh * c, rows), a GEMM XLA:CPU ran at 180-200 GFLOP/s on AVX-512 against
-  130-150 contracting both operands' first axis (kernel gradients up to
-  1.14x faster; the same for a leading ``d`` stack ran 1.2x slower).
-  Measured on 3-64 channels, k3-k4 s2: the split ran 1.5-2x faster with
-  both shifts on a 3-filter ``d``; both on a 3- or 16-channel ``x`` ran
-  1.2-1.4x slower than the height split.
+  operand is a stack of shifted copies (no ``ch * cw`` im2col), split as
+  ``_correlate_mode`` says: ``xc`` shifted back by both ``q_h`` canvas rows
+  and ``q_w`` pixels and ``d`` not at all (``"x"``), ``xc`` by ``q_h`` and
+  ``d`` up by ``q_w`` (``"split"``), or ``d`` by both (``"d"``). The
+  narrower stack is the GEMM's left operand, which XLA:CPU runs up to 4x
+  faster (2178 rows: (24, 128) 72 GFLOP/s, (128, 24) 16 GFLOP/s), and
+  always ``xc``'s with ``"x"``; ``xc``'s is then built transposed,
+  (xh * xw * c, rows), a GEMM XLA:CPU ran at 180-200 GFLOP/s on AVX-512
+  against 130-150 contracting both operands' first axis (kernel gradients
+  up to 1.14x faster; the same for a leading ``d`` stack ran 1.2x slower).
   """
   rows, c = xc.shape
   cols = d.shape[1]
-  both_on_d = c + ch * cw * cols < ch * c + cw * cols
-  xh, (dh, dw) = (1, (ch, cw)) if both_on_d else (ch, (1, cw))
-  front = (xh - 1) * tw
+  mode = _correlate_mode(c, cols, ch, cw)
+  (xh, xw), (dh, dw) = {"x": ((ch, cw), (1, 1)), "d": ((1, 1), (ch, cw)),
+                        "split": ((ch, 1), (1, cw))}[mode]
+  front = (xh - 1) * tw + xw - 1
   xp = jnp.pad(_packed(xc), ((front, 0), (0, 0)))  # 16-bit: the copies move words
-  x_starts = [front - q * tw for q in range(xh)]
-  offsets = [qh * tw + qw for qh in range(dh) for qw in range(dw)]
+  x_starts = [front - a * tw - b for a in range(xh) for b in range(xw)]
+  offsets = [a * tw + b for a in range(dh) for b in range(dw)]
   dp = jnp.pad(_packed(d), ((0, offsets[-1]), (0, 0)))
   ds = jnp.stack([dp[o:o + rows] for o in offsets], axis=1).reshape(rows, -1)
   ds = _unpacked(ds, d.dtype)
-  if xh * c <= ds.shape[1]:  # x's stack leads, built transposed: (xh * c, rows)
+  if mode == "x" or xh * c <= ds.shape[1]:  # x's stack leads, built transposed: (xh * c, rows)
     xs = jnp.concatenate([_unpacked(xp[o:o + rows], xc.dtype).T for o in x_starts], axis=0)
     g = lax.dot_general(xs, ds, (((1,), (0,)), ((), ())), precision=precision,
                         preferred_element_type=acc_dtype)
@@ -580,8 +579,34 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
     xs = _unpacked(xs, xc.dtype)
     g = lax.dot_general(ds, xs, (((0,), (0,)), ((), ())), precision=precision,
                         preferred_element_type=acc_dtype).T
-  # (xh * c, dh * dw * cols): one of xh, dh is 1.
-  return g.reshape(xh, c, dh, cw, cols).transpose(0, 2, 3, 4, 1).reshape(ch, cw, cols, c)
+  # (xh * xw * c, dh * dw * cols): one of xh, dh and one of xw, dw is 1.
+  g = g.reshape(xh, xw, c, dh, dw, cols).transpose(0, 3, 1, 4, 5, 2)
+  return g.reshape(ch, cw, cols, c)
+
+
+def _correlate_mode(c, cols, ch, cw) -> str:
+  """How ``_correlate_taps`` splits the shifts ``q < (ch, cw)`` between its
+  stacks of ``c`` input channels and ``cols`` cotangent columns: the split
+  whose stacks are narrowest together, ``"x"`` (``ch * cw * c + cols``),
+  ``"split"`` (``ch * c + cw * cols``) or ``"d"`` (``c + ch * cw * cols``),
+  the first on a tie; ``"x"`` only up to ``CORRELATE_X_MAX_WIDTH``
+  columns of ``x``'s stack.
+
+  ``d`` is the cotangent's canvas, folded space-to-depth, which ``"x"``
+  takes as it is; XLA:CPU fuses that fold into the copies of a ``d``
+  stack, which ran slowly (dcgan 32->64's kernel gradient, 16x32x32x128
+  -> 64 k4 s2: ``d`` stack 5.5 ms, the fold alone 3.4, of 35). Timed
+  alone at k4 s2 (batch 8-16, 16x16 to 64x64 inputs, 3-512 channels,
+  16-512 filters), ``"x"`` beat the split 1.01-1.36x where its stacks
+  are narrower or as narrow (1.5-1.75x on 3-16 input channels, dcgan
+  32->64 1.07-1.09x), but ran 0.91-0.96x with 2048 columns (512 channels);
+  on k3 s2's phase groups (8x32x32, 32-128 channels) the rule ran
+  0.91-1.15x as fast as the split alone, ``"x"`` throughout 0.73-0.9x.
+  """
+  widths = {"x": ch * cw * c + cols, "split": ch * c + cw * cols, "d": c + ch * cw * cols}
+  if ch * cw * c > CORRELATE_X_MAX_WIDTH:
+    del widths["x"]
+  return min(widths, key=widths.get)
 
 
 def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
@@ -953,6 +978,7 @@ KERNEL_GRAD_CHUNK_ROWS = 2048
 GEMM_FORWARD_COLUMNS = 512
 EXACT_TAPS_FILTERS = 8
 EIGEN_DILATION = 2
+CORRELATE_X_MAX_WIDTH = 1024
 EIGEN_MIN_CONTRACTED = 8
 EIGEN_MIN_FEATURES = 32
 EIGEN_MIN_MACS = 2 ** 24

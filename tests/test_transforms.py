@@ -1092,29 +1092,47 @@ def test_tap_window_input_gradient_in_half_precision(dtype):
     ((2, 5, 6, 40), (3, 3, 33, 40), (2, 2)),  # k % s != 0: two phase groups per axis
     ((3, 4, 5, 32), (5, 4, 32, 32), (2, 3)),  # groups on one axis only
     ((2, 6, 6, 33), (3, 5, 40, 33), (3, 2)),
-    ((2, 5, 5, 64), (4, 4, 3, 64), (2, 2)),   # a 3-filter dy: both shifts on its stack
+    ((2, 5, 5, 64), (4, 4, 3, 64), (2, 2)),   # a 3-filter dy
     ((2, 5, 5, 64), (3, 3, 3, 64), (2, 2)),
-    ((2, 5, 5, 3), (3, 3, 64, 3), (2, 2)),    # 3 input channels: the narrow x stack
+    ((2, 5, 5, 3), (3, 3, 64, 3), (2, 2)),    # 3 input channels
+    ((2, 4, 5, 8), (5, 7, 8, 8), (2, 3)),     # three shifts down, three across
     ((2, 6, 6, 32), (1, 1, 40, 32), (2, 2)),  # kernel < stride: phases no tap reaches
     ((2, 6, 7, 32), (3, 3, 32, 32), (1, 1)),
 ])
 def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_taps):
   """``grad_kernel_phase`` against the reference's kernel gradient, whole and
   one image per chunk, with one GEMM per pair of phase groups (its own taps
-  only) and with one GEMM over all taps (zero past the kernel), and both
-  ways of splitting the shifts between the stacks."""
+  only) and with one GEMM over all taps (zero past the kernel), and each
+  way of splitting the shifts between the stacks (``_correlate_mode``)."""
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, "same")
   x, _, dy, geometry, _, want = _reference_gradients(x_shape, kernel_shape, cfg)
-  saved = _algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS
+  saved = (_algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS,
+           _algorithms._correlate_mode)
   try:
     _algorithms.EXACT_TAPS_FILTERS = 0 if exact_taps else 10**9
-    for chunk_rows in (10**9, 1):
-      _algorithms.KERNEL_GRAD_CHUNK_ROWS = chunk_rows
-      got = _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg, geometry)
-      assert_close(got, want)
+    for mode in ("x", "split", "d"):
+      _algorithms._correlate_mode = lambda *_, mode=mode: mode
+      for chunk_rows in (10**9, 1):
+        _algorithms.KERNEL_GRAD_CHUNK_ROWS = chunk_rows
+        got = _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg, geometry)
+        assert_close(got, want)
   finally:
-    _algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS = saved
+    (_algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS,
+     _algorithms._correlate_mode) = saved
+
+
+@pytest.mark.parametrize("c,cols,ch,cw,want", [
+    (128, 256, 2, 2, "x"),     # dcgan 32->64 (64 filters, four phases): a tie with the split
+    (3, 256, 2, 2, "x"),
+    (512, 1024, 2, 2, "split"),  # x's stack past CORRELATE_X_MAX_WIDTH
+    (128, 128, 2, 2, "split"),   # k3 s2's one-phase group
+    (64, 12, 2, 2, "d"),       # an RGB output
+    (64, 12, 1, 1, "x"),       # one shift: every split the same
+])
+def test_correlate_mode_rule(c, cols, ch, cw, want):
+  from jconvt import _algorithms
+  assert _algorithms._correlate_mode(c, cols, ch, cw) == want
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
