@@ -540,11 +540,12 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   return dx.astype(dy.dtype)  # (n, h, w, c)
 
 
-def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
+def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype, folded):
   """``g[q_h, q_w] = sum_u xc[u]^T d[u + q_h * tw + q_w]`` for
   ``q < (ch, cw)``, as one GEMM: (ch, cw, cols, c).
 
-  ``xc`` (rows, c) and ``d`` (rows, cols) are canvases flattened to rows,
+  ``xc`` (rows, c) and ``d`` (rows, cols) are canvases flattened to rows
+  (``folded``: ``d`` is folded space-to-depth, a stride > 1),
   ``tw`` canvas pixels wide; ``xc`` is zero wherever a shift would carry
   ``d`` past a canvas row's end or the last row, so nothing wraps. Each
   operand is a stack of shifted copies (no ``ch * cw`` im2col), split as
@@ -560,7 +561,7 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   """
   rows, c = xc.shape
   cols = d.shape[1]
-  mode = _correlate_mode(c, cols, ch, cw)
+  mode = _correlate_mode(c, cols, ch, cw, folded)
   (xh, xw), (dh, dw) = {"x": ((ch, cw), (1, 1)), "d": ((1, 1), (ch, cw)),
                         "split": ((ch, 1), (1, cw))}[mode]
   front = (xh - 1) * tw + xw - 1
@@ -584,27 +585,30 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype):
   return g.reshape(ch, cw, cols, c)
 
 
-def _correlate_mode(c, cols, ch, cw) -> str:
+def _correlate_mode(c, cols, ch, cw, folded) -> str:
   """How ``_correlate_taps`` splits the shifts ``q < (ch, cw)`` between its
   stacks of ``c`` input channels and ``cols`` cotangent columns: the split
   whose stacks are narrowest together, ``"x"`` (``ch * cw * c + cols``),
   ``"split"`` (``ch * c + cw * cols``) or ``"d"`` (``c + ch * cw * cols``),
-  the first on a tie; ``"x"`` only up to ``CORRELATE_X_MAX_WIDTH``
-  columns of ``x``'s stack.
+  the first on a tie; ``"x"`` only on a ``folded`` canvas (stride > 1) and
+  up to ``CORRELATE_X_MAX_WIDTH`` columns of ``x``'s stack.
 
-  ``d`` is the cotangent's canvas, folded space-to-depth, which ``"x"``
-  takes as it is; XLA:CPU fuses that fold into the copies of a ``d``
-  stack, which ran slowly (dcgan 32->64's kernel gradient, 16x32x32x128
-  -> 64 k4 s2: ``d`` stack 5.5 ms, the fold alone 3.4, of 35). Timed
-  alone at k4 s2 (batch 8-16, 16x16 to 64x64 inputs, 3-512 channels,
-  16-512 filters), ``"x"`` beat the split 1.01-1.36x where its stacks
-  are narrower or as narrow (1.5-1.75x on 3-16 input channels, dcgan
-  32->64 1.07-1.09x), but ran 0.91-0.96x with 2048 columns (512 channels);
-  on k3 s2's phase groups (8x32x32, 32-128 channels) the rule ran
-  0.91-1.15x as fast as the split alone, ``"x"`` throughout 0.73-0.9x.
+  A ``folded`` ``d`` is the cotangent's canvas folded space-to-depth,
+  which ``"x"`` takes as it is; XLA:CPU fuses that fold into the copies of
+  a ``d`` stack, which ran slowly (dcgan 32->64's kernel gradient,
+  16x32x32x128 -> 64 k4 s2: ``d`` stack 5.5 ms, the fold alone 3.4, of
+  35). Timed alone at k4 s2 (batch 8-16, 16x16 to 64x64 inputs, 3-512
+  channels, 16-512 filters), ``"x"`` beat the split 1.01-1.36x where its
+  stacks are narrower or as narrow (1.5-1.75x on 3-16 input channels,
+  dcgan 32->64 1.07-1.09x), but ran 0.91-0.96x with 2048 columns (512
+  channels); at k6 s2 (three shifts each way) 1.0-1.13x. On k3 s2's and
+  k5 s2's phase groups (8x32x32, 32-128 channels) the rule ran 0.91-1.15x
+  as fast as the split alone, ``"x"`` throughout 0.73-0.92x. At stride 1,
+  where ``d`` is the cotangent itself, ``"x"`` ran 0.8-0.9x (k3, 16-32
+  channels to 64-128 filters).
   """
   widths = {"x": ch * cw * c + cols, "split": ch * c + cw * cols, "d": c + ch * cw * cols}
-  if ch * cw * c > CORRELATE_X_MAX_WIDTH:
+  if not folded or ch * cw * c > CORRELATE_X_MAX_WIDTH:
     del widths["x"]
   return min(widths, key=widths.get)
 
@@ -647,7 +651,7 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
     d = d.reshape(rows, sh, sw, -1)
     return tuple(
         _correlate_taps(xc, _unpacked(d[:, r0:r0 + nr, c0:c0 + nc], dy.dtype).reshape(rows, -1),
-                        ch, cw, tw, config.precision, acc_dtype)
+                        ch, cw, tw, config.precision, acc_dtype, sh * sw > 1)
         for (r0, nr, ch), (c0, nc, cw) in pairs)
 
   chunk = n if kqh == kqw == 1 else _kernel_grad_chunk(n, th * tw)

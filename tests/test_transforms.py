@@ -1122,17 +1122,18 @@ def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_tap
      _algorithms._correlate_mode) = saved
 
 
-@pytest.mark.parametrize("c,cols,ch,cw,want", [
-    (128, 256, 2, 2, "x"),     # dcgan 32->64 (64 filters, four phases): a tie with the split
-    (3, 256, 2, 2, "x"),
-    (512, 1024, 2, 2, "split"),  # x's stack past CORRELATE_X_MAX_WIDTH
-    (128, 128, 2, 2, "split"),   # k3 s2's one-phase group
-    (64, 12, 2, 2, "d"),       # an RGB output
-    (64, 12, 1, 1, "x"),       # one shift: every split the same
+@pytest.mark.parametrize("c,cols,ch,cw,folded,want", [
+    (128, 256, 2, 2, True, "x"),     # dcgan 32->64 (64 filters, four phases): a tie
+    (3, 256, 2, 2, True, "x"),
+    (3, 64, 3, 3, False, "split"),   # stride 1: d is the cotangent itself
+    (512, 1024, 2, 2, True, "split"),  # x's stack past CORRELATE_X_MAX_WIDTH
+    (128, 128, 2, 2, True, "split"),   # k3 s2's one-phase group
+    (64, 12, 2, 2, True, "d"),       # an RGB output
+    (64, 12, 1, 1, True, "x"),       # one shift: every split the same
 ])
-def test_correlate_mode_rule(c, cols, ch, cw, want):
+def test_correlate_mode_rule(c, cols, ch, cw, folded, want):
   from jconvt import _algorithms
-  assert _algorithms._correlate_mode(c, cols, ch, cw) == want
+  assert _algorithms._correlate_mode(c, cols, ch, cw, folded) == want
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
