@@ -125,7 +125,10 @@ def _unpadded_input_grad_extra(config, batch, in_hw, kernel_shape, padding):
   ``UNPADDED_DEEP_CHANNELS`` channels each way. XLA:CPU ran the unpadded
   form 2-2.4x slower there (16x16x16x256 -> 128 k4 s2: 71 vs 36 ms;
   8x32x32x128 -> 128 k3 s2: 39 vs 16 ms), about as fast with 64 channels,
-  faster with 3 filters (0.42 vs 0.53 ms) or on 512 pixels (0.22 vs 0.40)."""
+  faster with 3 filters (0.42 vs 0.53 ms) or on 512 pixels (0.22 vs 0.40).
+  That was on YNNPACK: on ``_convolve``'s Eigen route, which ``grad_input``
+  takes first, the padding cost 1.07-1.20x (16x16x16x256 -> 128 k4 s2:
+  28.5 vs 23.7 ms; 8x32x32x128 -> 128 k3 s2 16.1 vs 14.9)."""
   if (_unpadded(padding) and config.strides != (1, 1)
       and batch * in_hw[0] * in_hw[1] > SMALL_INPUT_PIXELS
       and min(kernel_shape[2:]) >= UNPADDED_DEEP_CHANNELS):
@@ -176,15 +179,17 @@ def grad_input(dy, kernel, config, geometry, in_hw, on_cpu=False):
   """``dx``: the strided forward convolution of ``dy`` with the kernel.
 
   At stride > 1, ``_unpadded_input_grad_extra`` pads an unpadded
-  convolution. Under ``_pads_odd_filters`` (an odd number of filters) ``dy``
+  convolution, unless it takes ``_convolve``'s Eigen route. Under ``_pads_odd_filters`` (an odd number of filters) ``dy``
   and the kernel get one zero filter more, which adds only zero products.
   ``on_cpu``: ``_convolve``'s Eigen route."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
   if _pads_odd_filters(config, kernel.shape):  # one zero filter more: exact
     dy = jnp.pad(dy, ((0, 0), (0, 0), (0, 0), (0, 1)))
     kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, 1), (0, 0)))
-  extra = _unpadded_input_grad_extra(config, dy.shape[0], in_hw, kernel.shape, padding)
-  padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
+  if not (on_cpu and _eigen_beats_ynnpack(dy.shape, kernel.shape, config.strides, padding,
+                                          config.dilation_rate, dy.dtype)):
+    extra = _unpadded_input_grad_extra(config, dy.shape[0], in_hw, kernel.shape, padding)
+    padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra)]
   dx = _convolve(dy, kernel, config.strides, padding,  # I = filters, O = in_channels
                  config.dilation_rate, precision=config.precision, on_cpu=on_cpu)
   return dx[:, :in_hw[0], :in_hw[1]]

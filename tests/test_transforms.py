@@ -526,6 +526,26 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
                                     conv_padding) == expected
 
 
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_unpadded_input_gradient_not_on_the_eigen_route(on_cpu):
+  """A 'valid' layer's input gradient gets the extra stride of padding only
+  off ``_convolve``'s Eigen route (where it cost 1.07-1.20x): the lowered
+  convolution's output is the input's size on the route, one stride
+  larger (then cropped) off it. Traced only (no compile)."""
+  from jconvt import _algorithms
+  x_shape, kernel_shape = (16, 16, 16, 256), (4, 4, 128, 256)
+  cfg = ConvTransposeConfig(2, "valid")
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  dy = jax.ShapeDtypeStruct((16, 34, 34, 128), jnp.float32)
+  kernel = jax.ShapeDtypeStruct(kernel_shape, jnp.float32)
+  text = jax.jit(lambda dy, k: _algorithms.grad_input(
+      dy, k, cfg, geometry, x_shape[1:3], on_cpu=on_cpu)).lower(dy, kernel).as_text()
+  conv = next(line for line in text.splitlines() if "stablehlo.convolution" in line)
+  assert ("lhs_dilate = [1, 2]" in conv) == on_cpu
+  assert conv.rstrip().endswith("tensor<16x16x16x256xf32>" if on_cpu
+                                else "tensor<16x17x17x256xf32>"), conv
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,expected", [
     ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, 1, "taps"),  # small, deep
     ((1, 16, 16, 512), (4, 4, 256, 512), 2, 1, "taps"),  # 256 pixels
