@@ -898,7 +898,11 @@ def _col2im_rows(x, kernel, config, th, tw):
 # as fast in bfloat16. The kernel gradient's convolution of a 'valid' layer
 # (no padding) ran 1.5-2.6x slower than the GEMMs on 16x16 images (16x16x16x256 -> 128
 # k4 s2: 79 vs 30 ms; with padding the two ran within 10%), 1.05-1.15x
-# faster on 8x8 ones. On inputs of at most TAPS_KERNEL_GRAD_PIXELS pixels
+# faster on 8x8 ones; that was on YNNPACK: on the Eigen route below it ran
+# 1.0-1.56x faster than the GEMMs alone on 16x16 images (16x16x16x256 ->
+# 128 k4 s2 'valid': 25.3 vs 33.6 ms; k3 15.1 vs 23.6) and the steps
+# 1.04-1.16x with 5-7 MiB less scratch (at the dilated reference's, which
+# the GEMMs' passed by up to 7 MiB), so the GEMMs give way there. On inputs of at most TAPS_KERNEL_GRAD_PIXELS pixels
 # with at least TAPS_KERNEL_GRAD_CHANNELS input channels (stride > 1, at
 # most COL2IM_MAX_TAPS taps) the kernel gradient is one GEMM over dy's tap
 # windows (``grad_kernel_taps``), which ran 1.15-2x faster than the
@@ -1203,7 +1207,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   convolution); the rule above. With bfloat16 inputs at stride > 1 it is
   always the GEMMs; also where the convolution would have no padding at all
   (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
-  ``SHALLOW_MIN_IMAGE_PIXELS``. At stride 1 not on 1x1 images (a latent),
+  ``SHALLOW_MIN_IMAGE_PIXELS``, unless it takes ``_convolve``'s Eigen route
+  (``_kernel_grad_conv_on_eigen``). At stride 1 not on 1x1 images (a latent),
   whose canvas is all padding but one pixel, nor (float32) where the
   convolution takes ``_convolve``'s Eigen route
   (``_kernel_grad_conv_on_eigen``; bfloat16 GEMMs run at twice the rate)."""
@@ -1215,8 +1220,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     h, w = spatial(x_shape, config)
     deep_image = h * w >= SHALLOW_MIN_IMAGE_PIXELS
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
-    unpadded = deep_image and _unpadded(
+    unpadded = (deep_image and _unpadded(
         _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
+        and not _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype, geometry))
     return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
           and spatial(x_shape, config) != (1, 1)
@@ -1402,8 +1408,9 @@ def dispatch(x, kernel, config, geometry):
     ``TAPS_INPUT_GRAD_PIXELS`` with at least ``TAPS_INPUT_GRAD_FILTERS``
     filters, and
     the kernel gradient above ``GEMM_KERNEL_GRAD_PIXELS`` or with at most
-    ``SHALLOW_INPUT_CHANNELS`` input channels or no padding (``'valid'``)
-    on images of at least ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1
+    ``SHALLOW_INPUT_CHANNELS`` input channels or no padding (``'valid'``,
+    off the Eigen route below) on images of at least
+    ``SHALLOW_MIN_IMAGE_PIXELS``; at stride 1
     (dilation 1) the kernel gradient is GEMMs when both channel counts are
     at least ``STRIDE1_DEEP_CHANNELS`` and its convolution would not take
     the Eigen route below; otherwise forward-style

@@ -654,15 +654,17 @@ def test_stride1_bfloat16_kernel_gradient_keeps_the_gemms():
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
-    ((16, 16, 16, 256), (4, 4, 128, 256), "valid", True),  # no padding, 16x16 images
+    ((4, 16, 16, 256), (4, 4, 128, 256), "valid", True),  # no padding, 16x16 images
     ((2, 16, 16, 64), (3, 3, 32, 64), "valid", True),
+    ((16, 16, 16, 256), (4, 4, 128, 256), "valid", False),  # its convolution on Eigen
     ((16, 16, 16, 256), (4, 4, 128, 256), "same", False),
     ((16, 8, 8, 512), (4, 4, 256, 512), "valid", False),  # 8x8 images
     ((2, 16, 16, 64), (3, 3, 32, 64), ((1, 0), (0, 0)), False),  # padded on one side
 ])
 def test_auto_kernel_gradient_rule_for_valid_layers(x_shape, kernel_shape, padding, expected):
   """Given the geometry, the kernel gradient of an unpadded ('valid') layer
-  is the GEMMs on images of 16x16 or more."""
+  is the GEMMs on images of 16x16 or more, unless its convolution takes the
+  Eigen route (16 images: the convolution's contracted channels)."""
   from jconvt._algorithms import _kernel_grad_is_gemm
   cfg = ConvTransposeConfig(2, padding)
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
