@@ -1125,7 +1125,8 @@ def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_tap
   """``grad_kernel_phase`` against the reference's kernel gradient, whole and
   one image per chunk, with one GEMM per pair of phase groups (its own taps
   only) and with one GEMM over all taps (zero past the kernel), and each
-  way of splitting the shifts between the stacks (``_correlate_mode``)."""
+  way of splitting the shifts between the stacks (``_correlate_mode``;
+  "x" both whole and chunked)."""
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, "same")
   x, _, dy, geometry, _, want = _reference_gradients(x_shape, kernel_shape, cfg)
@@ -1133,12 +1134,11 @@ def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_tap
            _algorithms._correlate_mode)
   try:
     _algorithms.EXACT_TAPS_FILTERS = 0 if exact_taps else 10**9
-    for mode in ("x", "split", "d"):
+    for mode, chunk_rows in (("x", 10**9), ("x", 1), ("split", 1), ("d", 10**9)):
       _algorithms._correlate_mode = lambda *_, mode=mode: mode
-      for chunk_rows in (10**9, 1):
-        _algorithms.KERNEL_GRAD_CHUNK_ROWS = chunk_rows
-        got = _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg, geometry)
-        assert_close(got, want)
+      _algorithms.KERNEL_GRAD_CHUNK_ROWS = chunk_rows
+      got = _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg, geometry)
+      assert_close(got, want)
   finally:
     (_algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS,
      _algorithms._correlate_mode) = saved
