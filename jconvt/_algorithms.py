@@ -179,8 +179,9 @@ def grad_input(dy, kernel, config, geometry, in_hw, on_cpu=False):
   """``dx``: the strided forward convolution of ``dy`` with the kernel.
 
   At stride > 1, ``_unpadded_input_grad_extra`` pads an unpadded
-  convolution, unless it takes ``_convolve``'s Eigen route. Under ``_pads_odd_filters`` (an odd number of filters) ``dy``
-  and the kernel get one zero filter more, which adds only zero products.
+  convolution, unless it takes ``_convolve``'s Eigen route. Under
+  ``_pads_odd_filters`` (an odd number of filters) ``dy`` and the kernel
+  get one zero filter more, which adds only zero products.
   ``on_cpu``: ``_convolve``'s Eigen route."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
   if _pads_odd_filters(config, kernel.shape):  # one zero filter more: exact
@@ -576,7 +577,8 @@ def _correlate_taps(xc, d, ch, cw, tw, precision, acc_dtype, folded):
   dp = jnp.pad(_packed(d), ((0, offsets[-1]), (0, 0)))
   ds = jnp.stack([dp[o:o + rows] for o in offsets], axis=1).reshape(rows, -1)
   ds = _unpacked(ds, d.dtype)
-  if mode == "x" or xh * c <= ds.shape[1]:  # x's stack leads, built transposed: (xh * c, rows)
+  if mode == "x" or xh * c <= ds.shape[1]:  # x's stack leads, built transposed:
+    # (xh * xw * c, rows)
     xs = jnp.concatenate([_unpacked(xp[o:o + rows], xc.dtype).T for o in x_starts], axis=0)
     g = lax.dot_general(xs, ds, (((1,), (0,)), ((), ())), precision=precision,
                         preferred_element_type=acc_dtype)
@@ -907,7 +909,8 @@ def _col2im_rows(x, kernel, config, th, tw):
 # 1.0-1.56x faster than the GEMMs alone on 16x16 images (16x16x16x256 ->
 # 128 k4 s2 'valid': 25.3 vs 33.6 ms; k3 15.1 vs 23.6) and the steps
 # 1.04-1.16x with 5-7 MiB less scratch (at the dilated reference's, which
-# the GEMMs' passed by up to 7 MiB), so the GEMMs give way there. On inputs of at most TAPS_KERNEL_GRAD_PIXELS pixels
+# the GEMMs' passed by up to 7 MiB), so the GEMMs give way there. On
+# inputs of at most TAPS_KERNEL_GRAD_PIXELS pixels
 # with at least TAPS_KERNEL_GRAD_CHANNELS input channels (stride > 1, at
 # most COL2IM_MAX_TAPS taps) the kernel gradient is one GEMM over dy's tap
 # windows (``grad_kernel_taps``), which ran 1.15-2x faster than the
@@ -995,8 +998,8 @@ TAPS_KERNEL_GRAD_CHANNELS = 128
 KERNEL_GRAD_CHUNK_ROWS = 2048
 GEMM_FORWARD_COLUMNS = 512
 EXACT_TAPS_FILTERS = 8
-EIGEN_DILATION = 2
 CORRELATE_X_MAX_WIDTH = 1024
+EIGEN_DILATION = 2
 EIGEN_MIN_CONTRACTED = 8
 EIGEN_MIN_FEATURES = 32
 EIGEN_MIN_MACS = 2 ** 24
