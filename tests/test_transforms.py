@@ -1144,7 +1144,8 @@ def test_tap_window_input_gradient_in_half_precision(dtype):
     ((2, 6, 6, 32), (1, 1, 40, 32), (2, 2)),  # kernel < stride: phases no tap reaches
     ((2, 6, 7, 32), (3, 3, 32, 32), (1, 1)),
 ])
-def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_taps):
+def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_taps,
+                                       monkeypatch):
   """``grad_kernel_phase`` against the reference's kernel gradient, whole and
   one image per chunk, with one GEMM per pair of phase groups (its own taps
   only) and with one GEMM over all taps (zero past the kernel), and each
@@ -1153,18 +1154,12 @@ def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_tap
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, "same")
   x, _, dy, geometry, _, want = _reference_gradients(x_shape, kernel_shape, cfg)
-  saved = (_algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS,
-           _algorithms._correlate_mode)
-  try:
-    _algorithms.EXACT_TAPS_FILTERS = 0 if exact_taps else 10**9
-    for mode, chunk_rows in (("x", 10**9), ("x", 1), ("split", 1), ("d", 10**9)):
-      _algorithms._correlate_mode = lambda *_, mode=mode: mode
-      _algorithms.KERNEL_GRAD_CHUNK_ROWS = chunk_rows
-      got = _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg, geometry)
-      assert_close(got, want)
-  finally:
-    (_algorithms.EXACT_TAPS_FILTERS, _algorithms.KERNEL_GRAD_CHUNK_ROWS,
-     _algorithms._correlate_mode) = saved
+  monkeypatch.setattr(_algorithms, "EXACT_TAPS_FILTERS", 0 if exact_taps else 10**9)
+  for mode, chunk_rows in (("x", 10**9), ("x", 1), ("split", 1), ("d", 10**9)):
+    monkeypatch.setattr(_algorithms, "_correlate_mode", lambda *_, mode=mode: mode)
+    monkeypatch.setattr(_algorithms, "KERNEL_GRAD_CHUNK_ROWS", chunk_rows)
+    got = _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg, geometry)
+    assert_close(got, want)
 
 
 @pytest.mark.parametrize("c,cols,ch,cw,folded,want", [
