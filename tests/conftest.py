@@ -145,6 +145,14 @@ def gpu_rules():
     _algorithms._AUTO_RULES.update(saved)
 
 
+@pytest.fixture
+def without_onednn(monkeypatch):
+  """XLA:CPU's own convolutions, not oneDNN's (``JCONVT_ONEDNN=0``): what the
+  tests of their layouts, windows and Eigen route look at, and what runs
+  where oneDNN is off (not x86-64, an unverified jaxlib)."""
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+
+
 @pytest.fixture(autouse=True)
 def _strict_jax():
   with jax.default_matmul_precision("float32"), jax.numpy_rank_promotion("raise"):

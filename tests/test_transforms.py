@@ -212,6 +212,7 @@ def test_precision_reaches_hlo(algorithm):
   assert grad_hlo.count("HIGHEST") >= 2
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution layouts")
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("strides,dilation,size,filters", [
@@ -262,6 +263,7 @@ def _convolution_windows(compiled):
   return windows
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolutions")
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("x_shape,filters,kernel,strides,padding,dilation", [
@@ -373,6 +375,7 @@ def _ynn_fused(hlo_text):
   return bodies
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolutions")
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("batch,kernel,strides", [(2, 4, 2), (8, 3, 1)])
@@ -420,6 +423,7 @@ def test_cpu_hands_the_plain_gradient_convolution_to_ynnpack():
   assert not any(" convolution(" in body for body in _ynn_fused(compiled(True)))
 
 
+@pytest.mark.usefixtures("without_onednn")
 def test_eigen_route_is_lowered_for_cpu_only():
   """An explicit ``phase`` (the CPU's plan on every backend) lowered for CPU
   writes the input gradient's convolution input-dilated; lowered for CUDA
@@ -490,6 +494,7 @@ def test_taller_than_input(padding, in_hw, kernel_hw, dilation, out_h):
   assert in_hw[0] + sum(got[0]) - k_eff + 1 == out_h
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.skipif(jax.default_backend() != "cpu"
                     or tuple(map(int, jax.__version__.split(".")[:2])) != (0, 10),
                     reason="XLA:CPU's YNNPACK rule as of jaxlib 0.10")
@@ -549,6 +554,7 @@ def test_training_step_scratch_within_the_reference(x_shape, filters, kernel, pa
   assert temp_bytes("auto") <= temp_bytes("dilated")
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.parametrize("on_cpu", [True, False])
 def test_unpadded_input_gradient_not_on_the_eigen_route(on_cpu):
   """A 'valid' layer's input gradient gets the extra stride of padding only

@@ -1,0 +1,160 @@
+"""oneDNN's convolution through XLA:CPU's custom call (``jconvt._onednn``):
+the same values as ``lax.conv_general_dilated``, its transforms, the
+switch, and that the fast paths reach it on CPU."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jconvt
+from jconvt import ConvTransposeConfig, _onednn
+from conftest import assert_close
+
+on_cpu_with_onednn = pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not _onednn.enabled(),
+    reason="oneDNN runs on XLA:CPU, x86-64, a verified jaxlib")
+
+CASES = [  # lhs (NHWC), rhs (HWIO), window strides, padding, rhs dilation
+    ((2, 9, 8, 5), (3, 2, 5, 7), (1, 1), ((1, 1), (0, 1)), (1, 1)),
+    ((2, 9, 8, 5), (3, 2, 5, 7), (2, 1), ((1, 0), (1, 1)), (1, 1)),
+    ((2, 9, 8, 5), (3, 2, 5, 7), (1, 1), ((2, 2), (1, 1)), (2, 1)),
+    ((2, 9, 8, 5), (3, 2, 5, 7), (2, 3), ((0, 0), (0, 0)), (1, 2)),
+    ((1, 6, 11, 3), (4, 4, 3, 8), (3, 2), ((2, 1), (1, 2)), (1, 2)),
+    ((3, 5, 5, 2), (1, 1, 2, 3), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    ((2, 4, 1, 3), (2, 1, 3, 2), (1, 1), ((1, 0), (0, 0)), (1, 1)),  # width 1
+    ((2, 3, 3, 4), (5, 5, 4, 6), (1, 1), ((2, 2), (2, 2)), (1, 1)),  # kernel > input
+]
+
+
+def _operands(lhs_shape, rhs_shape, seed=0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.standard_normal(lhs_shape), jnp.float32),
+          jnp.asarray(rng.standard_normal(rhs_shape), jnp.float32))
+
+
+def _reference(lhs, rhs, strides, padding, dilation):
+  return lax.conv_general_dilated(lhs, rhs, strides, padding, rhs_dilation=dilation,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  precision=lax.Precision.HIGHEST)
+
+
+@on_cpu_with_onednn
+@pytest.mark.parametrize("lhs_shape,rhs_shape,strides,padding,dilation", CASES)
+def test_same_convolution_as_lax(lhs_shape, rhs_shape, strides, padding, dilation):
+  """The custom call (strides, padding, dilations as XLA:CPU's oneDNN
+  runtime reads them) computes lax's convolution: shape and values, under
+  ``jit`` and outside it; the compiled module has the custom call."""
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+  conv = lambda l, r: _onednn.conv(l, r, strides, padding, dilation)
+  expected = _reference(lhs, rhs, strides, padding, dilation)
+  assert _onednn.TARGET in jax.jit(conv).lower(lhs, rhs).compile().as_text()
+  for got in (jax.jit(conv)(lhs, rhs), conv(lhs, rhs)):
+    assert got.shape == expected.shape
+    assert_close(got, expected)
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,strides,padding,dilation", CASES[1:5])
+def test_gradients_second_order_and_vmap(lhs_shape, rhs_shape, strides, padding, dilation):
+  """First and second derivatives equal lax's (the tangents are lax's
+  convolution); ``vmap`` over the input folds it into the batch, over the
+  kernel falls back to lax. Any backend (elsewhere the primitive lowers to
+  lax's convolution)."""
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+
+  def loss(conv):
+    return lambda l, r: jnp.sum(jnp.sin(conv(l, r)))
+
+  ours = loss(lambda l, r: _onednn.conv(l, r, strides, padding, dilation))
+  ref = loss(lambda l, r: _reference(l, r, strides, padding, dilation))
+  for a, b in zip(jax.grad(ours, (0, 1))(lhs, rhs), jax.grad(ref, (0, 1))(lhs, rhs)):
+    assert_close(a, b)
+  second = lambda f: jax.grad(lambda l: jnp.sum(jax.grad(f, 1)(l, rhs) ** 2))(lhs)
+  assert_close(second(ours), second(ref))
+  lhs_batch = jnp.stack([lhs, -2 * lhs, lhs ** 2])
+  rhs_batch = jnp.stack([rhs, 3 * rhs])
+  for in_axes, args in (((0, None), (lhs_batch, rhs)), ((None, 0), (lhs, rhs_batch)),
+                        ((1, 0), (jnp.moveaxis(lhs_batch[:2], 0, 1), rhs_batch))):
+    got = jax.vmap(lambda l, r: _onednn.conv(l, r, strides, padding, dilation),
+                   in_axes=in_axes)(*args)
+    expected = jax.vmap(lambda l, r: _reference(l, r, strides, padding, dilation),
+                        in_axes=in_axes)(*args)
+    assert_close(got, expected)
+
+
+def test_switch(monkeypatch):
+  """``JCONVT_ONEDNN`` forces oneDNN on or off; unset, it follows the
+  machine and the jaxlib (x86-64, ``VERIFIED_JAXLIB``)."""
+  import importlib.metadata
+  import platform
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  assert not _onednn.enabled()
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  assert _onednn.enabled()
+  monkeypatch.delenv("JCONVT_ONEDNN")
+  version = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+  assert _onednn.enabled() == (platform.machine().lower() in ("x86_64", "amd64")
+                               and version in _onednn.VERIFIED_JAXLIB)
+
+
+def test_supported(monkeypatch):
+  """Float32 in and out, padding >= 0, a non-empty output; nothing when off."""
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  ok = ((2, 8, 8, 4), (3, 3, 4, 8), (1, 1), ((1, 1), (1, 1)), (1, 1))
+  assert _onednn.supported(*ok, jnp.float32)
+  assert _onednn.supported(*ok, jnp.float32, jnp.float32)
+  assert not _onednn.supported(*ok, jnp.bfloat16)
+  assert not _onednn.supported(*ok, jnp.float16)
+  assert not _onednn.supported(*ok, jnp.float32, jnp.bfloat16)
+  assert not _onednn.supported(*ok[:3], ((1, -1), (1, 1)), (1, 1), jnp.float32)
+  assert not _onednn.supported((2, 2, 2, 4), (5, 5, 4, 8), (1, 1), ((0, 0), (0, 0)), (1, 1),
+                               jnp.float32)  # empty output
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  assert not _onednn.supported(*ok, jnp.float32)
+
+
+def test_onednn_rule():
+  """The fast paths hand a convolution to oneDNN with at least 8 output and
+  2 contracted channels (slower than XLA:CPU's own below)."""
+  from jconvt._algorithms import _onednn_runs
+  args = ((1, 1), ((1, 1), (1, 1)), (1, 1), jnp.float32)
+  expected = _onednn.enabled()
+  assert _onednn_runs((8, 64, 64, 32), (3, 3, 32, 8), *args) == expected
+  assert not _onednn_runs((8, 64, 64, 32), (3, 3, 32, 4), *args)  # an RGB(A) output
+  assert not _onednn_runs((8, 64, 64, 1), (3, 3, 1, 32), *args)   # one contracted channel
+  assert _onednn_runs((8, 64, 64, 2), (3, 3, 2, 32), *args) == expected
+
+
+def _onednn_calls(step, args):
+  return step.lower(*args).compile().as_text().count(f'custom_call_target="{_onednn.TARGET}"')
+
+
+@on_cpu_with_onednn
+@pytest.mark.parametrize("strides,kernel", [(2, 4), (2, 3), (1, 3)])
+def test_training_step_runs_on_onednn_and_equals_the_reference(monkeypatch, strides, kernel):
+  """``auto``'s training step on CPU (a 2x16x16x64 -> 64 layer) runs its
+  phase forward and its input gradient's convolution on oneDNN, and none
+  with ``JCONVT_ONEDNN=0``; both equal the dilated reference."""
+  cfg = ConvTransposeConfig(strides, "same")
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 16, 16, 64)), jnp.float32)
+  params = {"kernel": jnp.asarray(rng.standard_normal((kernel, kernel, 64, 64)), jnp.float32)}
+  dy = jnp.asarray(rng.standard_normal(jconvt.output_shape(x.shape, params["kernel"].shape,
+                                                           cfg)), jnp.float32)
+
+  def step(algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    return jax.jit(jax.grad(
+        lambda p, x: 0.5 * jnp.sum((jconvt.conv2d_transpose(p, x, c) - dy) ** 2),
+        argnums=(0, 1)))
+
+  ref = step("dilated")(params, x)
+  assert _onednn_calls(step("auto"), (params, x)) >= 2
+  results = [step("auto")(params, x)]
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  assert _onednn_calls(step("auto"), (params, x)) == 0
+  results.append(step("auto")(params, x))
+  for got in results:
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+      assert_close(a, b)
