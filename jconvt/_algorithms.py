@@ -385,7 +385,8 @@ def _phase_convolve(x, sub, padding, config, on_cpu):
   ``sub``: oneDNN's with ``on_cpu`` where ``_onednn.supported``."""
   if on_cpu and _onednn_runs(x.shape, sub.shape, (1, 1), padding, (1, 1), x.dtype,
                              config.preferred_element_type):
-    return _onednn.conv(x, sub, (1, 1), padding)
+    return _onednn.conv(x, sub, (1, 1), padding,
+                        preferred_element_type=config.preferred_element_type)
   return lax.conv_general_dilated(
       x, sub, window_strides=(1, 1), padding=padding,
       dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=config.precision,
@@ -411,7 +412,8 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False):
     hwio = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
     if on_cpu and _onednn_runs(x.shape, hwio.shape, (1, 1), padding, (1, 1), x.dtype,
                                config.preferred_element_type):
-      return _onednn.conv(x, hwio, (1, 1), padding)
+      return _onednn.conv(x, hwio, (1, 1), padding,
+                          preferred_element_type=config.preferred_element_type)
     if _taller_channels(kernel.shape):
       padding = _taller_than_input(padding, (h, w), (kh, kw), config.dilation_rate)
     y = lax.conv_general_dilated(
@@ -1049,7 +1051,12 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   ``phase_gemm`` under ``_forward_is_gemm`` (bfloat16), col2im on small
   inputs (up to ``COL2IM_MAX_TAPS`` taps per output pixel, unless
   ``_phase_beats_col2im``; always where ``_phase_kernel_exceeds_input``),
-  phase on the others with dilation 1, and the dilated form otherwise."""
+  phase on the others with dilation 1, and the dilated form otherwise.
+  bfloat16 where oneDNN takes it: phase at any size (dilation 1, unless
+  its kernel exceeds the input), whose training steps ran 1.47-1.88x as
+  fast as col2im's on 8x8 and 16x16 inputs (16x8x8x512 -> 256 k4 s2: 66
+  -> 35 ms, scratch 33 -> 7 MiB) and 1.02x on 4x4 (where phase_gemm ran
+  1.13x)."""
   if config.algorithm != "auto":
     return config.algorithm
   if _forward_is_gemm(config, kernel_shape, dtype):
@@ -1058,6 +1065,8 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   small = _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
   if phase_ok and _phase_kernel_exceeds_input(config, x_shape, kernel_shape):
     return "col2im"
+  if phase_ok and jnp.dtype(dtype) == jnp.bfloat16 and _onednn.takes_dtype(dtype):
+    return "phase"  # its convolutions on oneDNN, at any size
   if (small and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
       and not (phase_ok and _phase_beats_col2im(config, kernel_shape))):
     return "col2im"
@@ -1136,7 +1145,8 @@ def _forward_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype) -> bool:
   stride > 1, dilation 1, each stride dividing its kernel size and at least
   ``GEMM_FORWARD_COLUMNS`` GEMM columns (``s_h * s_w * filters``); the
   rule above."""
-  return (jnp.dtype(dtype) == jnp.bfloat16 and config.strides != (1, 1)
+  return (jnp.dtype(dtype) == jnp.bfloat16 and not _onednn.takes_dtype(dtype)
+          and config.strides != (1, 1)
           and config.dilation_rate == (1, 1) and _strides_divide_kernel(config, kernel_shape)
           and config.strides[0] * config.strides[1] * kernel_shape[2] >= GEMM_FORWARD_COLUMNS)
 
@@ -1175,7 +1185,8 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype=jnp.flo
   size."""
   if config.dilation_rate != (1, 1) or config.strides == (1, 1):
     return False
-  if _strides_divide_kernel(config, kernel_shape) and jnp.dtype(dtype) == jnp.bfloat16:
+  if (_strides_divide_kernel(config, kernel_shape) and jnp.dtype(dtype) == jnp.bfloat16
+      and not _onednn.takes_dtype(dtype)):
     return True
   return all(k <= s for k, s in zip(kernel_shape[:2], config.strides))  # one tap per phase
 
@@ -1252,10 +1263,19 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   """Whether the fast path's kernel gradient, where ``_kernel_grad_is_taps``
   does not hold, is ``grad_kernel_phase``'s GEMMs (else ``grad_kernel``'s
   convolution); the rule above. With bfloat16 inputs at stride > 1 it is
-  always the GEMMs; also where the convolution would have no padding at all
+  the GEMMs; also where the convolution would have no padding at all
   (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
   ``SHALLOW_MIN_IMAGE_PIXELS``, unless it takes ``_convolve``'s Eigen route
-  (``_kernel_grad_conv_on_eigen``). At stride 1 not on 1x1 images (a latent),
+  (``_kernel_grad_conv_on_eigen``); but bfloat16 where the convolution runs
+  on oneDNN (``_kernel_grad_conv_on_onednn``), which trained the strided
+  bfloat16 layers 1.10-1.33x as fast as the GEMMs (8x8 to 32x32 inputs,
+  k2-k4, 3-512 channels; forward and input gradient on oneDNN too). Not
+  float32 above ``GEMM_KERNEL_GRAD_PIXELS``: there the convolution on
+  oneDNN trained 'same' layers (8x32x32 to 8x64x64, k3-k5 s2, up to 128x64
+  channels) 1.06-1.38x as fast, but took the step's scratch past the
+  reference's (dcgan 32->64: 41 against 40 MiB; 4x128x128x128 -> 32 k4:
+  128 against 96). At
+  stride 1 not on 1x1 images (a latent),
   whose canvas is all padding but one pixel, nor (float32) where the
   convolution takes ``_convolve``'s Eigen route
   (``_kernel_grad_conv_on_eigen``; bfloat16 GEMMs run at twice the rate)."""
@@ -1263,14 +1283,15 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     return False
   if config.strides != (1, 1):
     if jnp.dtype(dtype) == jnp.bfloat16:
-      return True
+      return not _kernel_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype, geometry)
     h, w = spatial(x_shape, config)
     deep_image = h * w >= SHALLOW_MIN_IMAGE_PIXELS
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
     unpadded = (deep_image and _unpadded(
         _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
         and not _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype, geometry))
-    return shallow or unpadded or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
+    large = _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
+    return shallow or unpadded or large
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
           and spatial(x_shape, config) != (1, 1)
           and not (jnp.dtype(dtype) == jnp.float32
@@ -1278,15 +1299,29 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
                                                   geometry)))
 
 
+def _kernel_grad_convolution(config: ConvTransposeConfig, x_shape, kernel_shape, geometry):
+  """``grad_kernel``'s convolution for an NHWC input of ``x_shape``: its
+  (lhs shape, rhs shape, window strides, padding, rhs dilation)."""
+  (out_h, _), (out_w, _) = geometry
+  dy_shape = (x_shape[0], out_h, out_w, kernel_shape[2])
+  padding = _forward_conv_padding(x_shape[1:3], kernel_shape[:2], config, geometry)
+  return _kernel_grad_conv(x_shape, dy_shape, kernel_shape[:2], config, padding)[1]
+
+
 def _kernel_grad_conv_on_eigen(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
                                geometry) -> bool:
   """Whether ``grad_kernel``'s convolution takes ``_convolve``'s Eigen route
   on XLA:CPU (``_eigen_beats_ynnpack``), for an NHWC input of ``x_shape``."""
-  (out_h, _), (out_w, _) = geometry
-  dy_shape = (x_shape[0], out_h, out_w, kernel_shape[2])
-  padding = _forward_conv_padding(x_shape[1:3], kernel_shape[:2], config, geometry)
-  _, conv = _kernel_grad_conv(x_shape, dy_shape, kernel_shape[:2], config, padding)
-  return _eigen_beats_ynnpack(*conv, dtype)
+  return _eigen_beats_ynnpack(
+      *_kernel_grad_convolution(config, x_shape, kernel_shape, geometry), dtype)
+
+
+def _kernel_grad_conv_on_onednn(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+                                geometry) -> bool:
+  """Whether ``grad_kernel``'s convolution runs on oneDNN on XLA:CPU
+  (``_onednn_runs``), for an NHWC input of ``x_shape``."""
+  return _onednn_runs(*_kernel_grad_convolution(config, x_shape, kernel_shape, geometry),
+                      dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))

@@ -14,8 +14,11 @@ and dilations), and a configuration oneDNN rejects aborts the process. So
 it is used only where ``enabled()``: an x86-64 machine and a jaxlib whose
 encoding the tests check against ``lax.conv_general_dilated``
 (``VERIFIED_JAXLIB``), or ``JCONVT_ONEDNN=1`` in the environment to force
-it (``JCONVT_ONEDNN=0`` turns it off). Only float32, NHWC input, HWIO
-kernel, no input dilation, padding >= 0 (``supported``).
+it (``JCONVT_ONEDNN=0`` turns it off). Only float32, or bfloat16 where the
+CPU multiplies it natively (AVX512_BF16, AMX), NHWC input, HWIO kernel, no
+input dilation, padding >= 0 (``supported``). bfloat16 ran 2.2-2.8x
+faster than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 ->
+512 k2 11.0 against 23.7 ms).
 
 ``conv`` is a primitive of its own: on CPU the custom call, on every other
 platform ``lax.conv_general_dilated``; differentiable (its tangents are
@@ -68,13 +71,36 @@ def enabled() -> bool:
   return _default_enabled()
 
 
+@functools.cache
+def _cpu_has_bfloat16() -> bool:
+  """Whether the CPU computes bfloat16 products natively (AVX512_BF16 or
+  AMX-BF16, from ``/proc/cpuinfo``), which oneDNN's bfloat16 convolution
+  needs to be fast (and, on some ISAs, to exist)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = f.read()
+  except OSError:
+    return False
+  return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def takes_dtype(dtype) -> bool:
+  """Whether ``conv`` takes inputs of ``dtype``: float32, or bfloat16 on a
+  CPU with native bfloat16 products; and ``enabled()``."""
+  dtype = jnp.dtype(dtype)
+  return enabled() and (dtype == jnp.float32
+                        or (dtype == jnp.bfloat16 and _cpu_has_bfloat16()))
+
+
 def supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dtype,
               preferred_element_type=None) -> bool:
-  """Whether ``conv`` takes this convolution: ``enabled()``, float32 in and
-  out, padding >= 0 and a non-empty output."""
-  if not enabled() or jnp.dtype(dtype) != jnp.float32:
+  """Whether ``conv`` takes this convolution: ``takes_dtype(dtype)``, an
+  output of the input's dtype or float32, padding >= 0 and a non-empty
+  output."""
+  if not takes_dtype(dtype):
     return False
-  if preferred_element_type is not None and jnp.dtype(preferred_element_type) != jnp.float32:
+  if preferred_element_type is not None and jnp.dtype(preferred_element_type) not in (
+      jnp.dtype(dtype), jnp.dtype(jnp.float32)):
     return False
   if any(lo < 0 or hi < 0 for lo, hi in padding):
     return False
@@ -82,14 +108,16 @@ def supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dtype
   return min(out) > 0 and min(lhs_shape) > 0 and min(rhs_shape) > 0
 
 
-def conv(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1)):
+def conv(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), preferred_element_type=None):
   """The convolution of an NHWC ``lhs`` (n, h, w, i) with an HWIO ``rhs``
-  (kh, kw, i, o) -> (n, out_h, out_w, o), float32, as
-  ``lax.conv_general_dilated`` with these arguments computes it; oneDNN's
-  on CPU."""
+  (kh, kw, i, o) -> (n, out_h, out_w, o), as ``lax.conv_general_dilated``
+  with these arguments computes it; oneDNN's on CPU (products accumulated
+  in float32, the output in ``preferred_element_type`` or ``lhs``'s
+  dtype)."""
+  out_dtype = jnp.dtype(preferred_element_type or lhs.dtype)
   return _conv_p.bind(lhs, rhs, window_strides=tuple(window_strides),
                       padding=tuple(tuple(p) for p in padding),
-                      rhs_dilation=tuple(rhs_dilation))
+                      rhs_dilation=tuple(rhs_dilation), out_dtype=out_dtype)
 
 
 def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
@@ -100,16 +128,17 @@ def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
   return (n, *out_hw, o)
 
 
-def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation):
+def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype):
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding,
                                   rhs_dilation=rhs_dilation,
                                   dimension_numbers=_DIMENSION_NUMBERS,
-                                  precision=lax.Precision.HIGHEST)
+                                  precision=lax.Precision.HIGHEST,
+                                  preferred_element_type=out_dtype)
 
 
-def _abstract_eval(lhs, rhs, *, window_strides, padding, rhs_dilation):
+def _abstract_eval(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype):
   shape = _output_shape(lhs.shape, rhs.shape, window_strides, padding, rhs_dilation)
-  return jax.core.ShapedArray(shape, lhs.dtype)
+  return jax.core.ShapedArray(shape, out_dtype)
 
 
 def backend_config(window_strides, padding, rhs_dilation) -> str:
@@ -143,7 +172,8 @@ def _sharding_rule():
       need_replication_factors=("h", "w", "i", "kh", "kw", "oh", "ow"))
 
 
-def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation):
+def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype):
+  del out_dtype  # the result type, which the lowering takes from the output's aval
   rule = jax.ffi.ffi_lowering(
       TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation),
       api_version=1)
@@ -166,7 +196,8 @@ def _batch(args, dims, **params):
   return y.reshape(b, n, *y.shape[1:]), 0
 
 
-@functools.partial(jax.jit, static_argnames=("window_strides", "padding", "rhs_dilation"))
+@functools.partial(jax.jit, static_argnames=("window_strides", "padding", "rhs_dilation",
+                                             "out_dtype"))
 def _impl(lhs, rhs, **params):  # outside jit: compiled, as lax's primitives are
   return _conv_p.bind(lhs, rhs, **params)
 

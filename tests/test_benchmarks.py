@@ -105,6 +105,7 @@ def test_xla_flags_line(monkeypatch, value, expected):
   assert xla_flags() == expected
 
 
+@pytest.mark.usefixtures("without_onednn")  # the bfloat16 plan without oneDNN
 def test_algorithms_of_a_suite_layer():
   """``runners.algorithms`` asks ``algorithm_plan`` with the layer's own
   shapes, data format and dtype."""

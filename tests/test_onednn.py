@@ -99,12 +99,15 @@ def test_switch(monkeypatch):
 
 
 def test_supported(monkeypatch):
-  """Float32 in and out, padding >= 0, a non-empty output; nothing when off."""
+  """Float32 (bfloat16 where the CPU multiplies it natively) in, the input's
+  dtype or float32 out, padding >= 0, a non-empty output; nothing when
+  off."""
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   ok = ((2, 8, 8, 4), (3, 3, 4, 8), (1, 1), ((1, 1), (1, 1)), (1, 1))
   assert _onednn.supported(*ok, jnp.float32)
   assert _onednn.supported(*ok, jnp.float32, jnp.float32)
-  assert not _onednn.supported(*ok, jnp.bfloat16)
+  assert _onednn.supported(*ok, jnp.bfloat16) == _onednn._cpu_has_bfloat16()
+  assert _onednn.supported(*ok, jnp.bfloat16, jnp.float32) == _onednn._cpu_has_bfloat16()
   assert not _onednn.supported(*ok, jnp.float16)
   assert not _onednn.supported(*ok, jnp.float32, jnp.bfloat16)
   assert not _onednn.supported(*ok[:3], ((1, -1), (1, 1)), (1, 1), jnp.float32)
@@ -158,3 +161,47 @@ def test_training_step_runs_on_onednn_and_equals_the_reference(monkeypatch, stri
   for got in results:
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
       assert_close(a, b)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,expected", [
+    ((16, 16, 16, 256), (4, 4, 128, 256), ("phase", "conv", "conv")),  # the suite's
+    ((16, 8, 8, 512), (4, 4, 256, 512), ("phase", "conv", "conv")),     # small: not col2im
+    ((8, 32, 32, 256), (2, 2, 128, 256), ("phase", "phase_gemm", "conv")),  # k <= s
+    ((2, 1, 1, 64), (4, 4, 32, 64), ("col2im", "taps", "conv")),  # kernel > a latent
+])
+def test_bfloat16_plan_with_onednn(monkeypatch, x_shape, kernel_shape, expected):
+  """Where oneDNN takes bfloat16, ``auto`` runs bfloat16 layers at stride 2
+  through it: the phase forward (col2im only where the phase kernel exceeds
+  the input), the convolution input gradient (the GEMMs with a kernel no
+  larger than the stride) and the convolution kernel gradient; without
+  oneDNN, the bfloat16 GEMMs (``phase_gemm``) as before."""
+  cfg = ConvTransposeConfig(2, "same")
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
+  assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)) == expected
+  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
+  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)
+  assert plan.kernel_gradient == "phase_gemm"
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not _onednn.takes_dtype(jnp.bfloat16),
+                    reason="oneDNN's bfloat16 on XLA:CPU (AVX512_BF16 or AMX)")
+def test_bfloat16_training_step_on_onednn_equals_the_reference():
+  """A bfloat16 step through oneDNN (forward, both gradients' convolutions)
+  equals the dilated reference within bfloat16's tolerance."""
+  cfg = ConvTransposeConfig(2, "same")
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 32)), jnp.bfloat16)
+  params = {"kernel": jnp.asarray(rng.standard_normal((4, 4, 16, 32)) * 0.1, jnp.bfloat16)}
+  t = jnp.asarray(rng.standard_normal((2, 16, 16, 16)), jnp.bfloat16)
+
+  def step(algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    loss = lambda p, x: 0.5 * jnp.sum(
+        (jconvt.conv2d_transpose(p, x, c).astype(jnp.float32) - t) ** 2)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+  assert _onednn_calls(step("auto"), (params, x)) == 3
+  for a, b in zip(jax.tree.leaves(step("auto")(params, x)),
+                  jax.tree.leaves(step("dilated")(params, x))):
+    assert_close(a, b, dtype=jnp.bfloat16)

@@ -714,6 +714,7 @@ def test_auto_taps_kernel_gradient_rule(x_shape, kernel_shape, strides, expected
   assert _kernel_grad_is_taps(cfg, x_shape, kernel_shape) is expected
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.parametrize("kernel_size,strides,dilation,dx_gemm,dk_gemm", [
     (4, 2, 1, True, True),
     (3, 2, 1, False, True),  # the GEMM input gradient would multiply zero taps
@@ -733,6 +734,7 @@ def test_auto_gradient_rules_for_bfloat16(kernel_size, strides, dilation, dx_gem
   assert not _kernel_grad_is_gemm(cfg, x_shape, kernel_shape, jnp.float32, geometry)
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.parametrize("kernel_size,strides,dilation,filters,expected", [
     (4, 2, 1, 128, True),
     (2, 2, 1, 128, True),
@@ -781,6 +783,7 @@ def _record_algorithms(monkeypatch):
   return calls
 
 
+@pytest.mark.usefixtures("without_onednn")
 @pytest.mark.parametrize("x_shape,kernel_shape,kwargs,dtype,expected", [
     ((1, 8, 8, 128), (4, 4, 256, 128), {}, jnp.float32, ("col2im", "taps", "taps")),
     ((2, 16, 16, 8), (4, 4, 32, 8), {}, jnp.float32, ("phase", "conv", "phase_gemm")),
@@ -960,6 +963,7 @@ def test_phase_gemm_forward(x_shape, kernel_shape, strides, padding, output_padd
   assert_close(got, want, dtype=preferred or dtype)
 
 
+@pytest.mark.usefixtures("without_onednn")
 def test_bfloat16_forward_and_gradients_of_auto_with_the_gemm_forward():
   """A bfloat16 layer whose ``auto`` forward is the one-GEMM phase forward:
   output and gradients against the float32 reference path's on the same
