@@ -1082,9 +1082,16 @@ def _onednn_runs(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dt
   own convolution (8x64x64 and 16x64x64 inputs, k3 s1 and k4 s2), oneDNN
   ran 0.72-0.78x with 1-4 output channels, 1.13x with 8 and 1.8-2.1x with
   12-32; 0.90-1.04x with one contracted channel, 1.65-6.3x with 3-16. On
-  the suite layers' own convolutions (32 channels and more) 1.15-2.2x."""
-  _, _, contracted, features = rhs_shape
+  the suite layers' own convolutions (32 channels and more) 1.15-2.2x. Not
+  a GEMM in disguise, a 1x1 kernel or a 1x1 output (the kernel covering
+  the whole padded input), which XLA:CPU runs as a dot: there oneDNN ran
+  0.37-0.87x (a 1x1 latent's gradients, 64x4x4x512 -> 1x1x100: 3.1
+  against 1.2 ms)."""
+  kh, kw, contracted, features = rhs_shape
+  out_hw = [_shapes.conv_output_length(n, k, s, d, p) for n, k, s, d, p
+            in zip(lhs_shape[1:3], (kh, kw), window_strides, rhs_dilation, padding)]
   return (features >= ONEDNN_MIN_FEATURES and contracted >= ONEDNN_MIN_CONTRACTED
+          and kh * kw > 1 and out_hw[0] * out_hw[1] > 1
           and _onednn.supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation,
                                 dtype, preferred_element_type))
 

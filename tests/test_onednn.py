@@ -119,7 +119,8 @@ def test_supported(monkeypatch):
 
 def test_onednn_rule():
   """The fast paths hand a convolution to oneDNN with at least 8 output and
-  2 contracted channels (slower than XLA:CPU's own below)."""
+  2 contracted channels, and not a 1x1 kernel or output (XLA:CPU's own is
+  faster on those)."""
   from jconvt._algorithms import _onednn_runs
   args = ((1, 1), ((1, 1), (1, 1)), (1, 1), jnp.float32)
   expected = _onednn.enabled()
@@ -127,6 +128,10 @@ def test_onednn_rule():
   assert not _onednn_runs((8, 64, 64, 32), (3, 3, 32, 4), *args)  # an RGB(A) output
   assert not _onednn_runs((8, 64, 64, 1), (3, 3, 1, 32), *args)   # one contracted channel
   assert _onednn_runs((8, 64, 64, 2), (3, 3, 2, 32), *args) == expected
+  assert not _onednn_runs((8, 64, 64, 32), (1, 1, 32, 32), (1, 1), ((0, 0), (0, 0)), (1, 1),
+                          jnp.float32)  # a 1x1 kernel: a GEMM
+  assert not _onednn_runs((64, 4, 4, 512), (4, 4, 512, 100), (1, 1), ((0, 0), (0, 0)), (1, 1),
+                          jnp.float32)  # a 1x1 output: a GEMM
 
 
 def _onednn_calls(step, args):
@@ -167,7 +172,7 @@ def test_training_step_runs_on_onednn_and_equals_the_reference(monkeypatch, stri
     ((16, 16, 16, 256), (4, 4, 128, 256), ("phase", "conv", "conv")),  # the suite's
     ((16, 8, 8, 512), (4, 4, 256, 512), ("phase", "conv", "conv")),     # small: not col2im
     ((8, 32, 32, 256), (2, 2, 128, 256), ("phase", "phase_gemm", "conv")),  # k <= s
-    ((2, 1, 1, 64), (4, 4, 32, 64), ("col2im", "taps", "conv")),  # kernel > a latent
+    ((2, 1, 1, 64), (4, 4, 32, 64), ("col2im", "taps", "phase_gemm")),  # a latent: 1x1 x
 ])
 def test_bfloat16_plan_with_onednn(monkeypatch, x_shape, kernel_shape, expected):
   """Where oneDNN takes bfloat16, ``auto`` runs bfloat16 layers at stride 2
