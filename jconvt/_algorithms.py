@@ -27,8 +27,9 @@ and returns the transposed convolution without bias or activation.
   batch. They work in NHWC with HWIO kernels, the only convolution layout
   XLA:CPU runs on its fast (Eigen) path whatever the caller's program looks
   like: channels_first data is transposed around them. Lowered for XLA:CPU,
-  the gradients' convolutions are written input-dilated where that keeps
-  them on Eigen rather than YNNPACK (``_convolve``).
+  their convolutions run on oneDNN where ``_onednn_runs`` (``_onednn``),
+  else the gradients' convolutions are written input-dilated where that
+  keeps them on Eigen rather than YNNPACK (``_convolve``).
 """
 
 import functools
@@ -1505,9 +1506,12 @@ def dispatch(x, kernel, config, geometry):
     at least ``STRIDE1_DEEP_CHANNELS`` and its convolution would not take
     the Eigen route below; otherwise forward-style
     convolutions (on CPU, input-dilated where that keeps them on Eigen:
-    ``_convolve``, for ``"phase"`` and ``"col2im"`` too). With bfloat16 inputs and stride > 1 both gradients are
-    the GEMMs (the input gradient when each stride divides its kernel
-    size), accumulated in float32 (``cpu_plan``). On NVIDIA GPUs
+    ``_convolve``, for ``"phase"`` and ``"col2im"`` too; on oneDNN where
+    ``_onednn_runs``). With bfloat16 inputs and stride > 1 both gradients
+    are the GEMMs (the input gradient when each stride divides its kernel
+    size), accumulated in float32, unless oneDNN takes bfloat16: then the
+    phase forward and both gradients as its convolutions (``cpu_plan``).
+    On NVIDIA GPUs
     (``gpu_plan``): at stride > 1 the dilated forward and its input
     gradient with ``grad_kernel``'s convolution as the kernel gradient (in
     the custom VJP), else ``"dilated"``. On other backends (ROCm, TPU),
