@@ -1089,8 +1089,8 @@ def _onednn_runs(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dt
   0.37-0.87x (a 1x1 latent's gradients, 64x4x4x512 -> 1x1x100: 3.1
   against 1.2 ms)."""
   kh, kw, contracted, features = rhs_shape
-  out_hw = [_shapes.conv_output_length(n, k, s, d, p) for n, k, s, d, p
-            in zip(lhs_shape[1:3], (kh, kw), window_strides, rhs_dilation, padding)]
+  out_hw = _shapes.conv_output_hw(lhs_shape[1:3], (kh, kw), window_strides, rhs_dilation,
+                                  padding)
   return (features >= ONEDNN_MIN_FEATURES and contracted >= ONEDNN_MIN_CONTRACTED
           and kh * kw > 1 and out_hw[0] * out_hw[1] > 1
           and _onednn.supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation,
@@ -1112,8 +1112,7 @@ def _eigen_beats_ynnpack(lhs_shape, rhs_shape, window_strides, padding, rhs_dila
       or any(lo < 0 or hi < 0 for lo, hi in padding)
       or _kernel_exceeds((kh, kw), in_hw)):  # YNNPACK checks the undilated kernel
     return False
-  out_hw = [_shapes.conv_output_length(n, k, s, d, p) for n, k, s, d, p
-            in zip(in_hw, (kh, kw), window_strides, rhs_dilation, padding)]
+  out_hw = _shapes.conv_output_hw(in_hw, (kh, kw), window_strides, rhs_dilation, padding)
   if any(out > n for out, n in zip(out_hw, in_hw)):
     return False
   macs = lhs_shape[0] * out_hw[0] * out_hw[1] * kh * kw * contracted * features
@@ -1282,9 +1281,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   oneDNN trained 'same' layers (8x32x32 to 8x64x64, k3-k5 s2, up to 128x64
   channels) 1.06-1.38x as fast, but took the step's scratch past the
   reference's (dcgan 32->64: 41 against 40 MiB; 4x128x128x128 -> 32 k4:
-  128 against 96). At
-  stride 1 not on 1x1 images (a latent),
-  whose canvas is all padding but one pixel, nor (float32) where the
+  128 against 96). At stride 1 not on 1x1 images (a latent), whose canvas
+  is all padding but one pixel, nor (float32) where the
   convolution takes ``_convolve``'s Eigen route
   (``_kernel_grad_conv_on_eigen``; bfloat16 GEMMs run at twice the rate)
   or runs on oneDNN with padding (not ``'valid'``): there it trained
@@ -1293,26 +1291,23 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   one (2x64x64x32 k3) 0.89x."""
   if config.dilation_rate != (1, 1):
     return False
+  h, w = spatial(x_shape, config)
+  unpadded = _unpadded(_forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
+  float32 = jnp.dtype(dtype) == jnp.float32
+  on_eigen = lambda: _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype, geometry)
+  on_onednn = lambda: _kernel_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype,
+                                                  geometry)
   if config.strides != (1, 1):
     if jnp.dtype(dtype) == jnp.bfloat16:
-      return not _kernel_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype, geometry)
-    h, w = spatial(x_shape, config)
+      return not on_onednn()
     deep_image = h * w >= SHALLOW_MIN_IMAGE_PIXELS
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
-    unpadded = (deep_image and _unpadded(
-        _forward_conv_padding((h, w), kernel_shape[:2], config, geometry))
-        and not _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype, geometry))
-    large = _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS
-    return shallow or unpadded or large
-  if jnp.dtype(dtype) == jnp.float32 and not _unpadded(_forward_conv_padding(
-      spatial(x_shape, config), kernel_shape[:2], config, geometry)) and (
-      _kernel_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype, geometry)):
+    return (shallow or (deep_image and unpadded and not on_eigen())
+            or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS)
+  if float32 and not unpadded and on_onednn():
     return False
-  return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS
-          and spatial(x_shape, config) != (1, 1)
-          and not (jnp.dtype(dtype) == jnp.float32
-                   and _kernel_grad_conv_on_eigen(config, x_shape, kernel_shape, dtype,
-                                                  geometry)))
+  return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS and (h, w) != (1, 1)
+          and not (float32 and on_eigen()))
 
 
 def _kernel_grad_convolution(config: ConvTransposeConfig, x_shape, kernel_shape, geometry):

@@ -121,11 +121,9 @@ def conv(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), preferred_eleme
 
 
 def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
-  n, h, w, _ = lhs_shape
-  kh, kw, _, o = rhs_shape
-  out_hw = [_shapes.conv_output_length(size, k, s, d, p) for size, k, s, d, p
-            in zip((h, w), (kh, kw), window_strides, rhs_dilation, padding)]
-  return (n, *out_hw, o)
+  out_hw = _shapes.conv_output_hw(lhs_shape[1:3], rhs_shape[:2], window_strides, rhs_dilation,
+                                  padding)
+  return (lhs_shape[0], *out_hw, rhs_shape[3])
 
 
 def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype):
@@ -160,6 +158,7 @@ def backend_config(window_strides, padding, rhs_dilation) -> str:
       "feature_groups": 1}})
 
 
+@functools.cache
 def _sharding_rule():
   """Shardy's rule for the custom call: the batch is parallel, the output
   channels follow the kernel's; the rest is replicated (a spatial split

@@ -42,6 +42,13 @@ def conv_output_length(input_length: int, kernel_size: int, stride: int, dilatio
   return (input_length + lo + hi - effective_kernel_size(kernel_size, dilation)) // stride + 1
 
 
+def conv_output_hw(in_hw, kernel_hw, strides, dilation, padding) -> tuple[int, int]:
+  """``conv_output_length`` along height and width: each argument a pair
+  (``padding`` a pair of (lo, hi))."""
+  return tuple(conv_output_length(n, k, s, d, p)
+               for n, k, s, d, p in zip(in_hw, kernel_hw, strides, dilation, padding))
+
+
 def check_same_padding_is_invertible(
     kernel_size: int, stride: int, dilation: int, output_padding: int | None,
     axis: int) -> None:
