@@ -81,12 +81,23 @@ def large_input_paths():
       "UNPADDED_DEEP_CHANNELS": 0})
 
 
+@contextlib.contextmanager
 def eigen_route():
   """Forces ``_convolve``'s Eigen route (``jconvt._algorithms``) on every
   gradient convolution it can take on XLA:CPU, whatever its channels and
-  size (the rule's thresholds at zero); restores them on exit."""
-  return _thresholds_forced(
-      {"EIGEN_MIN_CONTRACTED": 0, "EIGEN_MIN_FEATURES": 0, "EIGEN_MIN_MACS": 0})
+  size (the rule's thresholds at zero), with oneDNN off (``JCONVT_ONEDNN=0``:
+  it would take them first); restores both on exit."""
+  saved = os.environ.get("JCONVT_ONEDNN")
+  os.environ["JCONVT_ONEDNN"] = "0"
+  try:
+    with _thresholds_forced(
+        {"EIGEN_MIN_CONTRACTED": 0, "EIGEN_MIN_FEATURES": 0, "EIGEN_MIN_MACS": 0}):
+      yield
+  finally:
+    if saved is None:
+      del os.environ["JCONVT_ONEDNN"]
+    else:
+      os.environ["JCONVT_ONEDNN"] = saved
 
 
 @contextlib.contextmanager
