@@ -228,17 +228,24 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   (f, H, W, n); kernel ``01io``: (h, w, n, c); output ``b01f``), so the
   convolution reaches its fast (Eigen) path however the caller's program
   is nested; left to XLA's layout pass, a gradient taken through an inner
-  ``jax.jit`` kept the raw layout and ran 10-20x slower. ``on_cpu``:
-  ``_convolve``'s Eigen route.
+  ``jax.jit`` kept the raw layout and ran 10-20x slower. On oneDNN
+  (``on_cpu`` and ``_onednn_runs``) the kernel operand goes in untransposed
+  (``rhs_spec="IHWO"``): oneDNN reorders every kernel into its own layout
+  anyway, so the transpose was a copy of ``x`` (or ``dy``) more (dcgan
+  32->64: 8 MiB of the step's scratch). ``on_cpu``: ``_convolve``'s Eigen
+  route, or oneDNN.
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
   swapped, conv = _kernel_grad_conv(x.shape, dy.shape, kernel_hw, config, padding)
-  if swapped:
-    lhs, rhs = jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3))
+  lhs, rhs = (x, dy) if swapped else (dy, x)
+  lhs = jnp.transpose(lhs, (3, 1, 2, 0))
+  if on_cpu and _onednn_runs(conv.lhs, conv.rhs, conv.window_strides, conv.padding,
+                             conv.rhs_dilation, x.dtype):
+    dk = _onednn.conv(lhs, rhs, conv.window_strides, conv.padding, conv.rhs_dilation,
+                      rhs_spec="IHWO")
   else:
-    lhs, rhs = jnp.transpose(dy, (3, 1, 2, 0)), jnp.transpose(x, (1, 2, 0, 3))
-  dk = _convolve(lhs, rhs, conv.window_strides, conv.padding, conv.rhs_dilation,
-                 precision=config.precision, on_cpu=on_cpu)
+    dk = _convolve(lhs, jnp.transpose(rhs, (1, 2, 0, 3)), conv.window_strides, conv.padding,
+                   conv.rhs_dilation, precision=config.precision, on_cpu=on_cpu)
   if swapped:  # (c, kh, kw, f), the taps reversed
     return jnp.transpose(dk[:, ::-1, ::-1], (1, 2, 3, 0))
   return jnp.transpose(dk, (1, 2, 0, 3))  # (f, kh, kw, c)

@@ -50,7 +50,6 @@ TARGET = "__onednn$convolution"
 # jaxlib (major, minor) versions whose encoding of the window (strides and
 # padding as they are, dilations plus one) tests/test_onednn.py checks.
 VERIFIED_JAXLIB = ((0, 10),)
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
 @functools.cache
@@ -108,16 +107,27 @@ def supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dtype
   return min(out) > 0 and min(lhs_shape) > 0 and min(rhs_shape) > 0
 
 
-def conv(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), preferred_element_type=None):
-  """The convolution of an NHWC ``lhs`` (n, h, w, i) with an HWIO ``rhs``
-  (kh, kw, i, o) -> (n, out_h, out_w, o), as ``lax.conv_general_dilated``
-  with these arguments computes it; oneDNN's on CPU (products accumulated
-  in float32, the output in ``preferred_element_type`` or ``lhs``'s
-  dtype)."""
+def conv(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), preferred_element_type=None,
+         rhs_spec="HWIO"):
+  """The convolution of an NHWC ``lhs`` (n, h, w, i) with a ``rhs`` laid out
+  as ``rhs_spec`` says (a permutation of ``"HWIO"`` with H before W:
+  ``"HWIO"`` is (kh, kw, i, o)) -> (n, out_h, out_w, o), as ``lax.conv_general_dilated`` with these
+  arguments computes it; oneDNN's on CPU (products accumulated in float32,
+  the output in ``preferred_element_type`` or ``lhs``'s dtype). oneDNN
+  reorders every kernel into a layout of its own choosing before it runs,
+  so a ``rhs`` in another layout costs no copy that ``"HWIO"`` would not."""
+  if sorted(rhs_spec) != sorted("HWIO") or rhs_spec.index("H") > rhs_spec.index("W"):
+    raise ValueError("rhs_spec must be a permutation of 'HWIO' with H before W (lax orders "
+                     f"the window's dimensions as the kernel's), got {rhs_spec!r}")
   out_dtype = jnp.dtype(preferred_element_type or lhs.dtype)
   return _conv_p.bind(lhs, rhs, window_strides=tuple(window_strides),
                       padding=tuple(tuple(p) for p in padding),
-                      rhs_dilation=tuple(rhs_dilation), out_dtype=out_dtype)
+                      rhs_dilation=tuple(rhs_dilation), out_dtype=out_dtype, rhs_spec=rhs_spec)
+
+
+def hwio_shape(rhs_shape, rhs_spec="HWIO"):
+  """A kernel of ``rhs_shape`` laid out as ``rhs_spec``: its (kh, kw, i, o)."""
+  return tuple(rhs_shape[rhs_spec.index(d)] for d in "HWIO")
 
 
 def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
@@ -126,30 +136,33 @@ def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
   return (lhs_shape[0], *out_hw, rhs_shape[3])
 
 
-def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype):
+def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding,
                                   rhs_dilation=rhs_dilation,
-                                  dimension_numbers=_DIMENSION_NUMBERS,
+                                  dimension_numbers=("NHWC", rhs_spec, "NHWC"),
                                   precision=lax.Precision.HIGHEST,
                                   preferred_element_type=out_dtype)
 
 
-def _abstract_eval(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype):
-  shape = _output_shape(lhs.shape, rhs.shape, window_strides, padding, rhs_dilation)
+def _abstract_eval(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
+  shape = _output_shape(lhs.shape, hwio_shape(rhs.shape, rhs_spec), window_strides, padding,
+                        rhs_dilation)
   return jax.core.ShapedArray(shape, out_dtype)
 
 
-def backend_config(window_strides, padding, rhs_dilation) -> str:
+def backend_config(window_strides, padding, rhs_dilation, rhs_spec="HWIO") -> str:
   """The ``BackendConfig`` JSON of the custom call: NHWC input and output,
-  HWIO kernel; the window as jaxlib 0.10's oneDNN runtime reads it
-  (strides and padding as they are, dilations plus one: it subtracts one
-  to get oneDNN's, where 0 is undilated)."""
+  the kernel laid out as ``rhs_spec``; the window as jaxlib 0.10's oneDNN
+  runtime reads it (strides and padding as they are, dilations plus one: it
+  subtracts one to get oneDNN's, where 0 is undilated)."""
   data = {"batch_dim": 0, "feature_dim": 3, "spatial_dims": [1, 2]}
   return json.dumps({"onednn_conv_config": {
       "dims": 4,
       "input": {"dims": 4, "data": data},
-      "kernel": {"dims": 4, "filter": {"input_feature_dim": 2, "output_feature_dim": 3,
-                                       "spatial_dims": [0, 1]}},
+      "kernel": {"dims": 4, "filter": {"input_feature_dim": rhs_spec.index("I"),
+                                       "output_feature_dim": rhs_spec.index("O"),
+                                       "spatial_dims": [rhs_spec.index("H"),
+                                                        rhs_spec.index("W")]}},
       "output": {"dims": 4, "data": data},
       "window": {"pad_left": [lo for lo, _ in padding],
                  "pad_right": [hi for _, hi in padding],
@@ -159,25 +172,28 @@ def backend_config(window_strides, padding, rhs_dilation) -> str:
 
 
 @functools.cache
-def _sharding_rule():
+def _sharding_rule(rhs_spec="HWIO"):
   """Shardy's rule for the custom call: the batch is parallel, the output
   channels follow the kernel's; the rest is replicated (a spatial split
   would need halos, a contracted one a sum). Without it, the output of a
   batch-sharded input came back replicated."""
   if str_to_sdy_sharding_rule is None:
     return None
-  return str_to_sdy_sharding_rule(
-      "b h w i, kh kw i o -> b oh ow o",
-      need_replication_factors=("h", "w", "i", "kh", "kw", "oh", "ow"))
+  kernel = [{"H": "kh", "W": "kw", "I": "i", "O": "o"}[d] for d in rhs_spec]
+  factors = ["b", "h", "w", "i"] + [f for f in kernel if f != "i"] + ["oh", "ow"]
+  return str_to_sdy_sharding_rule(  # factors needing replication in order of appearance
+      f"b h w i, {' '.join(kernel)} -> b oh ow o",
+      need_replication_factors=tuple(f for f in factors if f not in ("b", "o")))
 
 
-def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype):
+def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype,
+                  rhs_spec):
   del out_dtype  # the result type, which the lowering takes from the output's aval
   rule = jax.ffi.ffi_lowering(
-      TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation),
+      TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation, rhs_spec),
       api_version=1)
   results = rule(ctx, lhs, rhs)
-  sharding = _sharding_rule()
+  sharding = _sharding_rule(rhs_spec)
   if sharding is not None and jax.config.jax_use_shardy_partitioner:
     results[0].owner.attributes["sdy.sharding_rule"] = sdy_sharding_rule_to_mlir(
         sharding, [lhs.type, rhs.type], [results[0].type])
@@ -196,7 +212,7 @@ def _batch(args, dims, **params):
 
 
 @functools.partial(jax.jit, static_argnames=("window_strides", "padding", "rhs_dilation",
-                                             "out_dtype"))
+                                             "out_dtype", "rhs_spec"))
 def _impl(lhs, rhs, **params):  # outside jit: compiled, as lax's primitives are
   return _conv_p.bind(lhs, rhs, **params)
 

@@ -83,6 +83,54 @@ def test_gradients_second_order_and_vmap(lhs_shape, rhs_shape, strides, padding,
     assert_close(got, expected)
 
 
+@pytest.mark.parametrize("rhs_spec", ["IHWO", "OIHW", "HIWO"])
+def test_kernel_layouts(rhs_spec):
+  """A kernel in another layout (``rhs_spec``, a permutation of HWIO) gives
+  lax's convolution, its gradients and its ``vmap``; on CPU with oneDNN
+  the custom call reads it as it is (no transpose in the module)."""
+  lhs_shape, rhs_shape, strides, padding, dilation = CASES[4]
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+  permuted = jnp.transpose(rhs, ["HWIO".index(d) for d in rhs_spec])
+  conv = lambda l, r: _onednn.conv(l, r, strides, padding, dilation, rhs_spec=rhs_spec)
+  assert _onednn.hwio_shape(permuted.shape, rhs_spec) == rhs_shape
+  assert_close(jax.jit(conv)(lhs, permuted), _reference(lhs, rhs, strides, padding, dilation))
+  loss = lambda l, r: jnp.sum(jnp.sin(conv(l, r)))
+  ref_loss = lambda l, r: jnp.sum(jnp.sin(_reference(
+      l, jnp.transpose(r, [rhs_spec.index(d) for d in "HWIO"]), strides, padding, dilation)))
+  for a, b in zip(jax.grad(loss, (0, 1))(lhs, permuted), jax.grad(ref_loss, (0, 1))(lhs, permuted)):
+    assert_close(a, b)
+  batch = jnp.stack([lhs, -lhs])
+  assert_close(jax.vmap(conv, (0, None))(batch, permuted),
+               jnp.stack([conv(lhs, permuted), conv(-lhs, permuted)]))
+  if jax.default_backend() == "cpu" and _onednn.enabled():
+    hlo = jax.jit(conv).lower(lhs, permuted).compile().as_text()
+    assert _onednn.TARGET in hlo and "transpose(" not in hlo
+
+
+def test_kernel_layout_rejected():
+  lhs, rhs = _operands(*CASES[0][:2])
+  for spec in ("HWIN", "WHIO"):  # lax would take W as the window's first dimension
+    with pytest.raises(ValueError, match=f"rhs_spec must be a permutation .* got '{spec}'"):
+      _onednn.conv(lhs, rhs, (1, 1), ((0, 0), (0, 0)), rhs_spec=spec)
+
+
+@on_cpu_with_onednn
+def test_kernel_gradient_reads_its_operand_untransposed():
+  """``grad_kernel`` on oneDNN hands ``x`` to the custom call as it is (the
+  kernel operand, ``rhs_spec="IHWO"``), transposing only ``dy``; its value
+  equals the convolution's on XLA:CPU's own path."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(2, "same")
+  x_shape, kernel_shape = (4, 8, 8, 16), (4, 4, 8, 16)
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  x, dy = _operands(x_shape, (4, 16, 16, 8))
+  grad = lambda on_cpu: jax.jit(lambda x, dy: _algorithms.grad_kernel(
+      x, dy, kernel_shape[:2], cfg, geometry, on_cpu=on_cpu))
+  text = grad(True).lower(x, dy).as_text()
+  assert f"@{_onednn.TARGET}(%0, %arg0)" in text.replace('"', "")
+  assert_close(grad(True)(x, dy), grad(False)(x, dy))
+
+
 def test_switch(monkeypatch):
   """``JCONVT_ONEDNN`` forces oneDNN on or off; unset, it follows the
   machine and the jaxlib (x86-64, ``VERIFIED_JAXLIB``)."""
@@ -228,3 +276,4 @@ def test_stride1_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
   cfg = ConvTransposeConfig(1, padding)
   plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32)
   assert plan.kernel_gradient == expected
+
