@@ -1032,6 +1032,7 @@ EXACT_TAPS_FILTERS = 8
 CORRELATE_X_MAX_WIDTH = 1024
 ONEDNN_MIN_FEATURES = 8
 ONEDNN_MIN_CONTRACTED = 2
+ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_grad_is_gemm
 EIGEN_DILATION = 2
 EIGEN_MIN_CONTRACTED = 8
 EIGEN_MIN_FEATURES = 32
@@ -1283,14 +1284,20 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   (``_kernel_grad_conv_on_eigen``); but bfloat16 where the convolution runs
   on oneDNN (``_kernel_grad_conv_on_onednn``), which trained the strided
   bfloat16 layers 1.10-1.33x as fast as the GEMMs (8x8 to 32x32 inputs,
-  k2-k4, 3-512 channels; forward and input gradient on oneDNN too). Not
-  float32 above ``GEMM_KERNEL_GRAD_PIXELS``: there the convolution on
-  oneDNN trained 'same' layers (8x32x32 to 8x64x64, k3-k5 s2, up to 128x64
-  channels) 1.06-1.38x as fast, but took the step's scratch past the
-  reference's (dcgan 32->64: 41 against 40 MiB; 4x128x128x128 -> 32 k4:
-  128 against 96). At stride 1 not on 1x1 images (a latent), whose canvas
-  is all padding but one pixel, nor (float32) where the
-  convolution takes ``_convolve``'s Eigen route
+  k2-k4, 3-512 channels; forward and input gradient on oneDNN too).
+  Float32 above ``GEMM_KERNEL_GRAD_PIXELS``: the GEMMs, but the convolution
+  where it runs on oneDNN with padding (not ``'valid'``) on images of at
+  most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` or with each stride dividing its
+  kernel size. Interleaved, it trained such layers 0.96-1.34x as fast as
+  the GEMMs (17 layers, 16x32x32 to 8x128x128, k3-k5 s2, 3-256 channels;
+  dcgan 32->64 1.06-1.12x, unet k3s2 1.00-1.09x, RGB k4s2 1.22-1.31x;
+  0.96x only on 4x128x128x128 -> 32 k4), with no
+  more scratch than the reference's (dcgan 32->64: 33 MiB, the reference
+  40; 8x32x32x128 -> 64 k5: 16 against the GEMMs' 23 and the reference's
+  20); but k3 s2 on 64x64 images 0.80-1.23x (8x64x64x64 -> 32: 0.80-0.89x)
+  and a 'valid' k2 s2 layer 0.56x. At stride 1 not on 1x1 images (a
+  latent), whose canvas is all padding but one pixel, nor (float32) where
+  the convolution takes ``_convolve``'s Eigen route
   (``_kernel_grad_conv_on_eigen``; bfloat16 GEMMs run at twice the rate)
   or runs on oneDNN with padding (not ``'valid'``): there it trained
   stride-1 layers (2-8 images of 8x8 to 32x32, 32-128 channels, k3-k9)
@@ -1309,8 +1316,12 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
       return not on_onednn()
     deep_image = h * w >= SHALLOW_MIN_IMAGE_PIXELS
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
-    return (shallow or (deep_image and unpadded and not on_eigen())
-            or _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS)
+    if shallow or (deep_image and unpadded and not on_eigen()):
+      return True
+    conv_on_onednn = (not unpadded and (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
+                                        or _strides_divide_kernel(config, kernel_shape))
+                      and on_onednn())
+    return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_on_onednn
   if float32 and not unpadded and on_onednn():
     return False
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS and (h, w) != (1, 1)

@@ -277,3 +277,24 @@ def test_stride1_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
   plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32)
   assert plan.kernel_gradient == expected
 
+
+@pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
+    ((16, 32, 32, 128), (4, 4, 64, 128), "same", "conv"),  # dcgan 32->64: 1.06-1.12x
+    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "conv"),  # unet k3s2: a 32x32 image
+    ((16, 32, 32, 64), (4, 4, 3, 64), "same", "conv"),     # RGB output
+    ((8, 64, 64, 64), (4, 4, 32, 64), "same", "conv"),     # 64x64, k4 s2
+    ((8, 64, 64, 64), (3, 3, 32, 64), "same", "phase_gemm"),  # 64x64, k3 s2: 0.80-0.89x
+    ((8, 32, 32, 256), (2, 2, 128, 256), "valid", "phase_gemm"),  # no padding: 0.56x
+])
+def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
+                                                     padding, expected):
+  """Past ``GEMM_KERNEL_GRAD_PIXELS`` (float32, stride 2) the kernel
+  gradient is the convolution where it runs on oneDNN with padding on
+  images of at most 32x32 or with the stride dividing the kernel; the
+  GEMMs elsewhere, and everywhere without oneDNN."""
+  cfg = ConvTransposeConfig(2, padding)
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == expected
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == (
+      "phase_gemm")
