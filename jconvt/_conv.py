@@ -141,9 +141,9 @@ def algorithm_plan(
     ValueError, TypeError: for inconsistent shapes, a non-floating dtype or
       an unknown platform.
 
-  >>> algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128),
+  >>> algorithm_plan((16, 16, 16, 256), (4, 4, 128, 256),
   ...                ConvTransposeConfig(2, "same"), platform="cpu")
-  AlgorithmPlan(forward='phase', input_gradient='conv', kernel_gradient='phase_gemm')
+  AlgorithmPlan(forward='phase', input_gradient='conv', kernel_gradient='conv')
   """
   _check_config(config)
   _check_shapes(x_shape, kernel_shape, config)

@@ -110,12 +110,14 @@ def supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dtype
 def conv(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), preferred_element_type=None,
          rhs_spec="HWIO"):
   """The convolution of an NHWC ``lhs`` (n, h, w, i) with a ``rhs`` laid out
-  as ``rhs_spec`` says (a permutation of ``"HWIO"`` with H before W:
-  ``"HWIO"`` is (kh, kw, i, o)) -> (n, out_h, out_w, o), as ``lax.conv_general_dilated`` with these
-  arguments computes it; oneDNN's on CPU (products accumulated in float32,
-  the output in ``preferred_element_type`` or ``lhs``'s dtype). oneDNN
-  reorders every kernel into a layout of its own choosing before it runs,
-  so a ``rhs`` in another layout costs no copy that ``"HWIO"`` would not."""
+  as ``rhs_spec`` says (a permutation of ``"HWIO"`` with H before W;
+  ``"HWIO"`` is (kh, kw, i, o)) -> (n, out_h, out_w, o), as
+  ``lax.conv_general_dilated`` with these arguments computes it; oneDNN's
+  on CPU (products accumulated in float32, the output in
+  ``preferred_element_type`` or ``lhs``'s dtype). oneDNN reorders every
+  kernel into a layout of its own choosing before it runs, so a ``rhs`` in
+  another layout costs no copy that ``"HWIO"`` would not. ``supported``
+  and the rules take the kernel's shape as HWIO (``hwio_shape``)."""
   if sorted(rhs_spec) != sorted("HWIO") or rhs_spec.index("H") > rhs_spec.index("W"):
     raise ValueError("rhs_spec must be a permutation of 'HWIO' with H before W (lax orders "
                      f"the window's dimensions as the kernel's), got {rhs_spec!r}")
