@@ -1295,7 +1295,17 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   more scratch than the reference's (dcgan 32->64: 33 MiB, the reference
   40; 8x32x32x128 -> 64 k5: 16 against the GEMMs' 23 and the reference's
   20); but k3 s2 on 64x64 images 0.80-1.23x (8x64x64x64 -> 32: 0.80-0.89x)
-  and a 'valid' k2 s2 layer 0.56x. At stride 1 not on 1x1 images (a
+  and a 'valid' k2 s2 layer 0.56x. Also the convolution, with or without
+  oneDNN, where a phase has more than 2 taps along an axis (k5-k7 at s2,
+  with padding): the GEMMs' stacks grow with the taps, past the reference's
+  scratch (8x32x32x128 -> 64 k7: 29 MiB, the reference 20), and the
+  convolution trained 1.14-1.30x as fast on oneDNN (3 layers, 8x64x64 and
+  4x64x64, k5-k7), 0.92-1.17x without it (XLA:CPU's own; 1.04x and up on 9
+  of 10 layers, 8x32x32 to 8x64x64, k5-k7), with less scratch than the
+  GEMMs' on 7 of those 13 (8x32x32x128 -> 64 k7: 20 MiB). Without oneDNN
+  its transposed operands still take three of them up to 2 MiB past the
+  reference's (8x32x32x128 -> 128 k5: 38 against 36; the GEMMs 42). At
+  stride 1 not on 1x1 images (a
   latent), whose canvas is all padding but one pixel, nor (float32) where
   the convolution takes ``_convolve``'s Eigen route
   (``_kernel_grad_conv_on_eigen``; bfloat16 GEMMs run at twice the rate)
@@ -1318,10 +1328,11 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
     if shallow or (deep_image and unpadded and not on_eigen()):
       return True
-    conv_on_onednn = (not unpadded and (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
-                                        or _strides_divide_kernel(config, kernel_shape))
-                      and on_onednn())
-    return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_on_onednn
+    wide_phases = any(-(-k // s) > 2 for k, s in zip(kernel_shape[:2], config.strides))
+    conv_wins = not unpadded and (wide_phases or (
+        (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS or _strides_divide_kernel(config, kernel_shape))
+        and on_onednn()))
+    return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins
   if float32 and not unpadded and on_onednn():
     return False
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS and (h, w) != (1, 1)

@@ -285,16 +285,20 @@ def test_stride1_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
     ((8, 64, 64, 64), (4, 4, 32, 64), "same", "conv"),     # 64x64, k4 s2
     ((8, 64, 64, 64), (3, 3, 32, 64), "same", "phase_gemm"),  # 64x64, k3 s2: 0.80-0.89x
     ((8, 32, 32, 256), (2, 2, 128, 256), "valid", "phase_gemm"),  # no padding: 0.56x
+    ((8, 64, 64, 64), (5, 5, 32, 64), "same", "conv"),     # 3 taps a phase: with or without
+    ((8, 32, 32, 128), (7, 7, 64, 128), "same", "conv"),   # oneDNN
 ])
 def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
                                                      padding, expected):
   """Past ``GEMM_KERNEL_GRAD_PIXELS`` (float32, stride 2) the kernel
   gradient is the convolution where it runs on oneDNN with padding on
-  images of at most 32x32 or with the stride dividing the kernel; the
-  GEMMs elsewhere, and everywhere without oneDNN."""
+  images of at most 32x32 or with the stride dividing the kernel, and with
+  or without oneDNN where a phase has more than 2 taps along an axis; the
+  GEMMs elsewhere."""
   cfg = ConvTransposeConfig(2, padding)
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == expected
   monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  wide_phases = kernel_shape[0] > 4
   assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == (
-      "phase_gemm")
+      "conv" if wide_phases else "phase_gemm")

@@ -536,11 +536,14 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
     ((16, 32, 32, 128), 64, 4, "same"),     # dcgan 32->64: chunks of two images
     ((8, 64, 64, 64), 32, 3, "same"),       # one image per chunk
     ((8, 32, 32, 256), 128, 2, "valid"),    # unet k2s2
+    ((8, 32, 32, 128), 64, 7, "same"),      # 4 taps a phase: the convolution, 20 MiB
 ])
 def test_training_step_scratch_within_the_reference(x_shape, filters, kernel, padding):
   """The issue's memory target on layers whose kernel gradient is the
-  chunked GEMMs: XLA's temporary buffers for ``auto``'s training step are
-  no larger than for the dilated reference's (compiled, not run)."""
+  chunked GEMMs, or the convolution where they would take more (k7: 29
+  MiB, the reference 20): XLA's temporary buffers for ``auto``'s training
+  step are no larger than for the dilated reference's (compiled, not
+  run)."""
   kernel_shape = (kernel, kernel, filters, x_shape[3])
 
   def temp_bytes(algorithm):
