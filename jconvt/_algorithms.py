@@ -1033,6 +1033,7 @@ CORRELATE_X_MAX_WIDTH = 1024
 ONEDNN_MIN_FEATURES = 8
 ONEDNN_MIN_CONTRACTED = 2
 ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_grad_is_gemm
+ONEDNN_BF16_STRIDE1_MIN_BATCH = 4  # the same rule's, at stride 1 in bfloat16
 EIGEN_DILATION = 2
 EIGEN_MIN_CONTRACTED = 8
 EIGEN_MIN_FEATURES = 32
@@ -1312,7 +1313,13 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   or runs on oneDNN with padding (not ``'valid'``): there it trained
   stride-1 layers (2-8 images of 8x8 to 32x32, 32-128 channels, k3-k9)
   1.06-1.75x as fast as the GEMMs with less scratch, but a ``'valid'``
-  one (2x64x64x32 k3) 0.89x."""
+  one (2x64x64x32 k3) 0.89x. bfloat16 at stride 1: the convolution where
+  it runs on oneDNN on batches of at least ``ONEDNN_BF16_STRIDE1_MIN_BATCH``
+  images (its contracted channels), with or without padding: it trained
+  such layers 1.05-2.15x as fast as the GEMMs (10 layers, 4-16 images of
+  16x16 to 64x64, k3-k5, 32-256 channels; 8x64x64x32 k3 6.5 against 13.9
+  ms) with a fifth to two thirds of their scratch, but on batches of 2
+  0.75-1.43x (2x32x32x64 k3 0.75x)."""
   if config.dilation_rate != (1, 1):
     return False
   h, w = spatial(x_shape, config)
@@ -1334,6 +1341,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
         and on_onednn()))
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins
   if float32 and not unpadded and on_onednn():
+    return False
+  if (jnp.dtype(dtype) == jnp.bfloat16 and x_shape[0] >= ONEDNN_BF16_STRIDE1_MIN_BATCH
+      and on_onednn()):
     return False
   return (min(kernel_shape[2:]) >= STRIDE1_DEEP_CHANNELS and (h, w) != (1, 1)
           and not (float32 and on_eigen()))

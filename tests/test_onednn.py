@@ -239,14 +239,17 @@ def test_bfloat16_plan_with_onednn(monkeypatch, x_shape, kernel_shape, expected)
 
 @pytest.mark.skipif(jax.default_backend() != "cpu" or not _onednn.takes_dtype(jnp.bfloat16),
                     reason="oneDNN's bfloat16 on XLA:CPU (AVX512_BF16 or AMX)")
-def test_bfloat16_training_step_on_onednn_equals_the_reference():
-  """A bfloat16 step through oneDNN (forward, both gradients' convolutions)
-  equals the dilated reference within bfloat16's tolerance."""
-  cfg = ConvTransposeConfig(2, "same")
+@pytest.mark.parametrize("strides,x_shape", [(2, (2, 8, 8, 32)), (1, (4, 8, 8, 32))])
+def test_bfloat16_training_step_on_onednn_equals_the_reference(strides, x_shape):
+  """A bfloat16 step through oneDNN (forward, both gradients' convolutions;
+  at stride 1 on a batch of 4) equals the dilated reference within
+  bfloat16's tolerance."""
+  cfg = ConvTransposeConfig(strides, "same")
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((2, 8, 8, 32)), jnp.bfloat16)
+  x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
   params = {"kernel": jnp.asarray(rng.standard_normal((4, 4, 16, 32)) * 0.1, jnp.bfloat16)}
-  t = jnp.asarray(rng.standard_normal((2, 16, 16, 16)), jnp.bfloat16)
+  t = jnp.asarray(rng.standard_normal(jconvt.output_shape(x_shape, (4, 4, 16, 32), cfg)),
+                  jnp.bfloat16)
 
   def step(algorithm):
     c = cfg.replace(algorithm=algorithm)
@@ -302,3 +305,24 @@ def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kerne
   wide_phases = kernel_shape[0] > 4
   assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == (
       "conv" if wide_phases else "phase_gemm")
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
+    ((8, 64, 64, 32), (3, 3, 32, 32), "same", "conv"),    # 2.15x
+    ((8, 32, 32, 64), (3, 3, 64, 64), "valid", "conv"),   # 1.35x, unpadded too
+    ((4, 16, 16, 128), (3, 3, 128, 128), "same", "conv"),  # 1.20x
+    ((2, 32, 32, 64), (3, 3, 64, 64), "same", "phase_gemm"),  # batch 2: 0.75x
+])
+def test_stride1_bfloat16_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
+                                                      padding, expected):
+  """At stride 1 in bfloat16 the kernel gradient is the convolution where it
+  runs on oneDNN (bfloat16 products in hardware) on batches of 4 or more,
+  else the GEMMs."""
+  cfg = ConvTransposeConfig(1, padding)
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
+  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
+      expected)
+  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
+  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
+      "phase_gemm")
