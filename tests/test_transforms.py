@@ -674,9 +674,11 @@ def test_auto_kernel_gradient_rule(x_shape, kernel_shape, strides, dilation, exp
   assert got == ("phase_gemm" if expected else "conv")
 
 
+@pytest.mark.usefixtures("without_onednn")
 def test_stride1_bfloat16_kernel_gradient_keeps_the_gemms():
-  """At stride 1 the float32 kernel gradient's convolution on Eigen replaces
-  the GEMMs; bfloat16 keeps them (XLA:CPU runs its GEMMs at twice the rate)."""
+  """Without oneDNN, at stride 1 the float32 kernel gradient's convolution
+  on Eigen replaces the GEMMs; bfloat16 keeps them (XLA:CPU runs its GEMMs
+  at twice the rate). With oneDNN: tests/test_onednn.py."""
   from jconvt._algorithms import _kernel_grad_algorithm
   cfg = ConvTransposeConfig(1, "same")
   x_shape, kernel_shape = (8, 32, 32, 64), (3, 3, 64, 64)
