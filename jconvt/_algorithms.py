@@ -149,9 +149,12 @@ def _pads_odd_filters(config, kernel_shape) -> bool:
 
 
 def _convolve(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), *, precision,
-              on_cpu=False):
-  """``lax.conv_general_dilated`` of an NHWC ``lhs`` (n, h, w, i) with an HWIO
-  ``rhs`` (kh, kw, i, o) -> (n, out_h, out_w, o).
+              on_cpu=False, rhs_spec="HWIO"):
+  """``lax.conv_general_dilated`` of an NHWC ``lhs`` (n, h, w, i) with a
+  ``rhs`` laid out as ``rhs_spec`` (HWIO: (kh, kw, i, o)) -> (n, out_h,
+  out_w, o). oneDNN takes ``rhs`` as it is (it reorders every kernel into
+  its own layout anyway); XLA's own convolutions get it transposed to HWIO,
+  the layout of XLA:CPU's fast (Eigen) path.
 
   With ``on_cpu`` (XLA:CPU is lowering) and where ``_eigen_beats_ynnpack``
   (the rule), the same convolution written so that XLA:CPU runs it on Eigen:
@@ -164,9 +167,11 @@ def _convolve(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), *, precisi
   others on Eigen, which ran these 1.1-1.9x faster. Before either, with
   ``on_cpu`` and where ``_onednn.supported`` (float32), oneDNN's
   convolution (``_onednn.conv``)."""
-  if on_cpu and _onednn_runs(lhs.shape, rhs.shape, window_strides, padding, rhs_dilation,
-                             lhs.dtype):
-    return _onednn.conv(lhs, rhs, window_strides, padding, rhs_dilation)
+  if on_cpu and _onednn_runs(lhs.shape, _onednn.hwio_shape(rhs.shape, rhs_spec), window_strides,
+                             padding, rhs_dilation, lhs.dtype):
+    return _onednn.conv(lhs, rhs, window_strides, padding, rhs_dilation, rhs_spec=rhs_spec)
+  if rhs_spec != "HWIO":
+    rhs = jnp.transpose(rhs, [rhs_spec.index(d) for d in "HWIO"])
   if on_cpu and _eigen_beats_ynnpack(lhs.shape, rhs.shape, window_strides, padding,
                                      rhs_dilation, lhs.dtype):
     d = EIGEN_DILATION
@@ -230,22 +235,17 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   is nested; left to XLA's layout pass, a gradient taken through an inner
   ``jax.jit`` kept the raw layout and ran 10-20x slower. On oneDNN
   (``on_cpu`` and ``_onednn_runs``) the kernel operand goes in untransposed
-  (``rhs_spec="IHWO"``): oneDNN reorders every kernel into its own layout
-  anyway, so the transpose was a copy of ``x`` (or ``dy``) more (dcgan
-  32->64: 8 MiB of the step's scratch). ``on_cpu``: ``_convolve``'s Eigen
-  route, or oneDNN.
+  (``_convolve``'s ``rhs_spec="IHWO"``): oneDNN reorders every kernel
+  into its own layout anyway, so the transpose was a copy of ``x`` (or
+  ``dy``) more (dcgan 32->64: 8 MiB of the step's scratch). ``on_cpu``:
+  ``_convolve``'s Eigen route, or oneDNN.
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
   swapped, conv = _kernel_grad_conv(x.shape, dy.shape, kernel_hw, config, padding)
   lhs, rhs = (x, dy) if swapped else (dy, x)
-  lhs = jnp.transpose(lhs, (3, 1, 2, 0))
-  if on_cpu and _onednn_runs(conv.lhs, conv.rhs, conv.window_strides, conv.padding,
-                             conv.rhs_dilation, x.dtype):
-    dk = _onednn.conv(lhs, rhs, conv.window_strides, conv.padding, conv.rhs_dilation,
-                      rhs_spec="IHWO")
-  else:
-    dk = _convolve(lhs, jnp.transpose(rhs, (1, 2, 0, 3)), conv.window_strides, conv.padding,
-                   conv.rhs_dilation, precision=config.precision, on_cpu=on_cpu)
+  dk = _convolve(jnp.transpose(lhs, (3, 1, 2, 0)), rhs, conv.window_strides, conv.padding,
+                 conv.rhs_dilation, precision=config.precision, on_cpu=on_cpu,
+                 rhs_spec="IHWO")  # rhs: (n, h, w, c) or (n, H, W, f) as it is
   if swapped:  # (c, kh, kw, f), the taps reversed
     return jnp.transpose(dk[:, ::-1, ::-1], (1, 2, 3, 0))
   return jnp.transpose(dk, (1, 2, 0, 3))  # (f, kh, kw, c)
@@ -1335,7 +1335,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     shallow = kernel_shape[3] <= SHALLOW_INPUT_CHANNELS and deep_image
     if shallow or (deep_image and unpadded and not on_eigen()):
       return True
-    wide_phases = any(-(-k // s) > 2 for k, s in zip(kernel_shape[:2], config.strides))
+    wide_phases = any(_shapes.taps_per_phase(k, s) > 2
+                      for k, s in zip(kernel_shape[:2], config.strides))
     conv_wins = not unpadded and (wide_phases or (
         (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS or _strides_divide_kernel(config, kernel_shape))
         and on_onednn()))
