@@ -13,15 +13,18 @@
 # 3. the algorithm plans' training steps, suite layers at 8x and their own
 #    batch (benchmarks/plans.py: the data behind auto's GPU rule); writes
 #    $OUT/plans.{json,md};
-# 4. the correctness tests on the GPU (golden TF fixtures for every
+# 4. a sweep of plans over a grid of layers (benchmarks/sweep.py; SWEEP_ARGS,
+#    by default the few-filters grid: 1-32 filters, auto against the
+#    reference and col2im/taps/taps); writes $OUT/sweep.{json,md};
+# 5. the correctness tests on the GPU (golden TF fixtures for every
 #    algorithm, transforms, the Flax layer, the properties), in full float32
 #    (the tests' jax.default_matmul_precision); writes $OUT/tests.log.
 #
-# Each step has its own time limit (BENCH_S, PLANS_S, TEST_S seconds; 0
-# skips it), so a slow step still leaves the next one its turn, and all
-# four fit one 10-minute call; a step cut short leaves its log. On an H200
-# (2026-11-26) the suite took about 2 minutes, the plans 3 and the tests
-# a little over 2.5.
+# Each step has its own time limit (BENCH_S, PLANS_S, SWEEP_S, TEST_S
+# seconds; 0 skips it), so a slow step still leaves the next one its turn,
+# and all fit one 10-minute call; a step cut short leaves its log. On an
+# H200 (2026-11-26) the suite took about 2 minutes, the plans 3 and the
+# tests a little over 2.5.
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/jconvt-gpu}
@@ -55,6 +58,12 @@ if [ "${PLANS_S:-200}" != 0 ]; then
   timeout "${PLANS_S:-200}" $py -m benchmarks.plans --batch-scale 8,1 --out "$out/plans" \
     2>&1 | grep -E '^(\[x|machine|wrote)'
   echo "plans exit: ${PIPESTATUS[0]}"
+fi
+
+if [ "${SWEEP_S:-0}" != 0 ]; then
+  timeout "${SWEEP_S}" $py -m benchmarks.sweep --out "$out/sweep" ${SWEEP_ARGS:-} 2>&1 \
+    | grep -vE '^\|'
+  echo "sweep exit: ${PIPESTATUS[0]}"
 fi
 
 # Twelve test processes share the GPU: none may take 75% of its memory.

@@ -203,3 +203,40 @@ def test_plan_search_refuses_bad_scales(argv, message, capsys):
   with pytest.raises(SystemExit):
     plans.main(argv)
   assert message in capsys.readouterr().err
+
+
+def test_sweep_times_each_plan_on_each_layer(tmp_path):
+  """``benchmarks.sweep`` builds the grid's layers, times every plan on each
+  (``auto`` under the name of the plan it stands for) and tabulates them
+  against ``auto``'s time."""
+  from benchmarks import sweep
+  out = tmp_path / "sweep"
+  assert sweep.main(["--filters", "3", "--in-channels", "4", "--sizes", "4", "--kernels",
+                     "4s2,3s1", "--batch", "1", "--plans", "auto,reference,col2im/taps/taps",
+                     "--out", str(out)]) == 0
+  rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+  assert [r["layer"] for r in rows] == ["1x4x4x4 -> 3 k4s2", "1x4x4x4 -> 3 k3s1"]
+  strided, stride1 = rows
+  assert strided["auto"] == "/".join(runners.algorithms(Layer("", 1, 4, 4, 3, 4, 2)))
+  assert set(strided["times"]) == {strided["auto"], "dilated/autodiff/autodiff",
+                                   "col2im/taps/taps"}
+  for row in rows:
+    assert all(isinstance(v, list) and v[0] > 0 for v in row["times"].values()), row
+  assert stride1["auto"] == "/".join(runners.algorithms(Layer("", 1, 4, 4, 3, 3, 1)))
+  table = out.with_suffix(".md").read_text()
+  auto_ms = strided["times"][strided["auto"]][0]
+  assert f"| 1x4x4x4 -> 3 k4s2 | {strided['auto']} |" in table
+  assert f"{auto_ms:.3f} (" in table and ", 1.00x)" in table
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--filters", "3,x"], "--filters must be comma-separated integers, got '3,x'"),
+    (["--sizes", "0"], "--sizes must be integers of at least 1, got '0'"),
+    (["--kernels", "4x2"], "--kernels takes items such as 4s2 (kernel 4, stride 2), got '4x2'"),
+    (["--plans", "col2im/taps"], "got 'col2im/taps'"),
+])
+def test_sweep_refuses_bad_arguments(argv, message, capsys):
+  from benchmarks import sweep
+  with pytest.raises(SystemExit):
+    sweep.main(argv)
+  assert message in capsys.readouterr().err

@@ -1,0 +1,145 @@
+"""Given algorithm plans' training steps over a grid of layers: the data for
+a rule over one dimension (for instance how few filters make ``col2im``
+with the tap-window gradients the faster plan on a GPU).
+
+    python -m benchmarks.sweep --filters 1,3,8,32 --in-channels 64,256 \\
+        --sizes 32,64 --kernels 4s2,3s2 --batch 16 \\
+        --plans auto,reference,col2im/taps/taps [--out PATH]
+
+Every combination of the lists is a layer (NHWC, 'same', float32); each is
+timed under each plan (``benchmarks.plans.Layer.step_ms``: median ms and
+temporary MiB of a jitted training step). ``auto`` is the plan
+``jconvt.algorithm_plan`` picks on this backend, ``reference`` the dilated
+reference. Prints a line per layer and writes ``PATH.json`` after each (a
+run cut short keeps what it measured) and a table ``PATH.md`` at the end.
+"""
+
+import argparse
+import itertools
+import json
+import pathlib
+
+from benchmarks.layers import Layer
+
+
+def _ints(text: str, name: str, parser) -> list[int]:
+  try:
+    values = [int(v) for v in text.split(",")]
+  except ValueError:
+    parser.error(f"{name} must be comma-separated integers, got {text!r}")
+  if min(values) < 1:
+    parser.error(f"{name} must be integers of at least 1, got {text!r}")
+  return values
+
+
+def _kernels(text: str, parser) -> list[tuple[int, int]]:
+  pairs = []
+  for item in text.split(","):
+    k, sep, s = item.partition("s")
+    if not (sep and k.isdigit() and s.isdigit() and int(k) > 0 and int(s) > 0):
+      parser.error(f"--kernels takes items such as 4s2 (kernel 4, stride 2), got {item!r}")
+    pairs.append((int(k), int(s)))
+  return pairs
+
+
+def _plans(text: str, parser) -> list[str]:
+  from benchmarks.plans import FORWARDS, INPUT_GRADIENTS, KERNEL_GRADIENTS
+  plans = []
+  for item in text.split(","):
+    fields = item.split("/")
+    if item not in ("auto", "reference") and not (
+        len(fields) == 3 and fields[0] in FORWARDS + ("phase_gemm",)
+        and fields[1] in INPUT_GRADIENTS and fields[2] in KERNEL_GRADIENTS):
+      parser.error(f"--plans takes 'auto', 'reference' or forward/input_gradient/"
+                   f"kernel_gradient (e.g. col2im/taps/taps), got {item!r}")
+    plans.append(item)
+  return plans
+
+
+def layers(filters, in_channels, sizes, kernels, batch):
+  """The grid, filters outermost (a run cut short has every size of the
+  first filter counts)."""
+  return [Layer(f"{b}x{n}x{n}x{c} -> {f} k{k}s{s}", b, n, c, f, k, s)
+          for f, c, n, (k, s), b in itertools.product(filters, in_channels, sizes, kernels,
+                                                      batch)]
+
+
+def measure(layer: Layer, plans, progress=print) -> dict:
+  """``{plan name: [ms, MiB] or error}`` for one layer, ``auto`` named by
+  the plan it stands for as well."""
+  from jconvt import AlgorithmPlan
+  from jconvt._algorithms import REFERENCE
+  from benchmarks.plans import Layer as Timed
+  timed = Timed(layer)
+  times = {}
+  for name in plans:
+    plan = {"auto": timed.auto, "reference": REFERENCE}.get(name)
+    plan = plan if plan is not None else AlgorithmPlan(*name.split("/"))
+    key = "/".join(plan)
+    if key not in times:
+      try:
+        times[key] = list(timed.step_ms(plan))
+      except Exception as e:  # a plan this layer cannot run
+        times[key] = f"{type(e).__name__}: {e}"[:120]
+  progress(f"{layer.name}: " + "; ".join(
+      f"{k} {v[0]:.3f} ms" if isinstance(v, list) else f"{k} {v}" for k, v in times.items()))
+  return {"layer": layer.name, "auto": "/".join(timed.auto), "times": times}
+
+
+def markdown(rows, machine: str) -> str:
+  """One line per layer: each plan's ms (temporary MiB), and its time over
+  ``auto``'s (>1: ``auto`` is faster)."""
+  plans = list(dict.fromkeys(k for row in rows for k in row["times"]))
+  lines = [f"Training steps by plan over a grid ({machine}). Median ms (temporary MiB); "
+           "in brackets, the plan's time over `auto`'s (>1: `auto` is faster).", "",
+           "| layer | auto's plan | " + " | ".join(plans) + " |",
+           "|---|---|" + "---|" * len(plans)]
+  for row in rows:
+    auto = row["times"].get(row["auto"])
+    cells = [row["layer"], row["auto"]]
+    for plan in plans:
+      value = row["times"].get(plan)
+      if isinstance(value, list):
+        ratio = f", {value[0] / auto[0]:.2f}x" if isinstance(auto, list) else ""
+        cells.append(f"{value[0]:.3f} ({value[1]:.0f}{ratio})")
+      else:
+        cells.append("not run" if value is None else "error")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--filters", default="1,3,8,32")
+  parser.add_argument("--in-channels", default="64,256")
+  parser.add_argument("--sizes", default="32,64", help="input height = width")
+  parser.add_argument("--kernels", default="4s2,3s2", help="kernel and stride, e.g. 4s2,3s2")
+  parser.add_argument("--batch", default="16")
+  parser.add_argument("--plans", default="auto,reference,col2im/taps/taps")
+  parser.add_argument("--out", default="sweep", help="output path prefix (.json, .md)")
+  args = parser.parse_args(argv)
+  grid = layers(_ints(args.filters, "--filters", parser),
+                _ints(args.in_channels, "--in-channels", parser),
+                _ints(args.sizes, "--sizes", parser), _kernels(args.kernels, parser),
+                _ints(args.batch, "--batch", parser))
+  plans = _plans(args.plans, parser)
+
+  import jax
+  from benchmarks.__main__ import machine
+  print(f"machine: {machine()}; {len(grid)} layers x {len(plans)} plans")
+  out = pathlib.Path(args.out).with_suffix(".json")
+  rows = []
+  for layer in grid:
+    rows.append(measure(layer, plans))
+    out.write_text(json.dumps({"machine": machine(), "backend": jax.default_backend(),
+                               "rows": rows}, indent=1))
+  table = markdown(rows, machine())
+  out.with_suffix(".md").write_text(table)
+  print()
+  print(table)
+  print(f"wrote {out} and {out.with_suffix('.md')}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
