@@ -4,7 +4,7 @@ with the tap-window gradients the faster plan on a GPU).
 
     python -m benchmarks.sweep --filters 1,3,8,32 --in-channels 64,256 \\
         --sizes 32,64 --kernels 4s2,3s2 --batch 16 \\
-        --plans auto,reference,col2im/taps/taps [--out PATH]
+        --plans auto,reference,col2im/taps/taps [--rounds N] [--out PATH]
 
 Every combination of the lists is a layer (NHWC, 'same', float32); each is
 timed under each plan (``benchmarks.plans.Layer.step_ms``: median ms and
@@ -18,6 +18,8 @@ import argparse
 import itertools
 import json
 import pathlib
+
+import numpy as np
 
 from benchmarks.layers import Layer
 
@@ -64,26 +66,37 @@ def layers(filters, in_channels, sizes, kernels, batch):
                                                       batch)]
 
 
-def measure(layer: Layer, plans, progress=print) -> dict:
+def measure(layer: Layer, plans, progress=print, rounds: int = 1) -> dict:
   """``{plan name: [ms, MiB] or error}`` for one layer, ``auto`` named by
-  the plan it stands for as well."""
+  the plan it stands for as well. With ``rounds`` > 1 the plans are timed
+  in turn that many times (interleaved, so a drift of the machine's speed
+  reaches each alike) and each keeps its median; ``rounds_ms`` holds every
+  round's times."""
   from jconvt import AlgorithmPlan
   from jconvt._algorithms import REFERENCE
   from benchmarks.plans import Layer as Timed
   timed = Timed(layer)
-  times = {}
-  for name in plans:
-    plan = {"auto": timed.auto, "reference": REFERENCE}.get(name)
-    plan = plan if plan is not None else AlgorithmPlan(*name.split("/"))
-    key = "/".join(plan)
-    if key not in times:
+  times, each = {}, {}
+  for r in range(rounds):
+    for name in plans:
+      plan = {"auto": timed.auto, "reference": REFERENCE}.get(name)
+      plan = plan if plan is not None else AlgorithmPlan(*name.split("/"))
+      key = "/".join(plan)
+      if isinstance(times.get(key), str) or len(each.get(key, ())) > r:
+        continue  # failed before, or timed in this round already (auto is another name)
       try:
-        times[key] = list(timed.step_ms(plan))
+        ms, mib = timed.step_ms(plan)
       except Exception as e:  # a plan this layer cannot run
         times[key] = f"{type(e).__name__}: {e}"[:120]
+        continue
+      each.setdefault(key, []).append(ms)
+      times[key] = [float(np.median(each[key])), mib]
   progress(f"{layer.name}: " + "; ".join(
       f"{k} {v[0]:.3f} ms" if isinstance(v, list) else f"{k} {v}" for k, v in times.items()))
-  return {"layer": layer.name, "auto": "/".join(timed.auto), "times": times}
+  row = {"layer": layer.name, "auto": "/".join(timed.auto), "times": times}
+  if rounds > 1:
+    row["rounds_ms"] = each
+  return row
 
 
 def markdown(rows, machine: str) -> str:
@@ -116,6 +129,8 @@ def main(argv=None) -> int:
   parser.add_argument("--kernels", default="4s2,3s2", help="kernel and stride, e.g. 4s2,3s2")
   parser.add_argument("--batch", default="16")
   parser.add_argument("--plans", default="auto,reference,col2im/taps/taps")
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="time the plans in turn this many times, keep each one's median")
   parser.add_argument("--out", default="sweep", help="output path prefix (.json, .md)")
   args = parser.parse_args(argv)
   grid = layers(_ints(args.filters, "--filters", parser),
@@ -123,6 +138,8 @@ def main(argv=None) -> int:
                 _ints(args.sizes, "--sizes", parser), _kernels(args.kernels, parser),
                 _ints(args.batch, "--batch", parser))
   plans = _plans(args.plans, parser)
+  if args.rounds < 1:
+    parser.error(f"--rounds must be at least 1, got {args.rounds}")
 
   import jax
   from benchmarks.__main__ import machine
@@ -130,7 +147,7 @@ def main(argv=None) -> int:
   out = pathlib.Path(args.out).with_suffix(".json")
   rows = []
   for layer in grid:
-    rows.append(measure(layer, plans))
+    rows.append(measure(layer, plans, rounds=args.rounds))
     out.write_text(json.dumps({"machine": machine(), "backend": jax.default_backend(),
                                "rows": rows}, indent=1))
   table = markdown(rows, machine())

@@ -5,6 +5,7 @@ timed once, to check what a run writes)."""
 import json
 import mmap
 
+import numpy as np
 import pytest
 
 from benchmarks import runners
@@ -229,11 +230,23 @@ def test_sweep_times_each_plan_on_each_layer(tmp_path):
   assert f"{auto_ms:.3f} (" in table and ", 1.00x)" in table
 
 
+def test_sweep_rounds_keep_each_plans_median():
+  """With ``rounds`` the plans are timed in turn; each keeps every round's
+  time and their median, ``auto`` and the plan it names once a round."""
+  from benchmarks import sweep
+  layer = Layer("tiny", 1, 4, 4, 3, 4, 2)
+  row = sweep.measure(layer, ["auto", "reference", "auto"], progress=lambda *_: None, rounds=3)
+  assert set(row["rounds_ms"]) == set(row["times"]) == {row["auto"], "dilated/autodiff/autodiff"}
+  for plan, rounds in row["rounds_ms"].items():
+    assert len(rounds) == 3 and row["times"][plan][0] == float(np.median(rounds))
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--filters", "3,x"], "--filters must be comma-separated integers, got '3,x'"),
     (["--sizes", "0"], "--sizes must be integers of at least 1, got '0'"),
     (["--kernels", "4x2"], "--kernels takes items such as 4s2 (kernel 4, stride 2), got '4x2'"),
     (["--plans", "col2im/taps"], "got 'col2im/taps'"),
+    (["--rounds", "0"], "--rounds must be at least 1, got 0"),
 ])
 def test_sweep_refuses_bad_arguments(argv, message, capsys):
   from benchmarks import sweep
