@@ -152,7 +152,6 @@ def main(argv=None) -> int:
   if not scales or min(scales) < 1:
     parser.error(f"--batch-scale must be integers of at least 1, got {args.batch_scale!r}")
 
-  import jax
   from benchmarks.__main__ import machine
   print(f"machine: {machine()}")
   out = pathlib.Path(args.out).with_suffix(".json")
@@ -164,14 +163,26 @@ def main(argv=None) -> int:
       layer = dataclasses.replace(suite_layer, batch=suite_layer.batch * scale)
       print(f"[x{scale}] {layer.name}: ", end="", flush=True)
       rows.append(measure(layer, scale))
-      out.write_text(json.dumps({"machine": machine(), "backend": jax.default_backend(),
-                                 "rows": rows}, indent=1))
-  table = markdown(rows, machine())
+      save_rows(out, rows)
+  save_table(out, markdown(rows, machine()))
+  return 0
+
+
+def save_rows(out: pathlib.Path, rows) -> None:
+  """``rows`` with this machine and backend as ``out`` (.json): written
+  after every layer, so a run cut short keeps what it measured."""
+  import jax
+  from benchmarks.__main__ import machine
+  out.write_text(json.dumps({"machine": machine(), "backend": jax.default_backend(),
+                             "rows": rows}, indent=1))
+
+
+def save_table(out: pathlib.Path, table: str) -> None:
+  """Writes ``table`` beside ``out`` (.md) and prints it."""
   out.with_suffix(".md").write_text(table)
   print()
   print(table)
   print(f"wrote {out} and {out.with_suffix('.md')}")
-  return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ run cut short keeps what it measured) and a table ``PATH.md`` at the end.
 
 import argparse
 import itertools
-import json
 import pathlib
 
 import numpy as np
@@ -141,20 +140,15 @@ def main(argv=None) -> int:
   if args.rounds < 1:
     parser.error(f"--rounds must be at least 1, got {args.rounds}")
 
-  import jax
   from benchmarks.__main__ import machine
+  from benchmarks.plans import save_rows, save_table
   print(f"machine: {machine()}; {len(grid)} layers x {len(plans)} plans")
   out = pathlib.Path(args.out).with_suffix(".json")
   rows = []
   for layer in grid:
     rows.append(measure(layer, plans, rounds=args.rounds))
-    out.write_text(json.dumps({"machine": machine(), "backend": jax.default_backend(),
-                               "rows": rows}, indent=1))
-  table = markdown(rows, machine())
-  out.with_suffix(".md").write_text(table)
-  print()
-  print(table)
-  print(f"wrote {out} and {out.with_suffix('.md')}")
+    save_rows(out, rows)
+  save_table(out, markdown(rows, machine()))
   return 0
 
 
