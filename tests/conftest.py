@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import pathlib
-from unittest import mock
 
 import jax
 import numpy as np
@@ -88,9 +87,17 @@ def eigen_route():
   gradient convolution it can take on XLA:CPU, whatever its channels and
   size (the rule's thresholds at zero), with oneDNN off (``JCONVT_ONEDNN=0``:
   it would take them first); restores both on exit."""
-  with mock.patch.dict(os.environ, {"JCONVT_ONEDNN": "0"}), _thresholds_forced(
-      {"EIGEN_MIN_CONTRACTED": 0, "EIGEN_MIN_FEATURES": 0, "EIGEN_MIN_MACS": 0}):
-    yield
+  saved = os.environ.get("JCONVT_ONEDNN")
+  os.environ["JCONVT_ONEDNN"] = "0"
+  try:
+    with _thresholds_forced(
+        {"EIGEN_MIN_CONTRACTED": 0, "EIGEN_MIN_FEATURES": 0, "EIGEN_MIN_MACS": 0}):
+      yield
+  finally:
+    if saved is None:
+      del os.environ["JCONVT_ONEDNN"]
+    else:
+      os.environ["JCONVT_ONEDNN"] = saved
 
 
 @contextlib.contextmanager
