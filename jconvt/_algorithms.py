@@ -943,7 +943,7 @@ def _col2im_rows(x, kernel, config, th, tw):
 # the GEMMs' passed by up to 7 MiB), so the GEMMs give way there. On
 # inputs of at most TAPS_KERNEL_GRAD_PIXELS pixels
 # with at least TAPS_KERNEL_GRAD_CHANNELS input channels (stride > 1, at
-# most COL2IM_MAX_TAPS taps) the kernel gradient is one GEMM over dy's tap
+# most TAPS_MAX_TAPS taps) the kernel gradient is one GEMM over dy's tap
 # windows (``grad_kernel_taps``), which ran 1.15-2x faster than the
 # convolution (1x16x16x256 -> 128 k4 s2: 2.2 vs 3.2 ms; 1x8x8x512: 1.8 vs
 # 3.6; 16x4x4x1024: 43 vs 49), 10% slower at 1x16x16x512 -> 256, as fast
@@ -965,7 +965,7 @@ def _col2im_rows(x, kernel, config, th, tw):
 # on a 'valid' layer. Auto then takes col2im for the forward
 # (``_phase_kernel_exceeds_input``, chunked over the batch past
 # SMALL_INPUT_PIXELS); for the input gradient the taps on inputs of at most
-# SMALL_INPUT_PIXELS up to COL2IM_MAX_TAPS, else the phase GEMMs
+# SMALL_INPUT_PIXELS up to TAPS_MAX_TAPS, else the phase GEMMs
 # (``_input_grad_kernel_exceeds_dy``); ``grad_kernel`` swaps only where dy
 # fits x. Training steps against the rules before (8aecd56), timed in one
 # process: 64x2x2x256 -> 128 k5 s2 86 -> 8.4 ms, 256x2x2 353 -> 39,
@@ -1016,6 +1016,11 @@ ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25
+# The tap-window gradients (``grad_input_taps``, ``grad_kernel_taps``) hold
+# ``kh * kw`` slices of ``dy`` as col2im's GEMM holds ``kh * kw`` column
+# blocks: the same cap on their scratch, and the rules above were measured
+# with it.
+TAPS_MAX_TAPS = COL2IM_MAX_TAPS
 TAPS_INPUT_GRAD_PIXELS = 256
 TAPS_INPUT_GRAD_FILTERS = 256
 GEMM_KERNEL_GRAD_PIXELS = 4096
@@ -1214,7 +1219,7 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape, dt
   ``_input_grad_is_taps``, else ``"conv"`` (``grad_input``); but where
   that convolution's kernel would be larger than ``dy`` (dilation 1;
   ``_input_grad_kernel_exceeds_dy``, from the layer's ``geometry``) the
-  taps on small inputs up to ``COL2IM_MAX_TAPS``, else the phase GEMMs (at
+  taps on small inputs up to ``TAPS_MAX_TAPS``, else the phase GEMMs (at
   stride 1 too: one GEMM per tap, summed in a loop)."""
   if _input_grad_is_gemm(config, kernel_shape, dtype):
     return "phase_gemm"
@@ -1222,7 +1227,7 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape, dt
     return "taps"
   if (config.dilation_rate == (1, 1)
       and _input_grad_kernel_exceeds_dy(config, kernel_shape, geometry)):
-    few_taps = kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS
+    few_taps = kernel_shape[0] * kernel_shape[1] <= TAPS_MAX_TAPS
     small = _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
     return "taps" if few_taps and small else "phase_gemm"
   return "conv"
@@ -1233,12 +1238,12 @@ def _input_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> b
   does not hold (it takes a kernel no larger than the stride), is
   ``grad_input_taps``: stride > 1, dilation 1, at most
   ``TAPS_INPUT_GRAD_PIXELS`` input pixels, at least
-  ``TAPS_INPUT_GRAD_FILTERS`` filters and at most ``COL2IM_MAX_TAPS`` taps
+  ``TAPS_INPUT_GRAD_FILTERS`` filters and at most ``TAPS_MAX_TAPS`` taps
   (the rule above); else ``grad_input``'s strided convolution."""
   kh, kw, f, _ = kernel_shape
   return (config.strides != (1, 1) and config.dilation_rate == (1, 1)
           and _pixels(x_shape, config) <= TAPS_INPUT_GRAD_PIXELS
-          and f >= TAPS_INPUT_GRAD_FILTERS and kh * kw <= COL2IM_MAX_TAPS)
+          and f >= TAPS_INPUT_GRAD_FILTERS and kh * kw <= TAPS_MAX_TAPS)
 
 
 def _taller_channels(kernel_shape) -> bool:
@@ -1267,11 +1272,11 @@ def _kernel_grad_is_taps(config: ConvTransposeConfig, x_shape, kernel_shape) -> 
   """Whether the fast path's kernel gradient is ``grad_kernel_taps``: stride
   > 1, dilation 1, at most ``TAPS_KERNEL_GRAD_PIXELS`` input pixels, at
   least ``TAPS_KERNEL_GRAD_CHANNELS`` input channels and at most
-  ``COL2IM_MAX_TAPS`` taps (the rule above)."""
+  ``TAPS_MAX_TAPS`` taps (the rule above)."""
   kh, kw, _, c = kernel_shape
   return (config.strides != (1, 1) and config.dilation_rate == (1, 1)
           and _pixels(x_shape, config) <= TAPS_KERNEL_GRAD_PIXELS
-          and c >= TAPS_KERNEL_GRAD_CHANNELS and kh * kw <= COL2IM_MAX_TAPS)
+          and c >= TAPS_KERNEL_GRAD_CHANNELS and kh * kw <= TAPS_MAX_TAPS)
 
 
 def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
