@@ -942,6 +942,74 @@ def test_algorithm_plan_on_a_plugin_backend(monkeypatch):
   assert plan == ("dilated", "autodiff", "autodiff")
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding,exact", [
+    ((2, 6, 5, 3), (4, 4, 8, 3), (2, 2), "same", None, True),     # k4 s2: one group split
+    ((2, 6, 5, 3), (3, 3, 8, 3), (2, 2), "same", None, True),     # k3 s2: a phase per group
+    ((2, 6, 5, 3), (2, 2, 8, 3), (2, 2), "valid", None, True),    # one tap per phase: GEMMs
+    ((1, 4, 4, 3), (3, 5, 8, 3), (3, 2), "same", (2, 1), True),   # output padding, uneven
+    ((2, 5, 4, 3), (1, 1, 8, 3), (2, 2), "valid", None, True),    # phases no tap reaches
+    ((2, 5, 4, 3), (3, 3, 8, 3), (2, 2), ((1, 0), (0, 1)), None, True),  # explicit crops
+    ((2, 5, 4, 3), (3, 3, 8, 3), (2, 2), ((0, 2), (3, 1)), None, False),  # input cropped
+    ((2, 6, 5, 3), (4, 4, 3, 3), (2, 2), "same", None, False),    # 3 filters: the groups
+])
+def test_phase_forward_computes_only_the_window(x_shape, kernel_shape, strides, padding,
+                                                output_padding, exact):
+  """At stride > 1 ``conv_phase`` computes one convolution per phase over
+  exactly the rows and columns TF's window keeps (``_conv_phase_exact``)
+  where ``_exact_phases_pay`` (8 filters or more) and no phase would crop
+  the input, else one per group on the canvas; both equal the NumPy
+  reference, with oneDNN (``on_cpu``) and without."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
+  params, x = _data(x_shape, kernel_shape)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  (out_h, pad_h), (out_w, pad_w) = geometry
+  phases = (_algorithms._exact_phases(x_shape[1], kernel_shape[0], cfg.strides[0], out_h, pad_h),
+            _algorithms._exact_phases(x_shape[2], kernel_shape[1], cfg.strides[1], out_w, pad_w))
+  if None not in phases:
+    # Each output row or column belongs to one phase: the slots tile [0, s).
+    for axis_phases, s, out in zip(phases, cfg.strides, (out_h, out_w)):
+      assert sorted(p[3] for p in axis_phases) == list(range(s))
+      assert sum(p[2] for p in axis_phases) == out
+  pays = _algorithms._exact_phases_pay(x_shape, x.dtype, kernel_shape, cfg, geometry, on_cpu=True)
+  assert (None not in phases and pays) is exact
+  want = jconvt.reference_conv2d_transpose(np.asarray(x), np.asarray(params["kernel"]), None, cfg)
+  for on_cpu in (True, False):
+    got = jax.jit(lambda x, k: _algorithms.conv_phase(x, k, cfg, geometry, on_cpu=on_cpu))(
+        x, params["kernel"])
+    assert got.shape == want.shape
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,on_cpu,expected", [
+    ((16, 16, 16, 256), (4, 4, 128, 256), True, True),   # canvas 13% past the window
+    ((16, 32, 32, 128), (4, 4, 64, 128), True, False),   # 6%: the group stays
+    ((16, 16, 16, 256), (4, 4, 128, 256), False, False),  # XLA's own convolutions
+    ((8, 32, 32, 128), (3, 3, 128, 128), False, True),   # a phase per group already
+    ((8, 32, 32, 256), (2, 2, 128, 256), False, True),   # one tap per phase: GEMMs
+    ((16, 32, 32, 64), (4, 4, 3, 64), True, False),      # 3 filters
+])
+def test_exact_phases_rule(x_shape, kernel_shape, on_cpu, expected, monkeypatch):
+  """``_exact_phases_pay``: which phase forwards drop the canvas's extra
+  pixels (oneDNN on for the ``on_cpu`` cases)."""
+  from jconvt import _algorithms
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  cfg = ConvTransposeConfig(2, "same")
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  assert _algorithms._exact_phases_pay(x_shape, jnp.float32, kernel_shape, cfg, geometry,
+                                       on_cpu) is expected
+
+
+def test_exact_phases_refuses_a_cropped_input():
+  """Where a phase's rows would start past its first window (a negative
+  padding: the input cropped), ``_exact_phases`` says so and ``conv_phase``
+  keeps the canvas."""
+  from jconvt import _algorithms
+  # length 4, k 2, s 2, 6 outputs from offset 3: phase 1's first row is t = 1, one tap.
+  assert _algorithms._exact_phases(4, 2, 2, 6, 3) is None
+  assert _algorithms._exact_phases(4, 2, 2, 8, 0) == [(1, 0, 4, 0), (1, 0, 4, 1)]
+
+
 @pytest.mark.parametrize("dtype,preferred", [
     (jnp.float32, None), (jnp.bfloat16, None), (jnp.bfloat16, jnp.float32), (jnp.float16, None)])
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
