@@ -257,7 +257,9 @@ def test_bfloat16_training_step_on_onednn_equals_the_reference(strides, x_shape)
         (jconvt.conv2d_transpose(p, x, c).astype(jnp.float32) - t) ** 2)
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
-  assert _onednn_calls(step("auto"), (params, x)) == 3
+  # The forward: one convolution at stride 1, one per phase at stride 2 (its
+  # exact phases: the canvas, 9x9 per phase, is 27% past the 8x8 window).
+  assert _onednn_calls(step("auto"), (params, x)) == (3 if strides == 1 else 6)
   for a, b in zip(jax.tree.leaves(step("auto")(params, x)),
                   jax.tree.leaves(step("dilated")(params, x))):
     assert_close(a, b, dtype=jnp.bfloat16)
