@@ -138,6 +138,18 @@ def markdown(rows, machine: str, auto=None) -> str:
   return "\n".join(lines) + "\n"
 
 
+def positive_ints(text: str, name: str, parser) -> list[int]:
+  """The comma-separated integers of option ``name``, each at least 1; else
+  ``parser.error`` saying which option and what it got."""
+  try:
+    values = [int(v) for v in text.split(",")]
+  except ValueError:
+    parser.error(f"{name} must be comma-separated integers, got {text!r}")
+  if min(values) < 1:
+    parser.error(f"{name} must be integers of at least 1, got {text!r}")
+  return values
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch-scale", default="1",
@@ -145,12 +157,7 @@ def main(argv=None) -> int:
   parser.add_argument("--only", default=None, help="layers whose name contains this")
   parser.add_argument("--out", default="plans", help="output path prefix (.json)")
   args = parser.parse_args(argv)
-  try:
-    scales = [int(s) for s in args.batch_scale.split(",")]
-  except ValueError:
-    parser.error(f"--batch-scale must be comma-separated integers, got {args.batch_scale!r}")
-  if not scales or min(scales) < 1:
-    parser.error(f"--batch-scale must be integers of at least 1, got {args.batch_scale!r}")
+  scales = positive_ints(args.batch_scale, "--batch-scale", parser)
 
   from benchmarks.__main__ import machine
   print(f"machine: {machine()}")

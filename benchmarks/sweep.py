@@ -21,16 +21,7 @@ import pathlib
 import numpy as np
 
 from benchmarks.layers import Layer
-
-
-def _ints(text: str, name: str, parser) -> list[int]:
-  try:
-    values = [int(v) for v in text.split(",")]
-  except ValueError:
-    parser.error(f"{name} must be comma-separated integers, got {text!r}")
-  if min(values) < 1:
-    parser.error(f"{name} must be integers of at least 1, got {text!r}")
-  return values
+from benchmarks.plans import positive_ints
 
 
 def _kernels(text: str, parser) -> list[tuple[int, int]]:
@@ -132,10 +123,10 @@ def main(argv=None) -> int:
                       help="time the plans in turn this many times, keep each one's median")
   parser.add_argument("--out", default="sweep", help="output path prefix (.json, .md)")
   args = parser.parse_args(argv)
-  grid = layers(_ints(args.filters, "--filters", parser),
-                _ints(args.in_channels, "--in-channels", parser),
-                _ints(args.sizes, "--sizes", parser), _kernels(args.kernels, parser),
-                _ints(args.batch, "--batch", parser))
+  grid = layers(positive_ints(args.filters, "--filters", parser),
+                positive_ints(args.in_channels, "--in-channels", parser),
+                positive_ints(args.sizes, "--sizes", parser), _kernels(args.kernels, parser),
+                positive_ints(args.batch, "--batch", parser))
   plans = _plans(args.plans, parser)
   if args.rounds < 1:
     parser.error(f"--rounds must be at least 1, got {args.rounds}")
