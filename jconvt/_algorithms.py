@@ -390,7 +390,14 @@ def _phase_groups(k: int, s: int):
 
 def _phase_convolve(x, sub, padding, config, on_cpu):
   """A phase forward's stride-1 convolution of an NHWC ``x`` with an HWIO
-  ``sub``: oneDNN's with ``on_cpu`` where ``_onednn.supported``."""
+  ``sub``: a 1x1 ``sub`` as one GEMM of ``x`` padded (XLA:CPU's
+  convolution is slower), else oneDNN's with ``on_cpu`` where
+  ``_onednn.supported``."""
+  if sub.shape[:2] == (1, 1):
+    xp = lax.pad(x, jnp.zeros((), x.dtype),
+                 ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
+    return lax.dot_general(xp, sub[0, 0], (((3,), (0,)), ((), ())), precision=config.precision,
+                           preferred_element_type=config.preferred_element_type)
   if on_cpu and _onednn_runs(x.shape, sub.shape, (1, 1), padding, (1, 1), x.dtype,
                              config.preferred_element_type):
     return _onednn.conv(x, sub, (1, 1), padding,
@@ -411,7 +418,7 @@ def _exact_phases(length: int, k: int, s: int, out: int, pad: int):
   (it would crop the input)."""
   phases = []
   for r in range(s):
-    taps = -(-(k - r) // s) if r < k else 0
+    taps = _shapes.taps_per_phase(k - r, s) if r < k else 0
     first = -(-(pad - r) // s)
     last = (out - 1 + pad - r) // s
     count = max(last - first + 1, 0)
@@ -467,8 +474,8 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu):
   32->64: 16 MiB, 17 with the canvas). Each phase's rows and columns are
   zero-padded to ``ceil(out / s)``, interleaved by their slot and cut to the
   output."""
-  n, h, w, c = x.shape
-  kh, kw, f, _ = kernel.shape
+  n, h, w, _ = x.shape
+  f = kernel.shape[2]
   sh, sw = config.strides
   out_dtype = config.preferred_element_type or x.dtype
   mh = max(count for _, _, count, _ in phases_h)
@@ -483,14 +490,7 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu):
         sub = jnp.transpose(kernel[rh::sh, rw::sw][::-1, ::-1], (0, 1, 3, 2))
         padding = ((ch - 1 - first_h, first_h + count_h - h),
                    (cw - 1 - first_w, first_w + count_w - w))
-        if ch == cw == 1:  # a 1x1 convolution: one GEMM (XLA:CPU's conv is slower)
-          xp = lax.pad(x, jnp.zeros((), x.dtype),
-                       ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
-          z = lax.dot_general(xp, sub[0, 0], (((3,), (0,)), ((), ())),
-                              precision=config.precision,
-                              preferred_element_type=config.preferred_element_type)
-        else:
-          z = _phase_convolve(x, sub, padding, config, on_cpu)
+        z = _phase_convolve(x, sub, padding, config, on_cpu)
       grid[slot_h][slot_w] = jnp.pad(z, ((0, 0), (0, mh - count_h), (0, mw - count_w), (0, 0)))
   full = jnp.stack([jnp.stack(row, axis=3) for row in grid], axis=2)  # (n, mh, sh, mw, sw, f)
   (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
@@ -548,13 +548,7 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False):
                           (0, 0), (0, 0)))
       sub = sub.reshape(ch, sh, cw, sw, f, c)[:, :nr, :, :nc]
       sub = sub[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(ch, cw, c, nr * nc * f)
-      if ch == cw == 1:  # a 1x1 convolution: one GEMM (XLA:CPU's conv is slower)
-        xp = jnp.pad(x, ((0, 0), (0, kqh - 1), (0, kqw - 1), (0, 0)))
-        z = lax.dot_general(xp, sub[0, 0], (((3,), (0,)), ((), ())),
-                            precision=config.precision,
-                            preferred_element_type=config.preferred_element_type)
-      else:
-        z = _phase_convolve(x, sub, ((ch - 1, kqh - 1), (cw - 1, kqw - 1)), config, on_cpu)
+      z = _phase_convolve(x, sub, ((ch - 1, kqh - 1), (cw - 1, kqw - 1)), config, on_cpu)
       cols.append(z.reshape(n, th, tw, nr, nc, f).transpose(0, 1, 3, 2, 4, 5))
     rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
   full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
