@@ -1136,6 +1136,7 @@ EXACT_PHASES_MIN_FILTERS = ONEDNN_MIN_FEATURES
 EXACT_PHASES_MIN_EXTRA = 0.1
 ONEDNN_MIN_CONTRACTED = 2
 ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_grad_is_gemm
+ONEDNN_KERNEL_GRAD_MAX_WORK = 1024 * 128 * 128  # height * width * filters * in_channels, the same
 ONEDNN_BF16_STRIDE1_MIN_BATCH = 4  # the same rule's, at stride 1 in bfloat16
 EIGEN_DILATION = 2
 EIGEN_MIN_CONTRACTED = 8
@@ -1391,15 +1392,23 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   k2-k4, 3-512 channels; forward and input gradient on oneDNN too).
   Float32 above ``GEMM_KERNEL_GRAD_PIXELS``: the GEMMs, but the convolution
   where it runs on oneDNN with padding (not ``'valid'``) on images of at
-  most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` or with each stride dividing its
-  kernel size. Interleaved, it trained such layers 0.96-1.34x as fast as
+  most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` (and ``h * w * filters *
+  in_channels`` under ``ONEDNN_KERNEL_GRAD_MAX_WORK``) or with each stride
+  dividing its kernel size. Interleaved, it trained such layers 0.96-1.34x as fast as
   the GEMMs (17 layers, 16x32x32 to 8x128x128, k3-k5 s2, 3-256 channels;
   dcgan 32->64 1.06-1.12x, unet k3s2 1.00-1.09x, RGB k4s2 1.22-1.31x;
   0.96x only on 4x128x128x128 -> 32 k4), with no
   more scratch than the reference's (dcgan 32->64: 33 MiB, the reference
   40; 8x32x32x128 -> 64 k5: 16 against the GEMMs' 23 and the reference's
   20); but k3 s2 on 64x64 images 0.80-1.23x (8x64x64x64 -> 32: 0.80-0.89x)
-  and a 'valid' k2 s2 layer 0.56x. Also the convolution, with or without
+  and a 'valid' k2 s2 layer 0.56x. On a later, faster EPYC (a 2048x2048
+  matmul at 419 GFLOP/s; 5 interleaved rounds) the GEMMs trained k3 s2
+  layers on 32x32 images in 0.74-0.98x the convolution's time where
+  ``filters * in_channels`` is at least 128 * 128 (unet k3s2 0.91x, 32 ->
+  29 MiB; 8x32x32x256 -> 256 0.74x; 64 -> 256 0.98x), hence
+  ``ONEDNN_KERNEL_GRAD_MAX_WORK``; in 1.00-1.24x with fewer (8x32x32x128
+  -> 64 1.09x), and on 24x24 and 16x16 images in 0.97-1.57x.
+  Also the convolution, with or without
   oneDNN, where a phase has more than 2 taps along an axis (k5-k7 at s2,
   with padding): the GEMMs' stacks grow with the taps, past the reference's
   scratch (8x32x32x128 -> 64 k7: 29 MiB, the reference 20), and the
@@ -1440,9 +1449,10 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
       return True
     wide_phases = any(_shapes.taps_per_phase(k, s) > 2
                       for k, s in zip(kernel_shape[:2], config.strides))
+    small_image = (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
+                   and h * w * kernel_shape[2] * kernel_shape[3] < ONEDNN_KERNEL_GRAD_MAX_WORK)
     conv_wins = not unpadded and (wide_phases or (
-        (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS or _strides_divide_kernel(config, kernel_shape))
-        and on_onednn()))
+        (small_image or _strides_divide_kernel(config, kernel_shape)) and on_onednn()))
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins
   if float32 and not unpadded and on_onednn():
     return False

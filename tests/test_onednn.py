@@ -285,7 +285,10 @@ def test_stride1_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
 
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
     ((16, 32, 32, 128), (4, 4, 64, 128), "same", "conv"),  # dcgan 32->64: 1.06-1.12x
-    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "conv"),  # unet k3s2: a 32x32 image
+    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "phase_gemm"),  # unet k3s2: 0.86x
+    ((8, 32, 32, 128), (3, 3, 64, 128), "same", "conv"),   # 32x32, fewer channels: 1.09x
+    ((8, 24, 24, 256), (3, 3, 64, 256), "same", "conv"),   # 24x24: 0.98x, 1.10x with 64 -> 256
+    ((8, 32, 32, 256), (3, 3, 256, 256), "same", "phase_gemm"),  # 0.74x
     ((16, 32, 32, 64), (4, 4, 3, 64), "same", "conv"),     # RGB output
     ((8, 64, 64, 64), (4, 4, 32, 64), "same", "conv"),     # 64x64, k4 s2
     ((8, 64, 64, 64), (3, 3, 32, 64), "same", "phase_gemm"),  # 64x64, k3 s2: 0.80-0.89x
@@ -297,7 +300,8 @@ def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kerne
                                                      padding, expected):
   """Past ``GEMM_KERNEL_GRAD_PIXELS`` (float32, stride 2) the kernel
   gradient is the convolution where it runs on oneDNN with padding on
-  images of at most 32x32 or with the stride dividing the kernel, and with
+  images of at most 32x32 (less at 32x32 with 128 channels each way) or
+  with the stride dividing the kernel, and with
   or without oneDNN where a phase has more than 2 taps along an axis; the
   GEMMs elsewhere."""
   cfg = ConvTransposeConfig(2, padding)
