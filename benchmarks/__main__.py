@@ -90,10 +90,16 @@ def machine() -> str:
           f"{xla_flags()}{precision()}")
 
 
+# What --tune-malloc set (jconvt.tune_malloc), for the header.
+_TUNED_MALLOC = []
+
+
 def allocator() -> str:
-  """The malloc settings this process runs under (glibc reads them at start)."""
+  """The malloc settings this process runs under: the environment's (glibc
+  reads them at start) and ``jconvt.tune_malloc``'s (--tune-malloc)."""
   tuned = [f"{k}={v}" for k, v in sorted(os.environ.items())
            if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_") or k == "LD_PRELOAD"]
+  tuned += _TUNED_MALLOC
   return "malloc: " + (", ".join(tuned) if tuned else "glibc defaults")
 
 
@@ -326,9 +332,18 @@ def main(argv=None) -> int:
                       help="time every layer this many times per implementation, keep the fastest")
   parser.add_argument("--batch-scale", type=int, default=1,
                       help="multiply every layer's batch (an accelerator needs more work than a CPU)")
+  parser.add_argument("--tune-malloc", action="store_true",
+                      help="call jconvt.tune_malloc() first: glibc keeps freed blocks up to 256 "
+                           "MiB (default output: results/latest-malloc-tuned)")
   parser.add_argument("--out", default=None,
                       help="output path prefix (default: results/latest, results/latest-edge)")
   args = parser.parse_args(argv)
+  if args.tune_malloc:
+    import jconvt
+    if not jconvt.tune_malloc():
+      parser.error("--tune-malloc: the C library is not glibc, nothing to tune")
+    _TUNED_MALLOC[:] = [f"jconvt.tune_malloc() (mmap_threshold="
+                        f"{jconvt._malloc.DEFAULT_MMAP_THRESHOLD // 2 ** 20} MiB)"]
   impl_names = None if args.impls is None else args.impls.split(",")
   try:
     implementations(impl_names)
@@ -364,8 +379,10 @@ def main(argv=None) -> int:
   table = markdown(rows, roofline, header, roofline_size())
   if not args.quick and args.suite == "main":
     table += compile_sweep()
-  out = pathlib.Path(args.out or RESULTS / ("latest" if args.suite == "main"
-                                            else f"latest-{args.suite}"))
+  default_name = "latest" if args.suite == "main" else f"latest-{args.suite}"
+  if args.tune_malloc:
+    default_name += "-malloc-tuned"
+  out = pathlib.Path(args.out or RESULTS / default_name)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.with_suffix(".md").write_text(table)
   out.with_suffix(".json").write_text(json.dumps(

@@ -7,6 +7,7 @@ from jconvt._algorithms import AlgorithmPlan as AlgorithmPlan
 from jconvt._conv import algorithm_plan as algorithm_plan
 from jconvt._conv import conv2d_transpose as conv2d_transpose
 from jconvt._conv import output_shape as output_shape
+from jconvt._malloc import tune_malloc as tune_malloc
 from jconvt._reference import reference_conv2d_transpose as reference_conv2d_transpose
 from jconvt import compat as compat
 from jconvt import constraints as constraints
@@ -29,4 +30,5 @@ __all__ = (
     "conv2d_transpose",
     "output_shape",
     "reference_conv2d_transpose",
+    "tune_malloc",
 )

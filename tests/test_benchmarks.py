@@ -162,6 +162,27 @@ def test_edge_suite_writes_its_own_table(tmp_path, capsys):
   assert set(rows[0]["results"]) == {"jconvt", "jconvt-dilated"}
 
 
+def test_tune_malloc_flag_calls_jconvt_and_says_so(tmp_path, monkeypatch):
+  """``--tune-malloc`` calls ``jconvt.tune_malloc`` before timing anything
+  and names it in the machine line; it refuses to run where that changes
+  nothing. (A stand-in records the call: the real one is process-wide.)"""
+  import jconvt
+  import benchmarks.__main__ as bench
+  monkeypatch.setattr(bench, "_TUNED_MALLOC", [])
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+  calls = []
+  monkeypatch.setattr(jconvt, "tune_malloc", lambda: calls.append(1) or True)
+  from benchmarks.layers import EDGE
+  out = tmp_path / "tuned"
+  assert main(["--suite", "edge", "--only", EDGE[0].name, "--impls", "jconvt", "--repeats", "1",
+               "--tune-malloc", "--out", str(out)]) == 0
+  assert calls == [1]
+  assert "malloc: jconvt.tune_malloc() (mmap_threshold=256 MiB)" in out.with_suffix(".md").read_text()
+  monkeypatch.setattr(jconvt, "tune_malloc", lambda: False)
+  with pytest.raises(SystemExit):
+    main(["--tune-malloc", "--out", str(out)])
+
+
 def test_plan_search_on_a_tiny_layer():
   """``benchmarks.plans`` times the reference, one field at a time, and
   ``auto``'s plan; every timed plan computes (none errs on a strided

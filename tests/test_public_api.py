@@ -6,7 +6,7 @@ import jconvt
 def test_public_names():
   assert set(jconvt.__all__) == {
       "AlgorithmPlan", "Conv2DTranspose", "ConvTransposeConfig", "algorithm_plan",
-      "conv2d_transpose", "output_shape", "reference_conv2d_transpose",
+      "conv2d_transpose", "output_shape", "reference_conv2d_transpose", "tune_malloc",
   }
   for name in jconvt.__all__:
     assert getattr(jconvt, name) is not None

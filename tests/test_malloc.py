@@ -1,0 +1,78 @@
+"""``jconvt.tune_malloc``: argument errors, and, in a fresh process (the
+setting is process-wide and cannot be undone), that a program with more
+scratch than glibc's default threshold stops faulting it in on every call."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import jconvt
+
+_PROBE = r"""
+import json, resource, sys
+import jax, jax.numpy as jnp
+import jconvt
+
+# 3072 x 3072 float32 products (36 MiB), their sines summed: XLA:CPU keeps them in a
+# temporary buffer past glibc's 32 MiB ceiling for its dynamic threshold.
+a = jnp.ones((3072, 64), jnp.float32)
+f = jax.jit(lambda a: jnp.sum(jnp.sin(jnp.dot(a, a.T)), axis=0))
+compiled = f.lower(a).compile()
+temp = compiled.memory_analysis().temp_size_in_bytes
+
+def faults_mib(calls=4):
+  jax.block_until_ready(compiled(a))
+  jax.block_until_ready(compiled(a))
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(calls):
+    jax.block_until_ready(compiled(a))
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls * 4096 / 2 ** 20
+
+default = faults_mib()
+applied = jconvt.tune_malloc()
+tuned = faults_mib()
+print(json.dumps({"temp": temp, "default": default, "applied": applied, "tuned": tuned}))
+"""
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"mmap_threshold": "256M"}, TypeError, r"`mmap_threshold` must be an int .*'256M'.* str"),
+    ({"mmap_threshold": 1.5e8}, TypeError, r"`mmap_threshold` must be an int .*float"),
+    ({"mmap_threshold": True}, TypeError, r"`mmap_threshold` must be an int .*True"),
+    ({"mmap_threshold": 0}, ValueError, r"`mmap_threshold` must be between 1 and 2147483647 .*got 0"),
+    ({"mmap_threshold": 2 ** 31}, ValueError, r"`mmap_threshold` .*got 2147483648"),
+    ({"trim_threshold": -1}, ValueError, r"`trim_threshold` must be between 1 .*got -1"),
+    ({"trim_threshold": "x"}, TypeError, r"`trim_threshold` must be an int"),
+])
+def test_bad_thresholds_are_refused_before_anything_changes(monkeypatch, kwargs, error, match):
+  calls = []
+  monkeypatch.setattr(jconvt._malloc, "_glibc", lambda: calls.append(1))
+  with pytest.raises(error, match=match):
+    jconvt.tune_malloc(**kwargs)
+  assert not calls  # refused before looking for glibc
+
+
+def test_without_glibc_it_changes_nothing_and_says_so(monkeypatch):
+  monkeypatch.setattr(jconvt._malloc, "_glibc", lambda: None)
+  assert jconvt.tune_malloc() is False
+
+
+def test_large_scratch_stops_faulting_in_a_fresh_process():
+  if jconvt._malloc._glibc() is None:
+    pytest.skip("the C library is not glibc")
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
+  env.pop("GLIBC_TUNABLES", None)
+  out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
+                       timeout=300, check=True).stdout
+  r = json.loads(out.strip().splitlines()[-1])
+  assert r["temp"] > 32 * 2 ** 20  # past glibc's dynamic threshold, or the check proves nothing
+  assert r["applied"] is True
+  assert r["tuned"] < 1.0, r  # MiB per call
+  thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
+  if thp.exists() and "[always]" not in thp.read_text():
+    assert r["default"] > 16.0, r  # 4 KiB pages: the whole buffer, every call
