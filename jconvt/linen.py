@@ -98,7 +98,8 @@ class Conv2DTranspose(nn.Module):
         dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
         preferred_element_type=self.preferred_element_type, algorithm=self.algorithm)
 
-  def _weight(self, name, init, shape, spec):
+  @nn.nowrap  # a helper of __call__, not a module method of its own (nn.tabulate
+  def _weight(self, name, init, shape, spec):  # would list it, with its non-array arguments)
     if self.trainable:
       return self.param(name, init, shape, spec.param_dtype)
     return self.variable(NON_TRAINABLE, name,
