@@ -52,7 +52,9 @@ def tune_malloc(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD,
   blocks up to ``mmap_threshold`` come from the heap, whose top is given
   back only past ``trim_threshold`` of free memory. Measured on a 2-core
   EPYC, the suite's dcgan 32->64 training step (33 MiB of scratch) went
-  from 46.7-48.9 ms to 36.2-36.7 ms, its faults from 33 MiB to none.
+  from 46.7-48.9 ms to 36.2-36.7 ms, its faults from 33 MiB to none. With
+  other processes busy on the same cores, a call now and then (1 to 3 in
+  10, in a test) still faulted its whole scratch; the others none.
 
   The setting is process-wide (every allocation, not only JAX's), lasts
   for the life of the process and turns off glibc's dynamic threshold;
