@@ -342,8 +342,7 @@ def main(argv=None) -> int:
     import jconvt
     if not jconvt.tune_malloc():
       parser.error("--tune-malloc: the C library is not glibc, nothing to tune")
-    _TUNED_MALLOC[:] = [f"jconvt.tune_malloc() (mmap_threshold="
-                        f"{jconvt._malloc.DEFAULT_MMAP_THRESHOLD // 2 ** 20} MiB)"]
+    _TUNED_MALLOC[:] = ["jconvt.tune_malloc() (its defaults)"]
   impl_names = None if args.impls is None else args.impls.split(",")
   try:
     implementations(impl_names)
