@@ -458,7 +458,8 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
   if kqh == kqw == 1:
     return True  # GEMMs
   (out_h, _), (out_w, _) = geometry
-  canvas = (h + kqh - 1) * sh * (w + kqw - 1) * sw
+  canvas = (_shapes.phase_canvas_length(h, kh, sh) * sh
+            * _shapes.phase_canvas_length(w, kw, sw) * sw)
   return (canvas >= (1 + EXACT_PHASES_MIN_EXTRA) * out_h * out_w
           and on_cpu and _onednn_runs(x_shape, (kqh, kqw, c, f), (1, 1),
                                       ((kqh - 1, 0), (kqw - 1, 0)), (1, 1), dtype,
@@ -532,7 +533,7 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False):
   if (phases_h is not None and phases_w is not None
       and _exact_phases_pay(x.shape, x.dtype, kernel.shape, config, geometry, on_cpu)):
     return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu)
-  th, tw = h + kqh - 1, w + kqw - 1
+  th, tw = _shapes.phase_canvas_length(h, kh, sh), _shapes.phase_canvas_length(w, kw, sw)
   rows = []
   for r0, nr, ch in gh:
     cols = []
