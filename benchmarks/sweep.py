@@ -66,14 +66,16 @@ def measure(layer: Layer, plans, progress=print, rounds: int = 1) -> dict:
   from jconvt._algorithms import REFERENCE
   from benchmarks.plans import Layer as Timed
   timed = Timed(layer)
+  resolved = {}  # plan key -> plan, once each (auto may be another name's plan)
+  for name in plans:
+    plan = {"auto": timed.auto, "reference": REFERENCE}.get(name)
+    plan = plan if plan is not None else AlgorithmPlan(*name.split("/"))
+    resolved.setdefault("/".join(plan), plan)
   times, each = {}, {}
-  for r in range(rounds):
-    for name in plans:
-      plan = {"auto": timed.auto, "reference": REFERENCE}.get(name)
-      plan = plan if plan is not None else AlgorithmPlan(*name.split("/"))
-      key = "/".join(plan)
-      if isinstance(times.get(key), str) or len(each.get(key, ())) > r:
-        continue  # failed before, or timed in this round already (auto is another name)
+  for _ in range(rounds):
+    for key, plan in resolved.items():
+      if isinstance(times.get(key), str):
+        continue  # failed in an earlier round
       try:
         ms, mib = timed.step_ms(plan)
       except Exception as e:  # a plan this layer cannot run
