@@ -237,18 +237,55 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   (``on_cpu`` and ``_onednn_runs``) the kernel operand goes in untransposed
   (``_convolve``'s ``rhs_spec="IHWO"``): oneDNN reorders every kernel
   into its own layout anyway, so the transpose was a copy of ``x`` (or
-  ``dy``) more (dcgan 32->64: 8 MiB of the step's scratch). ``on_cpu``:
-  ``_convolve``'s Eigen route, or oneDNN.
+  ``dy``) more (dcgan 32->64: 8 MiB of the step's scratch), and with at
+  least ``ONEDNN_KERNEL_GRAD_SPATIAL_BATCH`` filters the convolution is
+  written in three dimensions, the filters a spatial axis
+  (``_kernel_grad_onednn``). ``on_cpu``: ``_convolve``'s Eigen route, or
+  oneDNN.
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
   swapped, conv = _kernel_grad_conv(x.shape, dy.shape, kernel_hw, config, padding)
   lhs, rhs = (x, dy) if swapped else (dy, x)
+  if (on_cpu and conv.lhs[0] >= ONEDNN_KERNEL_GRAD_SPATIAL_BATCH
+      and _onednn_runs(conv.lhs, conv.rhs, conv.window_strides, conv.padding,
+                       conv.rhs_dilation, x.dtype)):
+    dk = _kernel_grad_onednn(lhs, rhs, conv)
+    if swapped:  # (kh, kw, c, f), the taps reversed
+      return jnp.transpose(dk[::-1, ::-1], (0, 1, 3, 2))
+    return dk
   dk = _convolve(jnp.transpose(lhs, (3, 1, 2, 0)), rhs, conv.window_strides, conv.padding,
                  conv.rhs_dilation, precision=config.precision, on_cpu=on_cpu,
                  rhs_spec="IHWO")  # rhs: (n, h, w, c) or (n, H, W, f) as it is
   if swapped:  # (c, kh, kw, f), the taps reversed
     return jnp.transpose(dk[:, ::-1, ::-1], (1, 2, 3, 0))
   return jnp.transpose(dk, (1, 2, 0, 3))  # (f, kh, kw, c)
+
+
+def _kernel_grad_onednn(lhs, rhs, conv):
+  """``grad_kernel``'s convolution ``conv`` on oneDNN, its batch (the
+  filters, or the input channels where swapped) moved to a third spatial
+  axis that the window does not slide along: input ``lhs`` as
+  (1, H, W, f, n), kernel ``rhs`` as (n, h, w, 1, c) (as it is), output
+  (1, kh, kw, f, c), so the result comes out in the kernel's layout.
+
+  oneDNN's convolution (its ``brg_conv_fwd``) computes a row of ``out_w``
+  output pixels per inner GEMM. The 2-D form's row is ``kw`` (3-4) pixels
+  long, under a window as large as the image; here the row is the
+  ``f`` filters. oneDNN's own times (``ONEDNN_VERBOSE``, AMD EPYC with
+  AVX-512, the 2-D form first): 8x32x32x64 -> 64 k3 s1 3.7 -> 2.5 ms,
+  dcgan 32->64 (16x32x32x128 -> 64 k4 s2) 13.7 -> 9.4, unet k3s2 (8x32x32x128
+  -> 128 k3 s2) 13.9 -> 6.7, k4 s2 bfloat16 (16x16x16x256 -> 128) 7.5 ->
+  4.4. With 6 to 128 filters (or swapped input channels) it won on every
+  layer timed (16x16 to 64x64 images, k3-k5, s1-s2), with 3-4 it took
+  0.71-1.41x the 2-D form's time; ``grad_kernel`` takes it from
+  ``ONEDNN_KERNEL_GRAD_SPATIAL_BATCH`` (8) on. Its input must be channels-last: given ``dy`` as it is, with the
+  batch as the contracted axis (a permuted layout), oneDNN fell back to its
+  reference code, 1000x slower.
+  """
+  dk = _onednn.conv(jnp.transpose(lhs, (1, 2, 3, 0))[None], rhs[:, :, :, None, :],
+                    (*conv.window_strides, 1), (*conv.padding, (0, 0)), (*conv.rhs_dilation, 1),
+                    rhs_spec="IDHWO")
+  return dk[0]
 
 
 def _tap_windows(dy, kernel_hw, config, geometry, in_hw):
@@ -1137,8 +1174,9 @@ EXACT_PHASES_MIN_FILTERS = ONEDNN_MIN_FEATURES
 EXACT_PHASES_MIN_EXTRA = 0.1
 ONEDNN_MIN_CONTRACTED = 2
 ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_grad_is_gemm
-ONEDNN_KERNEL_GRAD_MAX_WORK = 1024 * 128 * 128  # height * width * filters * in_channels, the same
+ONEDNN_KERNEL_GRAD_MAX_DY_BYTES = 16 * 2 ** 20  # the same rule's: dy, with filters >= in_channels
 ONEDNN_BF16_STRIDE1_MIN_BATCH = 4  # the same rule's, at stride 1 in bfloat16
+ONEDNN_KERNEL_GRAD_SPATIAL_BATCH = 8  # filters (input channels if swapped): _kernel_grad_onednn
 EIGEN_DILATION = 2
 EIGEN_MIN_CONTRACTED = 8
 EIGEN_MIN_FEATURES = 32
@@ -1393,8 +1431,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   k2-k4, 3-512 channels; forward and input gradient on oneDNN too).
   Float32 above ``GEMM_KERNEL_GRAD_PIXELS``: the GEMMs, but the convolution
   where it runs on oneDNN with padding (not ``'valid'``) on images of at
-  most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` (and ``h * w * filters *
-  in_channels`` under ``ONEDNN_KERNEL_GRAD_MAX_WORK``) or with each stride
+  most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` (unless ``filters >=
+  in_channels`` and ``dy`` holds at least ``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``)
+  or with each stride
   dividing its kernel size. Interleaved, it trained such layers 0.96-1.34x as fast as
   the GEMMs (17 layers, 16x32x32 to 8x128x128, k3-k5 s2, 3-256 channels;
   dcgan 32->64 1.06-1.12x, unet k3s2 1.00-1.09x, RGB k4s2 1.22-1.31x;
@@ -1406,9 +1445,18 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   matmul at 419 GFLOP/s; 5 interleaved rounds) the GEMMs trained k3 s2
   layers on 32x32 images in 0.74-0.98x the convolution's time where
   ``filters * in_channels`` is at least 128 * 128 (unet k3s2 0.91x, 32 ->
-  29 MiB; 8x32x32x256 -> 256 0.74x; 64 -> 256 0.98x), hence
-  ``ONEDNN_KERNEL_GRAD_MAX_WORK``; in 1.00-1.24x with fewer (8x32x32x128
-  -> 64 1.09x), and on 24x24 and 16x16 images in 0.97-1.57x.
+  29 MiB; 8x32x32x256 -> 256 0.74x; 64 -> 256 0.98x); in 1.00-1.24x with
+  fewer (8x32x32x128 -> 64 1.09x), and on 24x24 and 16x16 images in
+  0.97-1.57x. Once the convolution ran with the filters as a spatial axis
+  (``_kernel_grad_onednn``, 1.5-2x faster alone) it won those back but
+  where it holds ``dy`` twice across glibc's 32 MiB mmap threshold and the
+  GEMMs' stacks stay under it (7 interleaved rounds, 8 images of 32x32, k3
+  s2, default malloc; the convolution's step time over the GEMMs'): 128
+  -> 128 (unet k3s2) 1.23x, 32 against 29 MiB; 256 -> 64 0.79x, 256 -> 128
+  0.90x, 128 -> 256 0.92-0.98x, 256 -> 256 0.97-0.99x. The GEMMs stay where
+  ``filters >= in_channels`` and ``dy`` is at least 16 MiB
+  (``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``). On 64x64 images k3 s2 the
+  convolution still lost or tied (8x64x64x64 -> 32 1.22x, -> 64 1.00x).
   Also the convolution, with or without
   oneDNN, where a phase has more than 2 taps along an axis (k5-k7 at s2,
   with padding): the GEMMs' stacks grow with the taps, past the reference's
@@ -1450,8 +1498,11 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
       return True
     wide_phases = any(_shapes.taps_per_phase(k, s) > 2
                       for k, s in zip(kernel_shape[:2], config.strides))
+    (out_h, _), (out_w, _) = geometry
+    dy_bytes = x_shape[0] * out_h * out_w * kernel_shape[2] * jnp.dtype(dtype).itemsize
     small_image = (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
-                   and h * w * kernel_shape[2] * kernel_shape[3] < ONEDNN_KERNEL_GRAD_MAX_WORK)
+                   and (kernel_shape[2] < kernel_shape[3]
+                        or dy_bytes < ONEDNN_KERNEL_GRAD_MAX_DY_BYTES))
     conv_wins = not unpadded and (wide_phases or (
         (small_image or _strides_divide_kernel(config, kernel_shape)) and on_onednn()))
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins

@@ -15,7 +15,8 @@ it is used only where ``enabled()``: an x86-64 machine and a jaxlib whose
 encoding the tests check against ``lax.conv_general_dilated``
 (``VERIFIED_JAXLIB``), or ``JCONVT_ONEDNN=1`` in the environment to force
 it (``JCONVT_ONEDNN=0`` turns it off). Only float32, or bfloat16 where the
-CPU multiplies it natively (AVX512_BF16, AMX), NHWC input, HWIO kernel, no
+CPU multiplies it natively (AVX512_BF16, AMX), channels-last input (NHWC,
+or NDHWC with three spatial axes, which the kernel gradient uses), no
 input dilation, padding >= 0 (``supported``). bfloat16 ran 2.2-2.8x
 faster than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 ->
 512 k2 11.0 against 23.7 ms).
@@ -107,41 +108,65 @@ def supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dtype
   return min(out) > 0 and min(lhs_shape) > 0 and min(rhs_shape) > 0
 
 
-def conv(lhs, rhs, window_strides, padding, rhs_dilation=(1, 1), preferred_element_type=None,
-         rhs_spec="HWIO"):
-  """The convolution of an NHWC ``lhs`` (n, h, w, i) with a ``rhs`` laid out
-  as ``rhs_spec`` says (a permutation of ``"HWIO"`` with H before W;
-  ``"HWIO"`` is (kh, kw, i, o)) -> (n, out_h, out_w, o), as
-  ``lax.conv_general_dilated`` with these arguments computes it; oneDNN's
-  on CPU (products accumulated in float32, the output in
-  ``preferred_element_type`` or ``lhs``'s dtype). oneDNN reorders every
+def conv(lhs, rhs, window_strides, padding, rhs_dilation=None, preferred_element_type=None,
+         rhs_spec=None):
+  """The convolution of a channels-last ``lhs`` with a ``rhs`` laid out as
+  ``rhs_spec`` says, as ``lax.conv_general_dilated`` with these arguments
+  computes it; oneDNN's on CPU (products accumulated in float32, the output
+  in ``preferred_element_type`` or ``lhs``'s dtype).
+
+  Two spatial axes: ``lhs`` NHWC (n, h, w, i), ``rhs_spec`` a permutation
+  of ``"HWIO"`` with H before W (default ``"HWIO"``, (kh, kw, i, o)) ->
+  (n, out_h, out_w, o). Three (``lhs`` 5-D, NDHWC): a permutation of
+  ``"DHWIO"`` with D, H, W in that order (default ``"DHWIO"``) -> (n, out_d,
+  out_h, out_w, o); ``window_strides``, ``padding`` and ``rhs_dilation``
+  (default all ones) have an entry per spatial axis. oneDNN reorders every
   kernel into a layout of its own choosing before it runs, so a ``rhs`` in
-  another layout costs no copy that ``"HWIO"`` would not. ``supported``
-  and the rules take the kernel's shape as HWIO (``hwio_shape``)."""
-  if sorted(rhs_spec) != sorted("HWIO") or rhs_spec.index("H") > rhs_spec.index("W"):
-    raise ValueError("rhs_spec must be a permutation of 'HWIO' with H before W (lax orders "
-                     f"the window's dimensions as the kernel's), got {rhs_spec!r}")
+  another layout costs no copy that the default would not. ``supported``
+  and the rules take the kernel's shape in the default layout
+  (``hwio_shape``)."""
+  spatial = _spatial_letters(lhs.ndim)
+  rhs_spec = rhs_spec or spatial + "IO"
+  if (sorted(rhs_spec) != sorted(spatial + "IO")
+      or [d for d in rhs_spec if d in spatial] != list(spatial)):
+    raise ValueError(f"rhs_spec must be a permutation of {spatial + 'IO'!r} with "
+                     f"{', '.join(spatial)} in that order (lax orders the window's dimensions as "
+                     f"the kernel's) for a {lhs.ndim}-D lhs, got {rhs_spec!r}")
+  rhs_dilation = (1,) * len(spatial) if rhs_dilation is None else rhs_dilation
+  if not len(window_strides) == len(padding) == len(rhs_dilation) == len(spatial):
+    raise ValueError(f"window_strides, padding and rhs_dilation need {len(spatial)} entries "
+                     f"each (one per spatial axis of a {lhs.ndim}-D lhs), got "
+                     f"{window_strides!r}, {padding!r}, {rhs_dilation!r}")
   out_dtype = jnp.dtype(preferred_element_type or lhs.dtype)
   return _conv_p.bind(lhs, rhs, window_strides=tuple(window_strides),
                       padding=tuple(tuple(p) for p in padding),
                       rhs_dilation=tuple(rhs_dilation), out_dtype=out_dtype, rhs_spec=rhs_spec)
 
 
+def _spatial_letters(ndim: int) -> str:
+  """The spatial axes' letters of a ``ndim``-D operand: HW or DHW."""
+  if ndim not in (4, 5):
+    raise ValueError(f"lhs must be 4-D (NHWC) or 5-D (NDHWC), got {ndim} dimensions")
+  return "DHW"[5 - ndim:]
+
+
 def hwio_shape(rhs_shape, rhs_spec="HWIO"):
-  """A kernel of ``rhs_shape`` laid out as ``rhs_spec``: its (kh, kw, i, o)."""
-  return tuple(rhs_shape[rhs_spec.index(d)] for d in "HWIO")
+  """A kernel of ``rhs_shape`` laid out as ``rhs_spec``: its (kh, kw, i, o),
+  or (kd, kh, kw, i, o) for a ``"DHWIO"`` permutation."""
+  return tuple(rhs_shape[rhs_spec.index(d)] for d in _spatial_letters(len(rhs_shape)) + "IO")
 
 
 def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
-  out_hw = _shapes.conv_output_hw(lhs_shape[1:3], rhs_shape[:2], window_strides, rhs_dilation,
-                                  padding)
-  return (lhs_shape[0], *out_hw, rhs_shape[3])
+  out = tuple(_shapes.conv_output_length(*args) for args in zip(
+      lhs_shape[1:-1], rhs_shape[:-2], window_strides, rhs_dilation, padding))
+  return (lhs_shape[0], *out, rhs_shape[-1])
 
 
 def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
+  layout = "N" + _spatial_letters(lhs.ndim) + "C"
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding,
                                   rhs_dilation=rhs_dilation,
-                                  dimension_numbers=("NHWC", rhs_spec, "NHWC"),
+                                  dimension_numbers=(layout, rhs_spec, layout),
                                   precision=lax.Precision.HIGHEST,
                                   preferred_element_type=out_dtype)
 
@@ -153,19 +178,21 @@ def _abstract_eval(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype
 
 
 def backend_config(window_strides, padding, rhs_dilation, rhs_spec="HWIO") -> str:
-  """The ``BackendConfig`` JSON of the custom call: NHWC input and output,
-  the kernel laid out as ``rhs_spec``; the window as jaxlib 0.10's oneDNN
-  runtime reads it (strides and padding as they are, dilations plus one: it
-  subtracts one to get oneDNN's, where 0 is undilated)."""
-  data = {"batch_dim": 0, "feature_dim": 3, "spatial_dims": [1, 2]}
+  """The ``BackendConfig`` JSON of the custom call: channels-last input and
+  output (NHWC, or NDHWC for a ``"DHWIO"`` ``rhs_spec``), the kernel laid
+  out as ``rhs_spec``; the window as jaxlib 0.10's oneDNN runtime reads it
+  (strides and padding as they are, dilations plus one: it subtracts one to
+  get oneDNN's, where 0 is undilated)."""
+  dims = len(rhs_spec)
+  spatial = _spatial_letters(dims)
+  data = {"batch_dim": 0, "feature_dim": dims - 1, "spatial_dims": list(range(1, dims - 1))}
   return json.dumps({"onednn_conv_config": {
-      "dims": 4,
-      "input": {"dims": 4, "data": data},
-      "kernel": {"dims": 4, "filter": {"input_feature_dim": rhs_spec.index("I"),
-                                       "output_feature_dim": rhs_spec.index("O"),
-                                       "spatial_dims": [rhs_spec.index("H"),
-                                                        rhs_spec.index("W")]}},
-      "output": {"dims": 4, "data": data},
+      "dims": dims,
+      "input": {"dims": dims, "data": data},
+      "kernel": {"dims": dims, "filter": {"input_feature_dim": rhs_spec.index("I"),
+                                          "output_feature_dim": rhs_spec.index("O"),
+                                          "spatial_dims": [rhs_spec.index(d) for d in spatial]}},
+      "output": {"dims": dims, "data": data},
       "window": {"pad_left": [lo for lo, _ in padding],
                  "pad_right": [hi for _, hi in padding],
                  "strides": list(window_strides),
@@ -181,10 +208,13 @@ def _sharding_rule(rhs_spec="HWIO"):
   batch-sharded input came back replicated."""
   if str_to_sdy_sharding_rule is None:
     return None
-  kernel = [{"H": "kh", "W": "kw", "I": "i", "O": "o"}[d] for d in rhs_spec]
-  factors = ["b", "h", "w", "i"] + [f for f in kernel if f != "i"] + ["oh", "ow"]
+  spatial = _spatial_letters(len(rhs_spec)).lower()
+  kernel = {d: "k" + d for d in spatial} | {"i": "i", "o": "o"}
+  kernel = [kernel[d] for d in rhs_spec.lower()]
+  outputs = ["o" + d for d in spatial]
+  factors = ["b", *spatial, "i"] + [f for f in kernel if f != "i"] + outputs
   return str_to_sdy_sharding_rule(  # factors needing replication in order of appearance
-      f"b h w i, {' '.join(kernel)} -> b oh ow o",
+      f"b {' '.join(spatial)} i, {' '.join(kernel)} -> b {' '.join(outputs)} o",
       need_replication_factors=tuple(f for f in factors if f not in ("b", "o")))
 
 

@@ -114,20 +114,84 @@ def test_kernel_layout_rejected():
       _onednn.conv(lhs, rhs, (1, 1), ((0, 0), (0, 0)), rhs_spec=spec)
 
 
+CASES_3D = [  # lhs (NDHWC), rhs (DHWIO), window strides, padding, rhs dilation
+    ((1, 9, 8, 6, 5), (3, 2, 1, 5, 7), (1, 1, 1), ((1, 1), (0, 1), (0, 0)), (1, 1, 1)),
+    ((2, 9, 8, 6, 5), (3, 2, 2, 5, 7), (2, 1, 1), ((1, 0), (1, 1), (0, 1)), (2, 1, 1)),
+    ((1, 12, 10, 4, 3), (5, 4, 1, 3, 8), (1, 1, 1), ((2, 1), (1, 2), (0, 0)), (2, 2, 1)),
+]
+
+
+def _reference_3d(lhs, rhs, strides, padding, dilation, rhs_spec="DHWIO"):
+  return lax.conv_general_dilated(lhs, rhs, strides, padding, rhs_dilation=dilation,
+                                  dimension_numbers=("NDHWC", rhs_spec, "NDHWC"),
+                                  precision=lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,strides,padding,dilation", CASES_3D)
+@pytest.mark.parametrize("rhs_spec", ["DHWIO", "IDHWO"])
+def test_three_spatial_axes(lhs_shape, rhs_shape, strides, padding, dilation, rhs_spec):
+  """A 5-D (NDHWC) ``lhs`` with a ``"DHWIO"`` permutation as the kernel (the
+  form of ``_algorithms._kernel_grad_onednn``): lax's 3-D convolution, its
+  gradients and its ``vmap``; on CPU with oneDNN the custom call, its
+  configuration naming five dimensions."""
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+  rhs = jnp.transpose(rhs, ["DHWIO".index(d) for d in rhs_spec])
+  assert _onednn.hwio_shape(rhs.shape, rhs_spec) == rhs_shape
+  conv = lambda l, r: _onednn.conv(l, r, strides, padding, dilation, rhs_spec=rhs_spec)
+  ref = lambda l, r: _reference_3d(l, r, strides, padding, dilation, rhs_spec)
+  expected = ref(lhs, rhs)
+  for got in (jax.jit(conv)(lhs, rhs), conv(lhs, rhs)):
+    assert got.shape == expected.shape
+    assert_close(got, expected)
+  loss = lambda f: lambda l, r: jnp.sum(jnp.sin(f(l, r)))
+  for a, b in zip(jax.grad(loss(conv), (0, 1))(lhs, rhs), jax.grad(loss(ref), (0, 1))(lhs, rhs)):
+    assert_close(a, b)
+  batch = jnp.stack([lhs, -lhs])
+  assert_close(jax.vmap(conv, (0, None))(batch, rhs), jnp.stack([expected, ref(-lhs, rhs)]))
+  if jax.default_backend() == "cpu" and _onednn.enabled():
+    hlo = jax.jit(conv).lower(lhs, rhs).compile().as_text()
+    assert _onednn.TARGET in hlo and '"dims":5' in hlo.replace(" ", "")
+
+
+def test_three_spatial_axes_rejected():
+  """A kernel layout with the spatial axes out of order, a window with too
+  few entries or a 3-D lhs: ``ValueError`` naming what was given."""
+  lhs, rhs = _operands(*CASES_3D[0][:2])
+  for spec in ("HDWIO", "DHWIN"):
+    with pytest.raises(ValueError, match=f"permutation of 'DHWIO' .* got '{spec}'"):
+      _onednn.conv(lhs, rhs, (1, 1, 1), ((0, 0),) * 3, rhs_spec=spec)
+  with pytest.raises(ValueError, match=r"need 3 entries each .* got \(1, 1\)"):
+    _onednn.conv(lhs, rhs, (1, 1), ((0, 0),) * 2)
+  with pytest.raises(ValueError, match="lhs must be 4-D .* or 5-D .* got 3 dimensions"):
+    _onednn.conv(lhs[0, 0], rhs, (1,), ((0, 0),))
+
+
 @on_cpu_with_onednn
-def test_kernel_gradient_reads_its_operand_untransposed():
+@pytest.mark.parametrize("filters,dims", [(8, 5), (4, 4)])
+def test_kernel_gradient_reads_its_operand_untransposed(filters, dims):
   """``grad_kernel`` on oneDNN hands ``x`` to the custom call as it is (the
-  kernel operand, ``rhs_spec="IHWO"``), transposing only ``dy``; its value
-  equals the convolution's on XLA:CPU's own path."""
+  kernel operand: ``rhs_spec="IDHWO"`` with a unit axis inserted; ``"IHWO"`` below ``ONEDNN_KERNEL_GRAD_SPATIAL_BATCH`` filters),
+  transposing only ``dy``; with 8 filters the call is the 3-D form
+  (``_kernel_grad_onednn``), with 4 the 2-D one. Its value equals the
+  convolution's on XLA:CPU's own path."""
   from jconvt import _algorithms
+  assert _algorithms.ONEDNN_KERNEL_GRAD_SPATIAL_BATCH == 8
   cfg = ConvTransposeConfig(2, "same")
-  x_shape, kernel_shape = (4, 8, 8, 16), (4, 4, 8, 16)
+  x_shape, kernel_shape = (4, 8, 8, 16), (4, 4, filters, 16)
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
-  x, dy = _operands(x_shape, (4, 16, 16, 8))
+  x, dy = _operands(x_shape, (4, 16, 16, filters))
   grad = lambda on_cpu: jax.jit(lambda x, dy: _algorithms.grad_kernel(
       x, dy, kernel_shape[:2], cfg, geometry, on_cpu=on_cpu))
-  text = grad(True).lower(x, dy).as_text()
-  assert f"@{_onednn.TARGET}(%0, %arg0)" in text.replace('"', "")
+  text = grad(True).lower(x, dy).as_text().replace('"', "")
+  call = next(line for line in text.splitlines() if _onednn.TARGET in line)
+  if dims == 5:
+    assert ("stablehlo.broadcast_in_dim %arg0, dims = [0, 1, 2, 4] : (tensor<4x8x8x16xf32>) "
+            "-> tensor<4x8x8x1x16xf32>") in text  # a unit axis, no copy
+    assert "stablehlo.transpose %arg0" not in text
+    assert "tensor<1x4x4x8x16xf32>" in call  # (1, kh, kw, f, c): the kernel's layout
+  else:
+    assert f"@{_onednn.TARGET}(%0, %arg0)" in call
+    assert "tensor<4x4x4x16xf32>" in call  # (f, kh, kw, c)
   assert_close(grad(True)(x, dy), grad(False)(x, dy))
 
 
@@ -285,10 +349,13 @@ def test_stride1_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
 
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
     ((16, 32, 32, 128), (4, 4, 64, 128), "same", "conv"),  # dcgan 32->64: 1.06-1.12x
-    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "phase_gemm"),  # unet k3s2: 0.86x
+    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "phase_gemm"),  # unet k3s2: 1.23x (32 MiB)
     ((8, 32, 32, 128), (3, 3, 64, 128), "same", "conv"),   # 32x32, fewer channels: 1.09x
     ((8, 24, 24, 256), (3, 3, 64, 256), "same", "conv"),   # 24x24: 0.98x, 1.10x with 64 -> 256
-    ((8, 32, 32, 256), (3, 3, 256, 256), "same", "phase_gemm"),  # 0.74x
+    ((8, 32, 32, 256), (3, 3, 256, 256), "same", "phase_gemm"),  # 0.97-0.99x (dy 32 MiB)
+    ((8, 32, 32, 256), (3, 3, 64, 256), "same", "conv"),   # 0.79x: dy 8 MiB
+    ((8, 32, 32, 256), (3, 3, 128, 256), "same", "conv"),  # 0.90x: filters < in_channels
+    ((8, 32, 32, 128), (3, 3, 256, 128), "same", "phase_gemm"),  # 0.92-0.98x (dy 32 MiB)
     ((16, 32, 32, 64), (4, 4, 3, 64), "same", "conv"),     # RGB output
     ((8, 64, 64, 64), (4, 4, 32, 64), "same", "conv"),     # 64x64, k4 s2
     ((8, 64, 64, 64), (3, 3, 32, 64), "same", "phase_gemm"),  # 64x64, k3 s2: 0.80-0.89x
@@ -300,8 +367,9 @@ def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kerne
                                                      padding, expected):
   """Past ``GEMM_KERNEL_GRAD_PIXELS`` (float32, stride 2) the kernel
   gradient is the convolution where it runs on oneDNN with padding on
-  images of at most 32x32 (less at 32x32 with 128 channels each way) or
-  with the stride dividing the kernel, and with
+  images of at most 32x32 (but the GEMMs there where ``dy`` is at least
+  16 MiB with at least as many filters as input channels) or with the
+  stride dividing the kernel, and with
   or without oneDNN where a phase has more than 2 taps along an axis; the
   GEMMs elsewhere."""
   cfg = ConvTransposeConfig(2, padding)
