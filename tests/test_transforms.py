@@ -1445,7 +1445,8 @@ def test_empty_outputs_have_zero_gradients(strides, padding, output_padding, out
 def test_multi_device_batch_sharding():
   """Batch-sharded input over 8 simulated CPU devices gives the same result
   (with 8 channels each way the kernel gradient's convolution runs on
-  oneDNN on x86-64, its kernel operand ``x`` in its own layout)."""
+  oneDNN on x86-64, its kernel operand ``x`` in its own layout, in three
+  dimensions: ``_kernel_grad_onednn``)."""
   code = textwrap.dedent("""
       import jax, jax.numpy as jnp, numpy as np, jconvt
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
