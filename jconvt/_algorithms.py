@@ -264,9 +264,11 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
 def _kernel_grad_onednn(lhs, rhs, conv):
   """``grad_kernel``'s convolution ``conv`` on oneDNN, its batch (the
   filters, or the input channels where swapped) moved to a third spatial
-  axis that the window does not slide along: input ``lhs`` as
-  (1, H, W, f, n), kernel ``rhs`` as (n, h, w, 1, c) (as it is), output
-  (1, kh, kw, f, c), so the result comes out in the kernel's layout.
+  axis that the window does not slide along. Unswapped: input ``dy`` as
+  (1, H, W, f, n), kernel ``x`` as (n, h, w, 1, c) (as it is, a unit axis
+  added), output (1, kh, kw, f, c), returned as (kh, kw, f, c): the
+  kernel's layout. Swapped: ``x`` as (1, h, w, c, n), ``dy`` as
+  (n, H, W, 1, f), returned as (kh, kw, c, f) with the taps reversed.
 
   oneDNN's convolution (its ``brg_conv_fwd``) computes a row of ``out_w``
   output pixels per inner GEMM. The 2-D form's row is ``kw`` (3-4) pixels
@@ -278,9 +280,10 @@ def _kernel_grad_onednn(lhs, rhs, conv):
   4.4. With 6 to 128 filters (or swapped input channels) it won on every
   layer timed (16x16 to 64x64 images, k3-k5, s1-s2), with 3-4 it took
   0.71-1.41x the 2-D form's time; ``grad_kernel`` takes it from
-  ``ONEDNN_KERNEL_GRAD_SPATIAL_BATCH`` (8) on. Its input must be channels-last: given ``dy`` as it is, with the
-  batch as the contracted axis (a permuted layout), oneDNN fell back to its
-  reference code, 1000x slower.
+  ``ONEDNN_KERNEL_GRAD_SPATIAL_BATCH`` (8) on. Its input must be
+  channels-last: given ``dy`` as it is, with the batch as the contracted
+  axis (a permuted layout), oneDNN fell back to its reference code, 1000x
+  slower.
   """
   dk = _onednn.conv(jnp.transpose(lhs, (1, 2, 3, 0))[None], rhs[:, :, :, None, :],
                     (*conv.window_strides, 1), (*conv.padding, (0, 0)), (*conv.rhs_dilation, 1),

@@ -170,7 +170,8 @@ def test_three_spatial_axes_rejected():
 @pytest.mark.parametrize("filters,dims", [(8, 5), (4, 4)])
 def test_kernel_gradient_reads_its_operand_untransposed(filters, dims):
   """``grad_kernel`` on oneDNN hands ``x`` to the custom call as it is (the
-  kernel operand: ``rhs_spec="IDHWO"`` with a unit axis inserted; ``"IHWO"`` below ``ONEDNN_KERNEL_GRAD_SPATIAL_BATCH`` filters),
+  kernel operand: ``rhs_spec="IDHWO"`` with a unit axis inserted;
+  ``"IHWO"`` below ``ONEDNN_KERNEL_GRAD_SPATIAL_BATCH`` filters),
   transposing only ``dy``; with 8 filters the call is the 3-D form
   (``_kernel_grad_onednn``), with 4 the 2-D one. Its value equals the
   convolution's on XLA:CPU's own path."""
