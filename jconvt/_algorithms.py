@@ -1474,10 +1474,14 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   latent), whose canvas is all padding but one pixel, nor (float32) where
   the convolution takes ``_convolve``'s Eigen route
   (``_kernel_grad_conv_on_eigen``; bfloat16 GEMMs run at twice the rate)
-  or runs on oneDNN with padding (not ``'valid'``): there it trained
-  stride-1 layers (2-8 images of 8x8 to 32x32, 32-128 channels, k3-k9)
-  1.06-1.75x as fast as the GEMMs with less scratch, but a ``'valid'``
-  one (2x64x64x32 k3) 0.89x. bfloat16 at stride 1: the convolution where
+  or runs on oneDNN: there it trained padded stride-1 layers (2-8 images
+  of 8x8 to 32x32, 32-128 channels, k3-k9) 1.06-1.75x as fast as the GEMMs
+  with less scratch. A ``'valid'`` one (2x64x64x32 k3) ran 0.89x until the
+  convolution took its 3-D form (``_kernel_grad_onednn``); since, 5
+  ``'valid'`` layers trained in 0.81-0.89x the GEMMs' time, with a third
+  to two thirds of their scratch (interleaved, 5 rounds: 2x64x64x32 k3
+  1.90 against 2.35 ms, k5 4.29 against 4.99; 4x32x32x64 k3, 4x64x64x64
+  k3, 2x32x32x128 k3). bfloat16 at stride 1: the convolution where
   it runs on oneDNN on batches of at least ``ONEDNN_BF16_STRIDE1_MIN_BATCH``
   images (its contracted channels), with or without padding: it trained
   such layers 1.05-2.15x as fast as the GEMMs (10 layers, 4-16 images of
@@ -1509,7 +1513,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     conv_wins = not unpadded and (wide_phases or (
         (small_image or _strides_divide_kernel(config, kernel_shape)) and on_onednn()))
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins
-  if float32 and not unpadded and on_onednn():
+  if float32 and on_onednn():
     return False
   if (jnp.dtype(dtype) == jnp.bfloat16 and x_shape[0] >= ONEDNN_BF16_STRIDE1_MIN_BATCH
       and on_onednn()):
