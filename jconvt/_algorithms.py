@@ -617,7 +617,8 @@ def conv_phase_gemm(x, kernel, config, geometry):
   taps = _phase_taps(_packed(kernel), config.strides)  # (kq_h, kq_w, s_h, s_w, f, c)
   kqh, kqw = taps.shape[:2]
   taps = _unpacked(jnp.transpose(taps, (2, 3, 4, 0, 1, 5)), kernel.dtype)
-  th, tw = h + kqh - 1, w + kqw - 1
+  th = _shapes.phase_canvas_length(h, kernel.shape[0], sh)
+  tw = _shapes.phase_canvas_length(w, kernel.shape[1], sw)
   xp = jnp.pad(_packed(x), ((0, 0), (kqh - 1, kqh - 1), (kqw - 1, kqw - 1), (0, 0)))
   windows = jnp.concatenate([xp[:, kqh - 1 - a:kqh - 1 - a + th, kqw - 1 - b:kqw - 1 - b + tw]
                              for a in range(kqh) for b in range(kqw)], axis=-1)
@@ -814,7 +815,8 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   (gh, kqh), (gw, kqw) = _phase_groups(kernel_hw[0], sh), _phase_groups(kernel_hw[1], sw)
   if f < EXACT_TAPS_FILTERS:
     gh, gw = [(0, sh, kqh)], [(0, sw, kqw)]  # one GEMM, taps past the kernel included
-  th, tw = h + kqh - 1, w + kqw - 1
+  th = _shapes.phase_canvas_length(h, kernel_hw[0], sh)
+  tw = _shapes.phase_canvas_length(w, kernel_hw[1], sw)
   pairs = [(a, b) for a in gh for b in gw if a[2] and b[2]]
   acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
 
