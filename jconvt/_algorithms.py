@@ -1437,9 +1437,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   Float32 above ``GEMM_KERNEL_GRAD_PIXELS``: the GEMMs, but the convolution
   where it runs on oneDNN with padding (not ``'valid'``) on images of at
   most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` (unless ``filters >=
-  in_channels`` and ``dy`` holds at least ``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``)
-  or with each stride
-  dividing its kernel size. Interleaved, it trained such layers 0.96-1.34x as fast as
+  in_channels`` and ``dy`` holds at least
+  ``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``) or with each stride dividing its
+  kernel size. Interleaved, it trained such layers 0.96-1.34x as fast as
   the GEMMs (17 layers, 16x32x32 to 8x128x128, k3-k5 s2, 3-256 channels;
   dcgan 32->64 1.06-1.12x, unet k3s2 1.00-1.09x, RGB k4s2 1.22-1.31x;
   0.96x only on 4x128x128x128 -> 32 k4), with no
