@@ -1000,6 +1000,91 @@ def test_exact_phases_rule(x_shape, kernel_shape, on_cpu, expected, monkeypatch)
                                        on_cpu) is expected
 
 
+@pytest.mark.parametrize("length,k,s,out,pad,expected", [
+    (5, 2, 2, 10, 0, (1, 0, 0)),   # k2 s2: one tap, no padding
+    (5, 4, 2, 12, 0, (2, 1, 1)),   # k4 s2 'valid': the full canvas
+    (5, 6, 2, 10, 2, (3, 1, 1)),   # k6 s2 'same': the window starts one row in
+    (5, 4, 2, 10, 1, None),        # k4 s2 'same': the phases' rows differ by one
+    (5, 3, 2, 10, 0, None),        # k3 s2: the phases' taps differ in number
+    (5, 4, 2, 13, 0, None),        # an output not a multiple of the stride
+    (5, 2, 2, 8, 2, None),         # starting a slot row past the first: padding < 0
+    (4, 6, 3, 12, 3, (2, 0, 1)),   # k6 s3 from offset 3: no padding before
+])
+def test_slot_window(length, k, s, out, pad, expected):
+  """``_slot_window``: the stride-1 window that gives all ``s`` phases of
+  ``out / s`` output rows at once, where they meet the same input rows."""
+  from jconvt import _algorithms
+  assert _algorithms._slot_window(length, k, s, out, pad) == expected
+  if expected is not None:
+    taps, lo, hi = expected
+    assert length + lo + hi - taps + 1 == out // s
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not jconvt._onednn.enabled(),
+                    reason="oneDNN runs on XLA:CPU, x86-64, a verified jaxlib")
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
+    ((2, 6, 5, 3), (2, 2, 8, 3), (2, 2), "valid", None),
+    ((2, 6, 5, 3), (2, 2, 8, 3), (2, 2), "same", None),
+    ((2, 6, 5, 3), (4, 4, 8, 3), (2, 2), "valid", None),
+    ((2, 6, 5, 3), (6, 6, 8, 3), (2, 2), "same", None),
+    ((2, 4, 5, 3), (6, 3, 8, 3), (3, 3), "valid", None),
+    ((2, 4, 5, 3), (4, 3, 8, 3), (2, 1), "valid", None),      # stride 1 across
+    ((2, 4, 5, 3), (4, 4, 8, 3), (2, 2), ((2, 0), (0, 2)), None),  # explicit, multiples of 2
+    ((2, 4, 5, 3), (4, 6, 9, 3), (2, 3), "valid", None),
+])
+def test_phase_forward_writes_the_output_interleaved(x_shape, kernel_shape, strides, padding,
+                                                     output_padding):
+  """Where every phase meets the same input pixels, ``conv_phase`` on oneDNN
+  runs one three-dimensional convolution whose output is the layer's, with
+  no interleaving copy (``_conv_phase_slots``), equal to the NumPy
+  reference; not in a training step (``training``), whose gradients still
+  equal the reference."""
+  from jconvt import _algorithms, _onednn
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
+  params, x = _data(x_shape, kernel_shape)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  slots = _algorithms._phase_slots(x_shape, x.dtype, kernel_shape, cfg, geometry, on_cpu=True)
+  assert slots is not None
+  assert _algorithms._phase_slots(x_shape, x.dtype, kernel_shape, cfg, geometry,
+                                  on_cpu=True, training=True) is None
+  want = jconvt.reference_conv2d_transpose(np.asarray(x), np.asarray(params["kernel"]), None, cfg)
+  phase = jax.jit(lambda x, k: _algorithms.conv_phase(x, k, cfg, geometry, on_cpu=True))
+  text = phase.lower(x, params["kernel"]).as_text()
+  calls = [line for line in text.splitlines() if _onednn.TARGET in line]
+  assert len(calls) == 1 and f"(tensor<{x_shape[0]}x{x_shape[1]}x1x" in calls[0]
+  assert text.count("stablehlo.transpose") == 1  # the kernel's; no depth-to-space
+  got = phase(x, params["kernel"])
+  assert got.shape == want.shape
+  assert_close(got, want)
+  ref = jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(
+      p, x, cfg.replace(algorithm="dilated")) ** 2), argnums=(0, 1))(params, x)
+  grads = jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(
+      p, x, cfg.replace(algorithm="phase")) ** 2), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref)):
+    assert_close(a, b)
+
+
+@pytest.mark.parametrize("kernel_shape,padding,on_cpu,expected", [
+    ((2, 2, 8, 16), "valid", True, True),
+    ((2, 2, 4, 16), "valid", True, False),   # 4 filters: oneDNN's narrow outputs
+    ((2, 2, 8, 1), "valid", True, False),    # one contracted channel
+    ((4, 4, 8, 16), "same", True, False),    # the phases' rows differ
+    ((2, 2, 8, 16), "valid", False, False),  # not lowered for XLA:CPU
+])
+def test_phase_slots_rule(kernel_shape, padding, on_cpu, expected, monkeypatch):
+  """``_phase_slots``: where ``conv_phase`` writes its output interleaved."""
+  from jconvt import _algorithms
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  cfg = ConvTransposeConfig(2, padding)
+  x_shape = (2, 8, 8, kernel_shape[3])
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  got = _algorithms._phase_slots(x_shape, jnp.float32, kernel_shape, cfg, geometry, on_cpu)
+  assert (got is not None) is expected
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  assert _algorithms._phase_slots(x_shape, jnp.float32, kernel_shape, cfg, geometry,
+                                  on_cpu) is None
+
+
 def test_exact_phases_refuses_a_cropped_input():
   """Where a phase's rows would start past its first window (a negative
   padding: the input cropped), ``_exact_phases`` says so and ``conv_phase``
