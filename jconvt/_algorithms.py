@@ -329,14 +329,18 @@ def grad_kernel_taps(x, dy, kernel_hw, config, geometry):
   natural axes and its output is the kernel's own layout. ``P`` holds
   ``kh * kw`` copies of an input-sized slice of ``dy``, so ``auto`` uses it
   only on the smallest inputs (``_kernel_grad_is_taps``), where XLA:CPU's
-  convolution and the phase GEMMs are least efficient."""
+  convolution and the phase GEMMs are least efficient. The windows are
+  stacked as they lie, then transposed in one copy: transposed one by one,
+  XLA:CPU ran a copy per tap and their concatenation (1x16x16x256 -> 128 k4
+  s2: 0.97 against 0.81 ms for the kernel gradient, 4 MiB of the step's
+  scratch against 2)."""
   n, h, w, c = x.shape
   f = dy.shape[-1]
   kh, kw = kernel_hw
-  windows = [_unpacked(t, dy.dtype).reshape(n * h * w, f).T
-             for t in _tap_windows(dy, kernel_hw, config, geometry, (h, w))]
-  dk = lax.dot(jnp.stack(windows).reshape(kh * kw * f, n * h * w), x.reshape(n * h * w, c),
-               precision=config.precision,
+  windows = jnp.stack(_tap_windows(dy, kernel_hw, config, geometry, (h, w)))
+  windows = _unpacked(windows, dy.dtype).reshape(kh * kw, n * h * w, f)
+  dk = lax.dot(jnp.transpose(windows, (0, 2, 1)).reshape(kh * kw * f, n * h * w),
+               x.reshape(n * h * w, c), precision=config.precision,
                preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
   return dk.reshape(kh, kw, f, c)
 
