@@ -249,6 +249,8 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   if (on_cpu and conv.lhs[0] >= ONEDNN_KERNEL_GRAD_SPATIAL_BATCH
       and _onednn_runs(conv.lhs, conv.rhs, conv.window_strides, conv.padding,
                        conv.rhs_dilation, x.dtype)):
+    if _kernel_grad_by_phase(config, x.shape, dy.shape, kernel_hw, x.dtype):
+      return _kernel_grad_phases_onednn(x, dy, kernel_hw, config, padding)
     dk = _kernel_grad_onednn(lhs, rhs, conv)
     if swapped:  # (kh, kw, c, f), the taps reversed
       return jnp.transpose(dk[::-1, ::-1], (0, 1, 3, 2))
@@ -289,6 +291,68 @@ def _kernel_grad_onednn(lhs, rhs, conv):
                     (*conv.window_strides, 1), (*conv.padding, (0, 0)), (*conv.rhs_dilation, 1),
                     rhs_spec="IDHWO")
   return dk[0]
+
+
+def _kernel_grad_by_phase(config: ConvTransposeConfig, x_shape, dy_shape, kernel_hw,
+                          dtype) -> bool:
+  """Whether ``grad_kernel`` on oneDNN runs phase by phase
+  (``_kernel_grad_phases_onednn``): a stride that does not divide its
+  kernel size, at least as many filters as input channels and a ``dy`` of
+  at least ``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``, where the whole transposed
+  ``dy`` held beside ``dy`` takes the step's scratch to glibc's 32 MiB mmap
+  threshold. Steps timed alternating call by call against the phase GEMMs
+  that stood in there before (8 or 16 images of 32x32, k3 s2, default
+  malloc): 1.10-1.14x as fast on 4 layers (unet k3s2 21.5 against 24.5 ms,
+  64 -> 64, 128 -> 256, 256 -> 256). Where each stride divides its kernel
+  size the forward's canvas already takes the step to 33 MiB
+  (16x32x32x128 -> 64 k4 s2), and the whole 3-D convolution ran 1.01-1.10x
+  as fast as the phases (4 layers, 8x8 to 32x32 inputs, k4 s2)."""
+  n, out_h, out_w, f = dy_shape
+  return (config.strides != (1, 1) and f >= x_shape[3]
+          and any(k % s for k, s in zip(kernel_hw, config.strides))
+          and n * out_h * out_w * f * jnp.dtype(dtype).itemsize
+          >= ONEDNN_KERNEL_GRAD_MAX_DY_BYTES)
+
+
+def _kernel_grad_phases_onednn(x, dy, kernel_hw, config, padding):
+  """``grad_kernel`` on oneDNN one output phase at a time: the taps
+  ``r + s * q`` of phase ``r`` are the stride-1 correlation of ``x`` with
+  ``dy``'s rows ``s * t + r`` (``dy`` padded as the forward convolution
+  pads it), ``_kernel_grad_onednn``'s 3-D convolution of that phase of
+  ``dy`` transposed, (1, h + kq_r - 1, w + kq_w - 1, f, n), with ``x``; exactly
+  the phase's taps. The phases run in a ``lax.scan`` (one ``lax.switch``
+  branch each), so one phase's transposed copy is held at a time, a
+  quarter of the whole one at s2: XLA:CPU schedules independent copies
+  first, ``optimization_barrier`` or not. unet k3s2 (8x32x32x128 -> 128):
+  29 MiB of scratch (the whole transposed ``dy``: 32), step 21.8 against
+  24.8 ms for the phase GEMMs, which had stood in for the convolution
+  there (``_kernel_grad_by_phase``)."""
+  n, h, w, c = x.shape
+  f = dy.shape[-1]
+  (kh, kw), (sh, sw) = kernel_hw, config.strides
+  kqh, kqw = _shapes.taps_per_phase(kh, sh), _shapes.taps_per_phase(kw, sw)
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+
+  def phase(rh, rw):
+    th = _shapes.taps_per_phase(kh - rh, sh) if rh < kh else 0
+    tw = _shapes.taps_per_phase(kw - rw, sw) if rw < kw else 0
+
+    def taps(dy):  # (kq_h, kq_w, f, c), zero past the phase's taps
+      if th == 0 or tw == 0:
+        return jnp.zeros((kqh, kqw, f, c), acc)
+      d = lax.pad(dy, jnp.zeros((), dy.dtype),
+                  ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
+      d = d[:, rh:rh + sh * (h + th - 2) + 1:sh, rw:rw + sw * (w + tw - 2) + 1:sw]
+      dk = _onednn.conv(jnp.transpose(d, (1, 2, 3, 0))[None], x[:, :, :, None, :],
+                        (1, 1, 1), ((0, 0),) * 3, rhs_spec="IDHWO", preferred_element_type=acc)
+      return jnp.pad(dk[0], ((0, kqh - th), (0, kqw - tw), (0, 0), (0, 0)))
+    return taps
+
+  branches = [phase(rh, rw) for rh in range(sh) for rw in range(sw)]
+  _, dk = lax.scan(lambda carry, i: (carry, lax.switch(i, branches, dy)), 0,
+                   jnp.arange(sh * sw))
+  dk = jnp.transpose(dk.reshape(sh, sw, kqh, kqw, f, c), (2, 0, 3, 1, 4, 5))
+  return dk.reshape(kqh * sh, kqw * sw, f, c)[:kh, :kw].astype(x.dtype)
 
 
 def _tap_windows(dy, kernel_hw, config, geometry, in_hw):
@@ -1257,7 +1321,7 @@ EXACT_PHASES_MIN_FILTERS = ONEDNN_MIN_FEATURES
 EXACT_PHASES_MIN_EXTRA = 0.1
 ONEDNN_MIN_CONTRACTED = 2
 ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_grad_is_gemm
-ONEDNN_KERNEL_GRAD_MAX_DY_BYTES = 16 * 2 ** 20  # the same rule's: dy, with filters >= in_channels
+ONEDNN_KERNEL_GRAD_MAX_DY_BYTES = 16 * 2 ** 20  # dy, filters >= in_channels: _kernel_grad_by_phase
 ONEDNN_BF16_STRIDE1_MIN_BATCH = 4  # the same rule's, at stride 1 in bfloat16
 ONEDNN_KERNEL_GRAD_SPATIAL_BATCH = 8  # filters (input channels if swapped): _kernel_grad_onednn
 EIGEN_DILATION = 2
@@ -1514,9 +1578,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   k2-k4, 3-512 channels; forward and input gradient on oneDNN too).
   Float32 above ``GEMM_KERNEL_GRAD_PIXELS``: the GEMMs, but the convolution
   where it runs on oneDNN with padding (not ``'valid'``) on images of at
-  most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` (unless ``filters >=
-  in_channels`` and ``dy`` holds at least
-  ``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``) or with each stride dividing its
+  most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` or with each stride dividing its
   kernel size. Interleaved, it trained such layers 0.96-1.34x as fast as
   the GEMMs (17 layers, 16x32x32 to 8x128x128, k3-k5 s2, 3-256 channels;
   dcgan 32->64 1.06-1.12x, unet k3s2 1.00-1.09x, RGB k4s2 1.22-1.31x;
@@ -1536,9 +1598,12 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   GEMMs' stacks stay under it (7 interleaved rounds, 8 images of 32x32, k3
   s2, default malloc; the convolution's step time over the GEMMs'): 128
   -> 128 (unet k3s2) 1.23x, 32 against 29 MiB; 256 -> 64 0.79x, 256 -> 128
-  0.90x, 128 -> 256 0.92-0.98x, 256 -> 256 0.97-0.99x. The GEMMs stay where
-  ``filters >= in_channels`` and ``dy`` is at least 16 MiB
-  (``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``). On 64x64 images k3 s2 the
+  0.90x, 128 -> 256 0.92-0.98x, 256 -> 256 0.97-0.99x. The GEMMs stayed
+  where ``filters >= in_channels`` and ``dy`` is at least 16 MiB
+  (``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``) until the convolution ran there
+  one phase at a time (``_kernel_grad_by_phase``), holding a quarter of
+  the transposed ``dy``: 1.10-1.14x as fast as the GEMMs on 4 such layers,
+  unet k3s2 at 29 MiB. On 64x64 images k3 s2 the
   convolution still lost or tied (8x64x64x64 -> 32 1.22x, -> 64 1.00x).
   Also the convolution, with or without
   oneDNN, where a phase has more than 2 taps along an axis (k5-k7 at s2,
@@ -1585,11 +1650,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
       return True
     wide_phases = any(_shapes.taps_per_phase(k, s) > 2
                       for k, s in zip(kernel_shape[:2], config.strides))
-    (out_h, _), (out_w, _) = geometry
-    dy_bytes = x_shape[0] * out_h * out_w * kernel_shape[2] * jnp.dtype(dtype).itemsize
-    small_image = (h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
-                   and (kernel_shape[2] < kernel_shape[3]
-                        or dy_bytes < ONEDNN_KERNEL_GRAD_MAX_DY_BYTES))
+    small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
     conv_wins = not unpadded and (wide_phases or (
         (small_image or _strides_divide_kernel(config, kernel_shape)) and on_onednn()))
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins

@@ -196,6 +196,64 @@ def test_kernel_gradient_reads_its_operand_untransposed(filters, dims):
   assert_close(grad(True)(x, dy), grad(False)(x, dy))
 
 
+@on_cpu_with_onednn
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
+    ((2, 6, 5, 8), (3, 3, 8, 8), (2, 2), "same", None),      # taps 2 and 1 a phase
+    ((2, 6, 5, 8), (5, 3, 8, 8), (2, 2), "same", None),      # 3 and 2
+    ((2, 5, 6, 8), (3, 5, 8, 8), (3, 2), "same", (2, 1)),    # uneven strides, output padding
+    ((2, 6, 5, 8), (3, 3, 8, 8), (2, 2), ((2, 0), (1, 1)), None),  # explicit padding
+    ((2, 6, 5, 8), (3, 3, 8, 8), (3, 2), "valid", None),     # one tap a row phase
+    ((2, 6, 5, 8), (1, 3, 8, 8), (2, 2), "valid", None),     # a row phase with no tap
+])
+def test_kernel_gradient_by_phase(x_shape, kernel_shape, strides, padding, output_padding,
+                                  monkeypatch):
+  """``_kernel_grad_phases_onednn``: the kernel gradient one phase at a time,
+  a ``lax.scan`` over the phases with a ``lax.switch`` branch each and a
+  oneDNN convolution in each branch a tap reaches, equal to XLA's own
+  convolution (phases no tap reaches give zeros); ``grad_kernel`` takes it
+  under ``_kernel_grad_by_phase`` (its threshold lowered to reach small
+  layers) where the whole convolution would run on oneDNN (not with a
+  kernel smaller than its stride: a negative padding)."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_algorithms, "ONEDNN_KERNEL_GRAD_MAX_DY_BYTES", 1)
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  dy_shape = (x_shape[0], geometry[0][0], geometry[1][0], kernel_shape[2])
+  assert _algorithms._kernel_grad_by_phase(cfg, x_shape, dy_shape, kernel_shape[:2],
+                                           jnp.float32)
+  x, dy = _operands(x_shape, dy_shape)
+  padding = _algorithms._forward_conv_padding(x_shape[1:3], kernel_shape[:2], cfg, geometry)
+  by_phase = jax.jit(lambda x, dy: _algorithms._kernel_grad_phases_onednn(
+      x, dy, kernel_shape[:2], cfg, padding))
+  text = by_phase.lower(x, dy).as_text()
+  assert "stablehlo.while" in text and "stablehlo.case" in text
+  reached = min(kernel_shape[0], strides[0]) * min(kernel_shape[1], strides[1])
+  assert text.count(f"@{_onednn.TARGET}(") == reached
+  grad = lambda on_cpu: jax.jit(lambda x, dy: _algorithms.grad_kernel(
+      x, dy, kernel_shape[:2], cfg, geometry, on_cpu=on_cpu))
+  want = grad(False)(x, dy)
+  assert_close(by_phase(x, dy), want)
+  routed = "stablehlo.case" in grad(True).lower(x, dy).as_text()
+  assert routed == (min(lo for pair in padding for lo in pair) >= 0)
+  assert_close(grad(True)(x, dy), want)
+
+
+def test_kernel_gradient_by_phase_rule():
+  """``_kernel_grad_by_phase``: strided, a stride not dividing its kernel
+  size, filters >= input channels, ``dy`` of 16 MiB or more."""
+  from jconvt._algorithms import _kernel_grad_by_phase
+  s2 = ConvTransposeConfig(2, "same")
+  assert _kernel_grad_by_phase(s2, (8, 32, 32, 128), (8, 64, 64, 128), (3, 3), jnp.float32)
+  assert not _kernel_grad_by_phase(s2, (8, 32, 32, 128), (8, 64, 64, 128), (4, 4),
+                                   jnp.float32)  # the forward's canvas: 33 MiB anyway
+  assert not _kernel_grad_by_phase(s2, (8, 32, 32, 256), (8, 64, 64, 128), (3, 3),
+                                   jnp.float32)  # fewer filters than input channels
+  assert not _kernel_grad_by_phase(s2, (4, 32, 32, 128), (4, 64, 64, 128), (3, 3),
+                                   jnp.float32)  # dy 8 MiB
+  assert not _kernel_grad_by_phase(ConvTransposeConfig(1, "same"), (8, 64, 64, 128),
+                                   (8, 64, 64, 128), (3, 3), jnp.float32)
+
+
 def test_switch(monkeypatch):
   """``JCONVT_ONEDNN`` forces oneDNN on or off; unset, it follows the
   machine and the jaxlib (x86-64, ``VERIFIED_JAXLIB``)."""
@@ -351,13 +409,13 @@ def test_stride1_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
 
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
     ((16, 32, 32, 128), (4, 4, 64, 128), "same", "conv"),  # dcgan 32->64: 1.06-1.12x
-    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "phase_gemm"),  # unet k3s2: 1.23x (32 MiB)
+    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "conv"),  # unet k3s2: 1.14x, by phase
     ((8, 32, 32, 128), (3, 3, 64, 128), "same", "conv"),   # 32x32, fewer channels: 1.09x
     ((8, 24, 24, 256), (3, 3, 64, 256), "same", "conv"),   # 24x24: 0.98x, 1.10x with 64 -> 256
-    ((8, 32, 32, 256), (3, 3, 256, 256), "same", "phase_gemm"),  # 0.97-0.99x (dy 32 MiB)
+    ((8, 32, 32, 256), (3, 3, 256, 256), "same", "conv"),  # dy 32 MiB: 1.10x, by phase
     ((8, 32, 32, 256), (3, 3, 64, 256), "same", "conv"),   # 0.79x: dy 8 MiB
     ((8, 32, 32, 256), (3, 3, 128, 256), "same", "conv"),  # 0.90x: filters < in_channels
-    ((8, 32, 32, 128), (3, 3, 256, 128), "same", "phase_gemm"),  # 0.92-0.98x (dy 32 MiB)
+    ((8, 32, 32, 128), (3, 3, 256, 128), "same", "conv"),  # dy 32 MiB: 1.11x, by phase
     ((16, 32, 32, 64), (4, 4, 3, 64), "same", "conv"),     # RGB output
     ((8, 64, 64, 64), (4, 4, 32, 64), "same", "conv"),     # 64x64, k4 s2
     ((8, 64, 64, 64), (3, 3, 32, 64), "same", "phase_gemm"),  # 64x64, k3 s2: 0.80-0.89x
@@ -369,9 +427,9 @@ def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kerne
                                                      padding, expected):
   """Past ``GEMM_KERNEL_GRAD_PIXELS`` (float32, stride 2) the kernel
   gradient is the convolution where it runs on oneDNN with padding on
-  images of at most 32x32 (but the GEMMs there where ``dy`` is at least
-  16 MiB with at least as many filters as input channels) or with the
-  stride dividing the kernel, and with
+  images of at most 32x32 (one phase at a time where ``dy`` is at least
+  16 MiB with at least as many filters as input channels:
+  ``_kernel_grad_by_phase``) or with the stride dividing the kernel, and with
   or without oneDNN where a phase has more than 2 taps along an axis; the
   GEMMs elsewhere."""
   cfg = ConvTransposeConfig(2, padding)
