@@ -302,11 +302,12 @@ def _kernel_grad_by_phase(config: ConvTransposeConfig, x_shape, dy_shape, kernel
   ``dy`` held beside ``dy`` takes the step's scratch to glibc's 32 MiB mmap
   threshold. Steps timed alternating call by call against the phase GEMMs
   that stood in there before (8 or 16 images of 32x32, k3 s2, default
-  malloc): 1.10-1.14x as fast on 4 layers (unet k3s2 21.5 against 24.5 ms,
-  64 -> 64, 128 -> 256, 256 -> 256). Where each stride divides its kernel
-  size the forward's canvas already takes the step to 33 MiB
-  (16x32x32x128 -> 64 k4 s2), and the whole 3-D convolution ran 1.01-1.10x
-  as fast as the phases (4 layers, 8x8 to 32x32 inputs, k4 s2)."""
+  malloc): 1.10-1.14x as fast on 5 layers (unet k3s2 21.5 against 24.5 ms;
+  16x32x32x64 -> 64, 8x32x32 128 -> 256 and 256 -> 256, 16x24x24x128 ->
+  128), 0.95-1.01x (noise) on 32 or 64 16x16 images. Where each stride
+  divides its kernel size the forward's canvas already takes the step to
+  33 MiB (16x32x32x128 -> 64 k4 s2), and the whole 3-D convolution ran
+  1.01-1.10x as fast as the phases (4 layers, 8x8 to 32x32 inputs, k4 s2)."""
   n, out_h, out_w, f = dy_shape
   return (config.strides != (1, 1) and f >= x_shape[3]
           and any(k % s for k, s in zip(kernel_hw, config.strides))
