@@ -285,7 +285,8 @@ def test_cpu_training_step_convolutions_fit_their_kernels(x_shape, filters, kern
   stride-1 kernel gradient with its roles swapped (``dy`` as the kernel) is
   kept to layers whose ``dy`` is no larger than ``x``, and on small inputs
   whose phase convolutions or input-gradient convolution would have such a
-  kernel, ``auto`` runs col2im and GEMMs instead."""
+  kernel, ``auto`` runs col2im and GEMMs instead, or oneDNN's convolution
+  (a custom call, not XLA's), which takes such kernels at full speed."""
   cfg = ConvTransposeConfig(strides, padding, dilation_rate=dilation, data_format=data_format)
   n, h, w, c = x_shape
   x = jnp.ones(x_shape if data_format == "channels_last" else (n, c, h, w))
@@ -469,11 +470,59 @@ def test_kernel_gradient_chunks_are_the_fewest_images_that_fill_a_chunk(batch, c
     ((2, 16, 16, 64), (4, 4, 64, 64), 2, 1, "phase"),  # 2 taps per phase fit
     ((128, 4, 4, 128), (9, 9, 128, 128), 1, 1, "col2im"),  # 2048 pixels: chunked
 ])
-def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected):
-  """The forward ``auto`` picks on CPU, per the documented rule."""
+def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected, monkeypatch):
+  """The forward ``auto`` picks on CPU, per the documented rule (without
+  oneDNN; with it, ``test_large_kernels_on_onednn``)."""
   from jconvt._algorithms import _forward_algorithm
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
   assert _forward_algorithm(cfg, x_shape, kernel_shape) == expected
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,expected", [
+    ((4, 8, 8, 128), (9, 9, 128, 128), 1, ("phase", "conv", "conv")),  # the edge suite's
+    ((16, 4, 4, 128), (7, 7, 128, 128), 1, ("phase", "conv", "conv")),
+    ((16, 4, 4, 256), (9, 9, 128, 256), 2, ("col2im", "conv", "conv")),  # 4x4 -> 8x8
+    ((16, 2, 2, 256), (5, 5, 128, 256), 1, ("col2im", "taps", "conv")),  # 2x2: col2im, taps
+    ((64, 2, 2, 256), (5, 5, 128, 256), 2, ("col2im", "taps", "taps")),
+    ((64, 1, 1, 100), (7, 7, 256, 100), 1, ("col2im", "phase_gemm", "conv")),  # a latent: 1x1
+])
+def test_large_kernels_on_onednn(x_shape, kernel_shape, strides, expected, monkeypatch):
+  """Where a convolution's kernel exceeds its input, oneDNN runs it as
+  well as any other (it skips the padding's taps), unlike XLA:CPU's own:
+  at stride 1 on images of 4x4 and more ``auto`` keeps the phase forward
+  (``_large_kernel_on_onednn``), and the input gradient is the convolution
+  where it would have been the phase GEMMs (``_input_grad_conv_on_onednn``);
+  without oneDNN col2im and the GEMMs, as before."""
+  cfg = ConvTransposeConfig(strides, "same")
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg)) == expected
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg)
+  assert plan.forward == "col2im"
+  assert plan.input_gradient == {"conv": "phase_gemm"}.get(expected[1], expected[1])
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not jconvt._onednn._default_enabled(),
+                    reason="oneDNN runs on XLA:CPU, x86-64, a verified jaxlib")
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding", [
+    ((2, 4, 5, 8), (7, 7, 8, 8), 1, "same"),
+    ((2, 4, 4, 8), (9, 5, 8, 8), 1, "valid"),
+    ((2, 4, 4, 8), (9, 9, 8, 8), 2, "same"),
+])
+def test_large_kernels_on_onednn_match_the_reference(x_shape, kernel_shape, strides, padding):
+  """The plans of ``test_large_kernels_on_onednn`` (the phase forward and
+  the input gradient's convolution on oneDNN with a kernel larger than
+  their input) give the reference's output and gradients."""
+  cfg = ConvTransposeConfig(strides, padding)
+  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg)
+  assert plan.input_gradient == "conv" and plan.forward == ("phase" if strides == 1 else "col2im")
+  x, kernel, dy, _, want_dx, want_dk = _reference_gradients(x_shape, kernel_shape, cfg)
+  f = lambda x, k, c: jconvt.conv2d_transpose({"kernel": k}, x, c)
+  assert_close(f(x, kernel, cfg), f(x, kernel, cfg.replace(algorithm="dilated")))
+  dx, dk = jax.grad(lambda x, k: jnp.sum(f(x, k, cfg) * dy), argnums=(0, 1))(x, kernel)
+  assert_close(dx, want_dx)
+  assert_close(dk, want_dk)
 
 
 @pytest.mark.parametrize("padding,in_hw,kernel_hw,dilation,out_h", [
@@ -599,10 +648,13 @@ def test_unpadded_input_gradient_not_on_the_eigen_route(on_cpu):
     ((4, 4, 4, 128), (5, 5, 128, 128), 1, 2, "conv"),  # dilated: left
     ((512, 2, 2, 256), (5, 5, 128, 256), 2, 1, "phase_gemm"),  # 2048 pixels: no taps
 ])
-def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected):
-  """Which input gradient ``auto`` runs on CPU, per the rule."""
+def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected,
+                                  monkeypatch):
+  """Which input gradient ``auto`` runs on CPU, per the rule (without oneDNN;
+  with it, ``test_large_kernels_on_onednn``)."""
   from jconvt._algorithms import _input_grad_algorithm
   from jconvt._conv import _geometry
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
   cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
   geometry = _geometry(x_shape, kernel_shape, cfg)
   assert _input_grad_algorithm(cfg, x_shape, kernel_shape, jnp.float32, geometry) == expected
@@ -1180,11 +1232,19 @@ def test_packed_words_move_channel_pairs(dtype):
     ((2, 3, 2, 8), (7, 7, 6, 8), (3, 2), "valid", ("col2im", "conv", "conv")),
     ((2, 6, 6, 3), (3, 3, 8, 3), 1, "valid", ("col2im", "conv", "conv")),  # unswapped dk
 ])
+@pytest.mark.parametrize("onednn", ["0", "1"])
 def test_auto_on_kernels_larger_than_their_input_matches_the_reference(
-    x_shape, kernel_shape, strides, padding, plan):
+    x_shape, kernel_shape, strides, padding, plan, onednn, monkeypatch):
   """Where a convolution's kernel would exceed its input, ``auto``'s plan
   (col2im, the taps, the phase GEMMs, the unswapped kernel gradient) gives
-  the reference's output and gradients."""
+  the reference's output and gradients; with oneDNN the input gradient's
+  convolution where it would be the phase GEMMs
+  (``_input_grad_conv_on_onednn``)."""
+  if onednn == "1" and not (jax.default_backend() == "cpu" and jconvt._onednn._default_enabled()):
+    pytest.skip("oneDNN runs on XLA:CPU, x86-64, a verified jaxlib")
+  monkeypatch.setenv("JCONVT_ONEDNN", onednn)
+  if onednn == "1":
+    plan = tuple("conv" if i == 1 and a == "phase_gemm" else a for i, a in enumerate(plan))
   cfg = ConvTransposeConfig(strides, padding)
   assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu")) == plan
   x, kernel, dy, _, want_dx, want_dk = _reference_gradients(x_shape, kernel_shape, cfg)
