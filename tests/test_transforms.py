@@ -503,6 +503,17 @@ def test_large_kernels_on_onednn(x_shape, kernel_shape, strides, expected, monke
   assert plan.input_gradient == {"conv": "phase_gemm"}.get(expected[1], expected[1])
 
 
+def _assert_matches_the_reference(x_shape, kernel_shape, cfg):
+  """``auto``'s output and gradients (a weighted sum's) equal the dilated
+  reference's and ``_reference_gradients``'."""
+  x, kernel, dy, _, want_dx, want_dk = _reference_gradients(x_shape, kernel_shape, cfg)
+  f = lambda x, k, c: jconvt.conv2d_transpose({"kernel": k}, x, c)
+  assert_close(f(x, kernel, cfg), f(x, kernel, cfg.replace(algorithm="dilated")))
+  dx, dk = jax.grad(lambda x, k: jnp.sum(f(x, k, cfg) * dy), argnums=(0, 1))(x, kernel)
+  assert_close(dx, want_dx)
+  assert_close(dk, want_dk)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu" or not jconvt._onednn._default_enabled(),
                     reason="oneDNN runs on XLA:CPU, x86-64, a verified jaxlib")
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding", [
@@ -517,12 +528,7 @@ def test_large_kernels_on_onednn_match_the_reference(x_shape, kernel_shape, stri
   cfg = ConvTransposeConfig(strides, padding)
   plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg)
   assert plan.input_gradient == "conv" and plan.forward == ("phase" if strides == 1 else "col2im")
-  x, kernel, dy, _, want_dx, want_dk = _reference_gradients(x_shape, kernel_shape, cfg)
-  f = lambda x, k, c: jconvt.conv2d_transpose({"kernel": k}, x, c)
-  assert_close(f(x, kernel, cfg), f(x, kernel, cfg.replace(algorithm="dilated")))
-  dx, dk = jax.grad(lambda x, k: jnp.sum(f(x, k, cfg) * dy), argnums=(0, 1))(x, kernel)
-  assert_close(dx, want_dx)
-  assert_close(dk, want_dk)
+  _assert_matches_the_reference(x_shape, kernel_shape, cfg)
 
 
 @pytest.mark.parametrize("padding,in_hw,kernel_hw,dilation,out_h", [
@@ -1247,12 +1253,7 @@ def test_auto_on_kernels_larger_than_their_input_matches_the_reference(
     plan = tuple("conv" if i == 1 and a == "phase_gemm" else a for i, a in enumerate(plan))
   cfg = ConvTransposeConfig(strides, padding)
   assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu")) == plan
-  x, kernel, dy, _, want_dx, want_dk = _reference_gradients(x_shape, kernel_shape, cfg)
-  f = lambda x, k, c: jconvt.conv2d_transpose({"kernel": k}, x, c)
-  assert_close(f(x, kernel, cfg), f(x, kernel, cfg.replace(algorithm="dilated")))
-  dx, dk = jax.grad(lambda x, k: jnp.sum(f(x, k, cfg) * dy), argnums=(0, 1))(x, kernel)
-  assert_close(dx, want_dx)
-  assert_close(dk, want_dk)
+  _assert_matches_the_reference(x_shape, kernel_shape, cfg)
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation", [
