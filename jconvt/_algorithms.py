@@ -12,7 +12,9 @@ and returns the transposed convolution without bias or activation.
   ``s * s`` output phases is a stride-1 convolution of the *undilated* input
   with a sub-kernel of ``ceil(k / s)`` (or one fewer) taps per axis. Phases
   with equal tap counts share one convolution (at most four groups), their
-  outputs are interleaved (depth-to-space) and TF's window is cut out.
+  outputs are interleaved (depth-to-space) and TF's window is cut out; where
+  every phase meets the same input pixels, on oneDNN, one 3-D convolution
+  writes them interleaved.
 * ``col2im``: one GEMM of the input with the stored kernel, then each tap's
   columns are added at their output positions; exactly the useful work, any
   stride and dilation.
@@ -1651,7 +1653,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   where ``filters >= in_channels`` and ``dy`` is at least 16 MiB
   (``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``) until the convolution ran there
   one phase at a time (``_kernel_grad_by_phase``), holding a quarter of
-  the transposed ``dy``: 1.10-1.14x as fast as the GEMMs on 4 such layers,
+  the transposed ``dy``: 1.10-1.14x as fast as the GEMMs on 5 such layers,
   unet k3s2 at 29 MiB. On 64x64 images k3 s2 the
   convolution still lost or tied (8x64x64x64 -> 32 1.22x, -> 64 1.00x).
   Also the convolution, with or without
@@ -1738,8 +1740,9 @@ def _kernel_grad_conv_on_onednn(config: ConvTransposeConfig, x_shape, kernel_sha
 
 
 def _forward(x, kernel, config, geometry, plan, on_cpu, training):
-  """The plan's forward; ``training``: under ``jax.grad`` (the custom VJP's
-  forward rule), where ``conv_phase`` keeps the step's scratch in mind."""
+  """The plan's forward; ``training``: the custom VJP's forward rule (a
+  training step), where ``conv_phase`` does not write its output
+  interleaved (``_phase_slots``)."""
   forward = {"phase": functools.partial(conv_phase, on_cpu=on_cpu, training=training),
              "phase_gemm": conv_phase_gemm, "col2im": conv_col2im,
              "dilated": conv_dilated}[plan.forward]
