@@ -197,8 +197,8 @@ def grad_input(dy, kernel, config, geometry, in_hw, on_cpu=False):
   get one zero filter more, which adds only zero products.
   ``on_cpu``: ``_convolve``'s Eigen route."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
-  if on_cpu and _onednn_runs(dy.shape, kernel.shape, config.strides, padding,
-                             config.dilation_rate, dy.dtype):
+  x_shape = (dy.shape[0], *in_hw, kernel.shape[3])
+  if on_cpu and _input_grad_conv_on_onednn(config, x_shape, kernel.shape, dy.dtype, geometry):
     dx = _onednn.conv(dy, kernel, config.strides, padding, config.dilation_rate)
     return dx[:, :in_hw[0], :in_hw[1]]
   if _pads_odd_filters(config, kernel.shape):  # one zero filter more: exact
@@ -253,7 +253,7 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
                        conv.rhs_dilation, x.dtype)):
     if _kernel_grad_by_phase(config, x.shape, dy.shape, kernel_hw, x.dtype):
       return _kernel_grad_phases_onednn(x, dy, kernel_hw, config, padding)
-    dk = _kernel_grad_onednn(lhs, rhs, conv)
+    dk = _kernel_grad_onednn(lhs, rhs, conv.window_strides, conv.padding, conv.rhs_dilation)
     if swapped:  # (kh, kw, c, f), the taps reversed
       return jnp.transpose(dk[::-1, ::-1], (0, 1, 3, 2))
     return dk
@@ -265,8 +265,9 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   return jnp.transpose(dk, (1, 2, 0, 3))  # (f, kh, kw, c)
 
 
-def _kernel_grad_onednn(lhs, rhs, conv):
-  """``grad_kernel``'s convolution ``conv`` on oneDNN, its batch (the
+def _kernel_grad_onednn(lhs, rhs, window_strides, padding, rhs_dilation):
+  """``grad_kernel``'s convolution (its window: strides, padding and
+  dilation per spatial axis) on oneDNN, its batch (the
   filters, or the input channels where swapped) moved to a third spatial
   axis that the window does not slide along. Unswapped: input ``dy`` as
   (1, H, W, f, n), kernel ``x`` as (n, h, w, 1, c) (as it is, a unit axis
@@ -290,8 +291,7 @@ def _kernel_grad_onednn(lhs, rhs, conv):
   slower.
   """
   dk = _onednn.conv(jnp.transpose(lhs, (1, 2, 3, 0))[None], rhs[:, :, :, None, :],
-                    (*conv.window_strides, 1), (*conv.padding, (0, 0)), (*conv.rhs_dilation, 1),
-                    rhs_spec="IDHWO")
+                    (*window_strides, 1), (*padding, (0, 0)), (*rhs_dilation, 1), rhs_spec="IDHWO")
   return dk[0]
 
 
@@ -334,7 +334,6 @@ def _kernel_grad_phases_onednn(x, dy, kernel_hw, config, padding):
   f = dy.shape[-1]
   (kh, kw), (sh, sw) = kernel_hw, config.strides
   kqh, kqw = _shapes.taps_per_phase(kh, sh), _shapes.taps_per_phase(kw, sw)
-  acc = jnp.promote_types(x.dtype, jnp.float32)
 
   def phase(rh, rw):
     th = _shapes.taps_per_phase(kh - rh, sh) if rh < kh else 0
@@ -342,20 +341,21 @@ def _kernel_grad_phases_onednn(x, dy, kernel_hw, config, padding):
 
     def taps(dy):  # (kq_h, kq_w, f, c), zero past the phase's taps
       if th == 0 or tw == 0:
-        return jnp.zeros((kqh, kqw, f, c), acc)
+        return jnp.zeros((kqh, kqw, f, c), x.dtype)
+      # Padded here, not before the scan: the pad then fuses into this
+      # phase's slice and transpose instead of copying all of dy once more.
       d = lax.pad(dy, jnp.zeros((), dy.dtype),
                   ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
       d = d[:, rh:rh + sh * (h + th - 2) + 1:sh, rw:rw + sw * (w + tw - 2) + 1:sw]
-      dk = _onednn.conv(jnp.transpose(d, (1, 2, 3, 0))[None], x[:, :, :, None, :],
-                        (1, 1, 1), ((0, 0),) * 3, rhs_spec="IDHWO", preferred_element_type=acc)
-      return jnp.pad(dk[0], ((0, kqh - th), (0, kqw - tw), (0, 0), (0, 0)))
+      dk = _kernel_grad_onednn(d, x, (1, 1), ((0, 0), (0, 0)), (1, 1))
+      return jnp.pad(dk, ((0, kqh - th), (0, kqw - tw), (0, 0), (0, 0)))
     return taps
 
   branches = [phase(rh, rw) for rh in range(sh) for rw in range(sw)]
   _, dk = lax.scan(lambda carry, i: (carry, lax.switch(i, branches, dy)), 0,
                    jnp.arange(sh * sw))
   dk = jnp.transpose(dk.reshape(sh, sw, kqh, kqw, f, c), (2, 0, 3, 1, 4, 5))
-  return dk.reshape(kqh * sh, kqw * sw, f, c)[:kh, :kw].astype(x.dtype)
+  return dk.reshape(kqh * sh, kqw * sw, f, c)[:kh, :kw]
 
 
 def _tap_windows(dy, kernel_hw, config, geometry, in_hw):
@@ -697,8 +697,7 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False):
     # the input (on Eigen) with the channel counts XLA:CPU runs faster there.
     padding = _dilated_padding((h, w), (kh, kw), config, geometry)
     hwio = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-    if on_cpu and _onednn_runs(x.shape, hwio.shape, (1, 1), padding, (1, 1), x.dtype,
-                               config.preferred_element_type):
+    if on_cpu and _stride1_phase_on_onednn(x.shape, x.dtype, kernel.shape, config, geometry):
       return _onednn.conv(x, hwio, (1, 1), padding,
                           preferred_element_type=config.preferred_element_type)
     if _taller_channels(kernel.shape):
@@ -1459,11 +1458,21 @@ def _large_kernel_on_onednn(config: ConvTransposeConfig, x_shape, kernel_shape, 
   h, w = spatial(x_shape, config)
   if min(h, w) < ONEDNN_LARGE_KERNEL_MIN_SIDE:
     return False
+  geometry = _shapes.output_spatial_shape((h, w), kernel_shape[:2], config.strides,
+                                          config.padding, config.output_padding,
+                                          config.dilation_rate)
+  return _stride1_phase_on_onednn(x_shape, dtype, kernel_shape, config, geometry)
+
+
+def _stride1_phase_on_onednn(x_shape, dtype, kernel_shape, config: ConvTransposeConfig,
+                             geometry) -> bool:
+  """Whether ``conv_phase`` at stride 1 (an NHWC input of ``x_shape``)
+  runs its convolution, the flipped kernel (kh, kw, c, f) with TF's
+  padding, on oneDNN (``_onednn_runs``): the route and the rule
+  ``_large_kernel_on_onednn`` ask the same question."""
   kh, kw, f, c = kernel_shape
-  geometry = _shapes.output_spatial_shape((h, w), (kh, kw), config.strides, config.padding,
-                                          config.output_padding, config.dilation_rate)
-  padding = _dilated_padding((h, w), (kh, kw), config, geometry)
-  return _onednn_runs((x_shape[0], h, w, c), (kh, kw, c, f), (1, 1), padding, (1, 1), dtype,
+  padding = _dilated_padding(x_shape[1:3], (kh, kw), config, geometry)
+  return _onednn_runs(x_shape, (kh, kw, c, f), (1, 1), padding, (1, 1), dtype,
                       config.preferred_element_type)
 
 
@@ -1556,7 +1565,8 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape, dt
 def _input_grad_conv_on_onednn(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
                                geometry) -> bool:
   """Whether ``grad_input``'s convolution runs on oneDNN (``_onednn_runs``)
-  for an NHWC input of ``x_shape``: there a kernel larger than ``dy`` costs
+  for an NHWC input of ``x_shape`` (``grad_input`` and the rule ask the
+  same question): there a kernel larger than ``dy`` costs
   it nothing it would not (oneDNN skips the padding's taps), and training
   steps with it ran 1.2-1.8x as fast as with the phase GEMMs (16x4x4x256
   -> 128 k9 s2: 10.9 against 13.2-13.9 ms and 1 MiB of scratch against 27;
