@@ -10,7 +10,7 @@ from jax import lax
 
 import jconvt
 from jconvt import ConvTransposeConfig, _onednn
-from conftest import assert_close
+from conftest import assert_close, onednn_routes
 
 on_cpu_with_onednn = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not _onednn.enabled(),
@@ -307,6 +307,26 @@ def test_onednn_rule():
 
 def _onednn_calls(step, args):
   return step.lower(*args).compile().as_text().count(f'custom_call_target="{_onednn.TARGET}"')
+
+
+@on_cpu_with_onednn
+def test_onednn_routes_reach_onednn_on_small_layers():
+  """``onednn_routes`` (the property test's thresholds) sends a layer of 3
+  channels and filters, which ``auto`` keeps off oneDNN, to it: the forward
+  and the input and kernel gradients (by phase, a scan)."""
+  cfg = ConvTransposeConfig(2, "same")
+  x = jnp.ones((2, 5, 5, 3), jnp.float32)
+  kernel = jnp.ones((3, 3, 3, 3), jnp.float32)
+
+  def step():  # a new function each time: traced afresh, under the thresholds then set
+    return jax.jit(jax.grad(
+        lambda k, x: jnp.sum(jconvt.conv2d_transpose({"kernel": k}, x, cfg)), argnums=(0, 1)))
+
+  assert _onednn_calls(step(), (kernel, x)) == 0
+  with onednn_routes():
+    lowered = step().lower(kernel, x).compile().as_text()
+  assert lowered.count(f'custom_call_target="{_onednn.TARGET}"') >= 3
+  assert "while" in lowered  # the kernel gradient's phases
 
 
 @on_cpu_with_onednn

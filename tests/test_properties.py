@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import jconvt
 from jconvt import ConvTransposeConfig
-from conftest import assert_close, eigen_route, examples, large_input_paths
+from conftest import assert_close, eigen_route, examples, large_input_paths, onednn_routes
 
 
 @st.composite
@@ -92,6 +92,40 @@ def test_gradients_agree_across_algorithms(case):
   with large_input_paths(), eigen_route():
     routed = grads("auto")
   for a, b in zip(jax.tree_util.tree_leaves(routed), jax.tree_util.tree_leaves(ref)):
+    assert_close(a, b)
+
+
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from([1, 3, 8, 12]), st.sampled_from([1, 3, 8, 12]),
+       st.booleans(), st.booleans(), st.booleans())
+def test_onednn_routes_match_the_reference(case, c, f, by_phase, spatial_batch, large_kernels):
+  """The routes to oneDNN's convolution, their thresholds lowered so that
+  small random layers take them (``onednn_routes``): the forward (inference,
+  where the interleaved phase forward may run) equals the NumPy reference,
+  and both gradients equal JAX's autodiff of the dilated reference. Without
+  oneDNN (another machine, ``JCONVT_ONEDNN=0``) the same check of ``auto``
+  on its own routes."""
+  cfg, x_shape, (kh, kw, _, _), seed = case
+  n, *spatial = x_shape[:1] + (x_shape[1:3] if cfg.channels_last else x_shape[2:])
+  x_shape = (n, *spatial, c) if cfg.channels_last else (n, c, *spatial)
+  cfg = cfg.replace(algorithm="auto")
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal(x_shape).astype(np.float32)
+  kernel = rng.standard_normal((kh, kw, f, c)).astype(np.float32)
+  expected = jconvt.reference_conv2d_transpose(x, kernel, None, cfg)
+  dy = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+
+  def grads(config):
+    return jax.jit(jax.grad(
+        lambda k, x: jnp.sum(jconvt.conv2d_transpose({"kernel": k}, x, config) * dy),
+        argnums=(0, 1)))(kernel, x)
+
+  ref = grads(cfg.replace(algorithm="dilated"))
+  with onednn_routes(by_phase, spatial_batch, large_kernels):
+    y = jax.jit(lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg))(kernel, x)
+    got = grads(cfg)
+  assert_close(y, expected)
+  for a, b in zip(got, ref):
     assert_close(a, b)
 
 
