@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from jax import lax
 
 import jconvt
 from jconvt import ConvTransposeConfig, _onednn
-from conftest import assert_close, onednn_routes
+from conftest import assert_close, examples, onednn_routes
 
 on_cpu_with_onednn = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not _onednn.enabled(),
@@ -151,6 +152,73 @@ def test_three_spatial_axes(lhs_shape, rhs_shape, strides, padding, dilation, rh
   if jax.default_backend() == "cpu" and _onednn.enabled():
     hlo = jax.jit(conv).lower(lhs, rhs).compile().as_text()
     assert _onednn.TARGET in hlo and '"dims":5' in hlo.replace(" ", "")
+
+
+# Convolutions oneDNN (jaxlib 0.10) computed wrong, found by comparing it
+# with lax: one contracted channel, a strided width with one output column,
+# an undilated kernel at least two columns wide (test_random_convolutions_as_lax
+# draws that corner too rarely to find it).
+MISCOMPUTED = [  # lhs, rhs (HWIO / DHWIO), window strides, padding, rhs dilation
+    ((1, 3, 3, 1), (1, 3, 1, 1), (1, 2), ((0, 0), (0, 0)), (1, 1)),
+    ((2, 2, 2, 1), (3, 3, 1, 3), (1, 3), ((2, 0), (1, 0)), (1, 1)),
+    ((3, 6, 1, 1), (2, 2, 1, 2), (1, 2), ((0, 1), (1, 1)), (1, 1)),
+    ((2, 6, 7, 1, 1), (3, 3, 2, 1, 8), (1, 1, 2), ((2, 0), (0, 1), (0, 1)), (1, 3, 1)),
+]
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,strides,padding,dilation", MISCOMPUTED)
+def test_miscomputed_convolutions_stay_off_onednn(lhs_shape, rhs_shape, strides, padding,
+                                                  dilation, monkeypatch):
+  """``supported`` rejects them, and ``conv`` given one anyway lowers to
+  lax's convolution on CPU too (no custom call), with lax's values."""
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  assert _onednn.miscomputed(rhs_shape, strides)
+  assert not _onednn.supported(lhs_shape, rhs_shape, strides, padding, dilation, jnp.float32)
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+  conv = jax.jit(lambda l, r: _onednn.conv(l, r, strides, padding, dilation))
+  assert _onednn.TARGET not in conv.lower(lhs, rhs).compile().as_text()
+  reference = _reference if len(lhs_shape) == 4 else _reference_3d
+  assert_close(conv(lhs, rhs), reference(lhs, rhs, strides, padding, dilation))
+  # Two contracted channels, or a width stride of 1: oneDNN's again.
+  wider = (*rhs_shape[:-2], 2, rhs_shape[-1])
+  assert not _onednn.miscomputed(wider, strides)
+  assert not _onednn.miscomputed(rhs_shape, (*strides[:-1], 1))
+
+
+@st.composite
+def _convolutions(draw):
+  """A random small convolution with a non-empty output: 2 or 3 spatial
+  axes, 1-5 input and 1-9 output channels, strides of 1-3, dilations
+  (half of them 1) and padding of 0-2 per side."""
+  dims = draw(st.sampled_from([2, 2, 3]))
+  # sampled_from draws every value about as often (integers favours the
+  # ends of its range).
+  pick = lambda lo, hi: draw(st.sampled_from(range(lo, hi + 1)))
+  axis = lambda lo, hi: tuple(pick(lo, hi) for _ in range(dims))
+  lhs_shape = (pick(1, 3), *axis(1, 7), pick(1, 5))
+  rhs_shape = (*axis(1, 4), lhs_shape[-1], pick(1, 9))
+  strides = axis(1, 3)
+  dilation = tuple(draw(st.sampled_from([1, 1, 2, 3])) for _ in range(dims))
+  padding = tuple(zip(axis(0, 2), axis(0, 2)))
+  assume(min(_onednn._output_shape(lhs_shape, rhs_shape, strides, padding, dilation)) > 0)
+  return lhs_shape, rhs_shape, strides, padding, dilation
+
+
+@on_cpu_with_onednn
+@settings(max_examples=examples(40), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(_convolutions())
+def test_random_convolutions_as_lax(case):
+  """Random small convolutions: ``supported`` takes all but the
+  ``miscomputed`` ones, and ``conv`` (the custom call, or lax's lowering
+  for those) computes lax's values."""
+  lhs_shape, rhs_shape, strides, padding, dilation = case
+  assert _onednn.supported(lhs_shape, rhs_shape, strides, padding, dilation, jnp.float32) == (
+      not _onednn.miscomputed(rhs_shape, strides))
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+  got = jax.jit(lambda l, r: _onednn.conv(l, r, strides, padding, dilation))(lhs, rhs)
+  reference = _reference if len(lhs_shape) == 4 else _reference_3d
+  assert_close(got, reference(lhs, rhs, strides, padding, dilation))
 
 
 def test_three_spatial_axes_rejected():
