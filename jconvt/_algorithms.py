@@ -298,7 +298,8 @@ def _kernel_grad_onednn(lhs, rhs, window_strides, padding, rhs_dilation):
 def _kernel_grad_by_phase(config: ConvTransposeConfig, x_shape, dy_shape, kernel_hw,
                           dtype) -> bool:
   """Whether ``grad_kernel`` on oneDNN runs phase by phase
-  (``_kernel_grad_phases_onednn``): a stride that does not divide its
+  (``_kernel_grad_phases_onednn``, whose taps are undilated: dilation 1):
+  a stride that does not divide its
   kernel size, at least as many filters as input channels and a ``dy`` of
   at least ``ONEDNN_KERNEL_GRAD_MAX_DY_BYTES``, where the whole transposed
   ``dy`` held beside ``dy`` takes the step's scratch to glibc's 32 MiB mmap
@@ -311,7 +312,7 @@ def _kernel_grad_by_phase(config: ConvTransposeConfig, x_shape, dy_shape, kernel
   33 MiB (16x32x32x128 -> 64 k4 s2), and the whole 3-D convolution ran
   1.01-1.10x as fast as the phases (4 layers, 8x8 to 32x32 inputs, k4 s2)."""
   n, out_h, out_w, f = dy_shape
-  return (config.strides != (1, 1) and f >= x_shape[3]
+  return (config.strides != (1, 1) and config.dilation_rate == (1, 1) and f >= x_shape[3]
           and any(k % s for k, s in zip(kernel_hw, config.strides))
           and n * out_h * out_w * f * jnp.dtype(dtype).itemsize
           >= ONEDNN_KERNEL_GRAD_MAX_DY_BYTES)

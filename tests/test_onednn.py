@@ -307,8 +307,8 @@ def test_kernel_gradient_by_phase(x_shape, kernel_shape, strides, padding, outpu
 
 
 def test_kernel_gradient_by_phase_rule():
-  """``_kernel_grad_by_phase``: strided, a stride not dividing its kernel
-  size, filters >= input channels, ``dy`` of 16 MiB or more."""
+  """``_kernel_grad_by_phase``: strided, undilated, a stride not dividing
+  its kernel size, filters >= input channels, ``dy`` of 16 MiB or more."""
   from jconvt._algorithms import _kernel_grad_by_phase
   s2 = ConvTransposeConfig(2, "same")
   assert _kernel_grad_by_phase(s2, (8, 32, 32, 128), (8, 64, 64, 128), (3, 3), jnp.float32)
@@ -320,6 +320,35 @@ def test_kernel_gradient_by_phase_rule():
                                    jnp.float32)  # dy 8 MiB
   assert not _kernel_grad_by_phase(ConvTransposeConfig(1, "same"), (8, 64, 64, 128),
                                    (8, 64, 64, 128), (3, 3), jnp.float32)
+  for dilation in ((1, 2), (2, 1)):  # its phases' taps are undilated
+    assert not _kernel_grad_by_phase(s2.replace(dilation_rate=dilation), (8, 32, 32, 128),
+                                     (8, 64, 64, 128), (3, 3), jnp.float32)
+
+
+@on_cpu_with_onednn
+@pytest.mark.parametrize("strides,dilation", [((2, 1), (2, 1)), ((2, 2), (1, 2))])
+def test_strided_dilated_kernel_gradient_on_onednn(strides, dilation, monkeypatch):
+  """A strided, dilated layer (which TF refuses; jconvt defines it as the
+  gradient of the forward convolution) whose ``dy`` would otherwise send
+  its kernel gradient phase by phase: the whole 3-D convolution, equal to
+  the dilated reference's autodiff. The phases once ran here, their taps
+  undilated: a wrong kernel gradient (errors of 140%)."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_algorithms, "ONEDNN_KERNEL_GRAD_MAX_DY_BYTES", 1)
+  cfg = ConvTransposeConfig(strides, "same", dilation_rate=dilation)
+  x, kernel = _operands((2, 6, 5, 8), (3, 3, 16, 8))
+  dy = jnp.asarray(np.random.default_rng(1).standard_normal(
+      jconvt.output_shape(x.shape, kernel.shape, cfg)), jnp.float32)
+
+  def grads(config):
+    return jax.jit(jax.grad(
+        lambda k, x: jnp.sum(jconvt.conv2d_transpose({"kernel": k}, x, config) * dy),
+        argnums=(0, 1)))
+
+  step = grads(cfg)
+  assert _onednn.TARGET in step.lower(kernel, x).compile().as_text()
+  for got, want in zip(step(kernel, x), grads(cfg.replace(algorithm="dilated"))(kernel, x)):
+    assert_close(got, want)
 
 
 def test_switch(monkeypatch):
