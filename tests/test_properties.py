@@ -97,36 +97,44 @@ def test_gradients_agree_across_algorithms(case):
 
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(), st.sampled_from([1, 3, 8, 12]), st.sampled_from([1, 3, 8, 12]),
-       st.booleans(), st.booleans(), st.booleans())
-def test_onednn_routes_match_the_reference(case, c, f, by_phase, spatial_batch, large_kernels):
+       st.booleans(), st.booleans(), st.booleans(), st.sampled_from(["float32", "bfloat16"]))
+def test_onednn_routes_match_the_reference(case, c, f, by_phase, spatial_batch, large_kernels,
+                                           dtype):
   """The routes to oneDNN's convolution, their thresholds lowered so that
   small random layers take them (``onednn_routes``): the forward (inference,
   where the interleaved phase forward may run) equals the NumPy reference,
-  and both gradients equal JAX's autodiff of the dilated reference. Without
-  oneDNN (another machine, ``JCONVT_ONEDNN=0``) the same check of ``auto``
-  on its own routes."""
+  and both gradients equal JAX's autodiff of the dilated reference in
+  float32, on the same (bfloat16-rounded) values, within the dtype's
+  tolerance. bfloat16 reaches oneDNN where the CPU multiplies it
+  natively. Without oneDNN (another machine, ``JCONVT_ONEDNN=0``) the same
+  check of ``auto`` on its own routes."""
   cfg, x_shape, (kh, kw, _, _), seed = case
   n, *spatial = x_shape[:1] + (x_shape[1:3] if cfg.channels_last else x_shape[2:])
   x_shape = (n, *spatial, c) if cfg.channels_last else (n, c, *spatial)
   cfg = cfg.replace(algorithm="auto")
   rng = np.random.default_rng(seed)
-  x = rng.standard_normal(x_shape).astype(np.float32)
-  kernel = rng.standard_normal((kh, kw, f, c)).astype(np.float32)
+  dtype = jnp.dtype(dtype)
+  rounded = lambda a: np.asarray(jnp.asarray(a, dtype).astype(jnp.float32))
+  x = rounded(rng.standard_normal(x_shape))
+  kernel = rounded(rng.standard_normal((kh, kw, f, c)))
   expected = jconvt.reference_conv2d_transpose(x, kernel, None, cfg)
-  dy = jnp.asarray(rng.standard_normal(expected.shape), jnp.float32)
+  dy = rounded(rng.standard_normal(expected.shape))
 
-  def grads(config):
+  def grads(config, dtype):
     return jax.jit(jax.grad(
-        lambda k, x: jnp.sum(jconvt.conv2d_transpose({"kernel": k}, x, config) * dy),
-        argnums=(0, 1)))(kernel, x)
+        lambda k, x: jnp.sum(jconvt.conv2d_transpose({"kernel": k}, x, config).astype(jnp.float32)
+                             * dy), argnums=(0, 1)))(jnp.asarray(kernel, dtype),
+                                                     jnp.asarray(x, dtype))
 
-  ref = grads(cfg.replace(algorithm="dilated"))
+  ref = grads(cfg.replace(algorithm="dilated"), jnp.float32)
   with onednn_routes(by_phase, spatial_batch, large_kernels):
-    y = jax.jit(lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg))(kernel, x)
-    got = grads(cfg)
-  assert_close(y, expected)
+    y = jax.jit(lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg))(
+        jnp.asarray(kernel, dtype), jnp.asarray(x, dtype))
+    got = grads(cfg, dtype)
+  assert y.dtype == dtype
+  assert_close(y, expected, dtype)
   for a, b in zip(got, ref):
-    assert_close(a, b)
+    assert_close(a, b, dtype)
 
 
 @given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 4), st.integers(1, 3),
