@@ -105,17 +105,19 @@ def test_onednn_routes_match_the_reference(case, c, f, by_phase, spatial_batch, 
   where the interleaved phase forward may run) equals the NumPy reference,
   and both gradients equal JAX's autodiff of the dilated reference in
   float32, on the same (bfloat16-rounded) values, within the dtype's
-  tolerance. bfloat16 reaches oneDNN where the CPU multiplies it
+  tolerance (bfloat16 without an activation). bfloat16 reaches oneDNN where the CPU multiplies it
   natively. Without oneDNN (another machine, ``JCONVT_ONEDNN=0``) the same
   check of ``auto`` on its own routes."""
   cfg, x_shape, (kh, kw, _, _), seed = case
   n, *spatial = x_shape[:1] + (x_shape[1:3] if cfg.channels_last else x_shape[2:])
   x_shape = (n, *spatial, c) if cfg.channels_last else (n, c, *spatial)
   cfg = cfg.replace(algorithm="auto")
-  if dtype == "bfloat16" and cfg.activation == "relu":
-    # relu's gradient jumps at 0, and bfloat16's rounding moves outputs
-    # near 0 across it: the float32 oracle's gradient is then not the one
-    # to expect (a whole dy term more or less).
+  if dtype == "bfloat16":
+    # The activation acts on the bfloat16-rounded output, so its gradient
+    # is not the float32 oracle's within bfloat16's tolerance at the
+    # output's scale: relu's jumps at 0, and tanh's moves with the rounded
+    # pre-activation (its error bounded by the pre-activation's terms, not
+    # by tanh's output). Not what this test is after.
     cfg = cfg.replace(activation=None)
   rng = np.random.default_rng(seed)
   dtype = jnp.dtype(dtype)
