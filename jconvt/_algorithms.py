@@ -64,8 +64,39 @@ def channels(shape: Sequence[int], config: ConvTransposeConfig) -> int:
 def conv_dilated(x: jax.Array, kernel: jax.Array, config: ConvTransposeConfig,
                  geometry) -> jax.Array:
   """The reference formulation: one convolution over the input dilated by the
-  stride, with the spatially flipped kernel. No bias, no activation."""
+  stride, with the spatially flipped kernel. No bias, no activation.
+
+  The input's zeros are inserted by the convolution's ``lhs_dilation``
+  (``_dilated``), or, where XLA would swap that convolution's operands
+  wrongly (``_xla_swaps_wrongly``), by an interior pad
+  (``_zero_inserted``): the same products and sums."""
+  if _xla_swaps_wrongly(spatial(x.shape, config), kernel.shape[:2], config, geometry):
+    return _zero_inserted(x, kernel, config, geometry)
   return _dilated(x, kernel, config, geometry)
+
+
+def _xla_swaps_wrongly(in_hw, kernel_hw, config: ConvTransposeConfig, geometry) -> bool:
+  """Whether ``_dilated``'s convolution, or the kernel gradient JAX
+  derives from it, has an axis XLA's operand swap (``ConvOperandSwapper``,
+  jaxlib 0.10.2) takes for a "group" dimension: unpadded, its window as
+  large as its base dilation (the stride) and its window stride one less.
+  The swap copies that axis's window unchanged onto the swapped kernel,
+  whose size there differs, and XLA:CPU's compiler then aborts the whole
+  process ("Window dimensions do not match RHS shape"). The forward: a
+  kernel of 2 at stride 2 (dilation 1); its kernel gradient, a window of
+  the output's length: an output as long as the stride, the dilation one
+  less than it. E.g. 2x4x3x1 -> 8, a (6, 2) kernel, strides 2, padding
+  ((1, 2), (1, 2)), output_padding (0, 1): the random search that found it
+  aborted at its 2769th layer, and ``lax.conv_transpose`` aborts on it
+  too; it was the test suite's intermittent abort."""
+  padding = _dilated_padding(in_hw, kernel_hw, config, geometry)
+  for a in range(2):
+    s, d, k = config.strides[a], config.dilation_rate[a], kernel_hw[a]
+    if s == 1 or padding[a] != (0, 0):
+      continue
+    if (k == s == 2 and d == 1) or (geometry[a][0] == s and d == s - 1):
+      return True
+  return False
 
 
 def _dilated(x, kernel, config, geometry):
@@ -77,6 +108,24 @@ def _dilated(x, kernel, config, geometry):
       dimension_numbers=dimension_numbers(config),
       precision=config.precision,
       preferred_element_type=config.preferred_element_type)
+
+
+def _zero_inserted(x, kernel, config, geometry):
+  """``_dilated``'s convolution with the input's zeros inserted by an
+  interior ``lax.pad`` (``strides - 1`` between pixels) rather than by
+  ``lhs_dilation``: the same products and sums (``conv_dilated`` where XLA
+  would swap the other's operands wrongly). Explicit, the zeros are
+  multiplied: XLA:GPU runs the ``lhs_dilation`` form as cuDNN's
+  backward-data convolution, which skips them."""
+  padding = _dilated_padding(spatial(x.shape, config), kernel.shape[:2], config, geometry)
+  interior = [0, 0, 0, 0]
+  for axis, s in zip((1, 2) if config.channels_last else (2, 3), config.strides):
+    interior[axis] = s - 1
+  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, i) for i in interior])
+  return lax.conv_general_dilated(
+      x, kernel[::-1, ::-1], window_strides=(1, 1), padding=padding,
+      rhs_dilation=config.dilation_rate, dimension_numbers=dimension_numbers(config),
+      precision=config.precision, preferred_element_type=config.preferred_element_type)
 
 
 def _dilated_padding(in_hw, kernel_hw, config, geometry):

@@ -1649,3 +1649,41 @@ def test_multi_device_batch_sharding():
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().endswith("OK")
+
+
+def test_dilated_reference_where_xla_swaps_operands_wrongly():
+  """A layer whose ``lhs_dilation`` convolution XLA's operand swap breaks
+  (``_xla_swaps_wrongly``: its width has a kernel of 2 at stride 2,
+  unpadded) and whose output feeds a nonlinearity: the dilated reference's
+  forward and gradients compile (in a subprocess: the break aborted the
+  whole process) and equal the NumPy reference and ``auto``'s gradients."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(2, ((1, 2), (1, 2)), (0, 1), data_format="channels_first",
+                            activation="tanh", algorithm="dilated")
+  geometry = jconvt._conv._geometry((2, 1, 4, 3), (6, 2, 8, 1), cfg)
+  assert _algorithms._xla_swaps_wrongly((4, 3), (6, 2), cfg, geometry)
+  for strides, padding, op in ((2, "valid", None), (2, "same", None), (2, ((0, 0), (0, 0)), None)):
+    other = ConvTransposeConfig(strides, padding, op)  # k2 s2 padded by the dilated form
+    assert not _algorithms._xla_swaps_wrongly(
+        (4, 3), (2, 2), other, jconvt._conv._geometry((2, 4, 3, 1), (2, 2, 8, 1), other))
+  code = textwrap.dedent("""
+      import jax, jax.numpy as jnp, numpy as np, jconvt
+      from jconvt import ConvTransposeConfig
+      cfg = ConvTransposeConfig(2, ((1, 2), (1, 2)), (0, 1), data_format="channels_first",
+                                activation="tanh", algorithm="dilated")
+      rng = np.random.default_rng(0)
+      x = rng.standard_normal((2, 1, 4, 3)).astype(np.float32)
+      k = rng.standard_normal((6, 2, 8, 1)).astype(np.float32)
+      y = jax.jit(lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg))(k, x)
+      np.testing.assert_allclose(y, jconvt.reference_conv2d_transpose(x, k, None, cfg),
+                                 rtol=1e-5, atol=1e-5)
+      grads = lambda c: jax.jit(jax.grad(lambda k, x: jnp.sum(
+          jconvt.conv2d_transpose({"kernel": k}, x, c) ** 2), argnums=(0, 1)))(k, x)
+      for a, b in zip(grads(cfg), grads(cfg.replace(algorithm="auto"))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+      print("OK")
+  """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
