@@ -66,13 +66,12 @@ def conv_dilated(x: jax.Array, kernel: jax.Array, config: ConvTransposeConfig,
   """The reference formulation: one convolution over the input dilated by the
   stride, with the spatially flipped kernel. No bias, no activation.
 
-  The input's zeros are inserted by the convolution's ``lhs_dilation``
-  (``_dilated``), or, where XLA would swap that convolution's operands
-  wrongly (``_xla_swaps_wrongly``), by an interior pad
-  (``_zero_inserted``): the same products and sums."""
-  if _xla_swaps_wrongly(spatial(x.shape, config), kernel.shape[:2], config, geometry):
-    return _zero_inserted(x, kernel, config, geometry)
-  return _dilated(x, kernel, config, geometry)
+  The input's zeros are inserted by the convolution's ``lhs_dilation``, or,
+  where XLA would swap that convolution's operands wrongly
+  (``_xla_swaps_wrongly``), by an interior pad (``_dilated``'s
+  ``insert_zeros``): the same products and sums."""
+  return _dilated(x, kernel, config, geometry, insert_zeros=_xla_swaps_wrongly(
+      spatial(x.shape, config), kernel.shape[:2], config, geometry))
 
 
 def _xla_swaps_wrongly(in_hw, kernel_hw, config: ConvTransposeConfig, geometry) -> bool:
@@ -99,33 +98,28 @@ def _xla_swaps_wrongly(in_hw, kernel_hw, config: ConvTransposeConfig, geometry) 
   return False
 
 
-def _dilated(x, kernel, config, geometry):
-  """``conv_dilated``'s convolution (also transposed by ``grad_input_dilated``)."""
+def _dilated(x, kernel, config, geometry, insert_zeros=False):
+  """``conv_dilated``'s convolution (also transposed by ``grad_input_dilated``).
+  With ``insert_zeros`` the input's zeros are inserted by an interior
+  ``lax.pad`` (``strides - 1`` between pixels) rather than by
+  ``lhs_dilation``: the same products and sums, where XLA would swap the
+  other form's operands wrongly. Explicit, the zeros are multiplied:
+  XLA:GPU runs the ``lhs_dilation`` form as cuDNN's backward-data
+  convolution, which skips them."""
+  padding = _dilated_padding(spatial(x.shape, config), kernel.shape[:2], config, geometry)
+  lhs_dilation = config.strides
+  if insert_zeros:
+    interior = [0, 0, 0, 0]
+    for axis, s in zip((1, 2) if config.channels_last else (2, 3), config.strides):
+      interior[axis] = s - 1
+    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, i) for i in interior])
+    lhs_dilation = (1, 1)
   return lax.conv_general_dilated(
-      x, kernel[::-1, ::-1], window_strides=(1, 1),
-      padding=_dilated_padding(spatial(x.shape, config), kernel.shape[:2], config, geometry),
-      lhs_dilation=config.strides, rhs_dilation=config.dilation_rate,
+      x, kernel[::-1, ::-1], window_strides=(1, 1), padding=padding,
+      lhs_dilation=lhs_dilation, rhs_dilation=config.dilation_rate,
       dimension_numbers=dimension_numbers(config),
       precision=config.precision,
       preferred_element_type=config.preferred_element_type)
-
-
-def _zero_inserted(x, kernel, config, geometry):
-  """``_dilated``'s convolution with the input's zeros inserted by an
-  interior ``lax.pad`` (``strides - 1`` between pixels) rather than by
-  ``lhs_dilation``: the same products and sums (``conv_dilated`` where XLA
-  would swap the other's operands wrongly). Explicit, the zeros are
-  multiplied: XLA:GPU runs the ``lhs_dilation`` form as cuDNN's
-  backward-data convolution, which skips them."""
-  padding = _dilated_padding(spatial(x.shape, config), kernel.shape[:2], config, geometry)
-  interior = [0, 0, 0, 0]
-  for axis, s in zip((1, 2) if config.channels_last else (2, 3), config.strides):
-    interior[axis] = s - 1
-  x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, i) for i in interior])
-  return lax.conv_general_dilated(
-      x, kernel[::-1, ::-1], window_strides=(1, 1), padding=padding,
-      rhs_dilation=config.dilation_rate, dimension_numbers=dimension_numbers(config),
-      precision=config.precision, preferred_element_type=config.preferred_element_type)
 
 
 def _dilated_padding(in_hw, kernel_hw, config, geometry):
