@@ -1092,8 +1092,8 @@ def _col2im(x, kernel, config, geometry):
   convolutions' kernel would exceed the input. 16-bit columns are
   computed and added in float32 and the output cast once
   (``_accumulation_dtype``): added in bfloat16, every tap's add rounded,
-  an output pixel of 12 taps was 0.037 off the float32 sum where its own
-  rounding is 0.0005.
+  an output pixel of 12 taps was 0.037 off the float32 sum where its
+  bfloat16 step is 0.0005.
   """
   n, h, w, _ = x.shape
   kh, kw, f, _ = kernel.shape

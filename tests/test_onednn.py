@@ -154,6 +154,12 @@ def test_three_spatial_axes(lhs_shape, rhs_shape, strides, padding, dilation, rh
     assert _onednn.TARGET in hlo and '"dims":5' in hlo.replace(" ", "")
 
 
+def _lax_reference(lhs, rhs, strides, padding, dilation):
+  """lax's convolution of a 4-D (NHWC) or 5-D (NDHWC) ``lhs``."""
+  reference = _reference if lhs.ndim == 4 else _reference_3d
+  return reference(lhs, rhs, strides, padding, dilation)
+
+
 # Convolutions oneDNN (jaxlib 0.10) computed wrong, found by comparing it
 # with lax: one contracted channel, a strided width with one output column,
 # an undilated kernel at least two columns wide (test_random_convolutions_as_lax
@@ -177,8 +183,7 @@ def test_miscomputed_convolutions_stay_off_onednn(lhs_shape, rhs_shape, strides,
   lhs, rhs = _operands(lhs_shape, rhs_shape)
   conv = jax.jit(lambda l, r: _onednn.conv(l, r, strides, padding, dilation))
   assert _onednn.TARGET not in conv.lower(lhs, rhs).compile().as_text()
-  reference = _reference if len(lhs_shape) == 4 else _reference_3d
-  assert_close(conv(lhs, rhs), reference(lhs, rhs, strides, padding, dilation))
+  assert_close(conv(lhs, rhs), _lax_reference(lhs, rhs, strides, padding, dilation))
   # Two contracted channels, or a width stride of 1: oneDNN's again.
   wider = (*rhs_shape[:-2], 2, rhs_shape[-1])
   assert not _onednn.miscomputed(wider, strides)
@@ -217,8 +222,7 @@ def test_random_convolutions_as_lax(case):
       not _onednn.miscomputed(rhs_shape, strides))
   lhs, rhs = _operands(lhs_shape, rhs_shape)
   got = jax.jit(lambda l, r: _onednn.conv(l, r, strides, padding, dilation))(lhs, rhs)
-  reference = _reference if len(lhs_shape) == 4 else _reference_3d
-  assert_close(got, reference(lhs, rhs, strides, padding, dilation))
+  assert_close(got, _lax_reference(lhs, rhs, strides, padding, dilation))
 
 
 def test_three_spatial_axes_rejected():

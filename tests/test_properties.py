@@ -106,8 +106,8 @@ def test_onednn_routes_match_the_reference(case, c, f, by_phase, spatial_batch, 
   and both gradients equal JAX's autodiff of the dilated reference in
   float32, on the same (bfloat16-rounded) values, within the dtype's
   tolerance (bfloat16 without an activation). bfloat16 reaches oneDNN
-  where the CPU multiplies it natively. Without oneDNN (another machine, ``JCONVT_ONEDNN=0``) the same
-  check of ``auto`` on its own routes."""
+  where the CPU multiplies it natively. Without oneDNN (another machine,
+  ``JCONVT_ONEDNN=0``) the same check of ``auto`` on its own routes."""
   cfg, x_shape, (kh, kw, _, _), seed = case
   n, *spatial = x_shape[:1] + (x_shape[1:3] if cfg.channels_last else x_shape[2:])
   x_shape = (n, *spatial, c) if cfg.channels_last else (n, c, *spatial)
