@@ -1058,6 +1058,56 @@ def test_exact_phases_rule(x_shape, kernel_shape, on_cpu, expected, monkeypatch)
                                        on_cpu) is expected
 
 
+@pytest.mark.parametrize("filters,dtype,strides,training,expected", [
+    (64, jnp.float32, (2, 2), False, True),
+    (64, jnp.float32, (2, 1), False, True),
+    (64, jnp.float32, (2, 2), True, False),    # a training step: the transpose
+    (64, jnp.bfloat16, (2, 2), False, False),
+    (32, jnp.float32, (2, 2), False, False),
+    (128, jnp.float32, (2, 2), False, False),
+    (3, jnp.float32, (2, 2), False, False),
+    (64, jnp.float32, (4, 2), False, False),   # sixteen phases or more spread slowly
+])
+def test_interleave_by_pad_rule(filters, dtype, strides, training, expected):
+  """``_interleaves_by_pad``: where ``conv_phase`` spreads its phases."""
+  from jconvt import _algorithms
+  assert _algorithms._interleaves_by_pad(filters, dtype, strides, training) is expected
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
+    ((2, 6, 5, 3), (4, 4, 64, 3), (2, 2), "same", None),     # k4 s2: the group's canvas
+    ((2, 6, 5, 3), (3, 3, 64, 3), (2, 2), "same", None),     # k3 s2: exact phases
+    ((2, 5, 4, 3), (1, 1, 64, 3), (2, 2), "valid", None),    # phases no tap reaches
+    ((1, 4, 4, 3), (3, 5, 64, 3), (2, 1), "same", (1, 0)),   # output padding, one stride 1
+    ((2, 5, 4, 3), (3, 3, 64, 3), (2, 2), ((0, 2), (3, 1)), None),  # input cropped: canvas
+    ((2, 1, 1, 3), (4, 4, 64, 3), (2, 2), "same", None),     # a 1x1 input
+])
+def test_phase_forward_spreads_the_phases(x_shape, kernel_shape, strides, padding,
+                                          output_padding):
+  """With 64 float32 filters outside training ``conv_phase`` interleaves its
+  phases by interior pads and bitwise ORs (``_interleave``) rather than by
+  a depth-to-space transpose; its output equals, bit for bit, the
+  transposed phases of a training step's forward, and the NumPy
+  reference."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
+  params, x = _data(x_shape, kernel_shape)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  want = jconvt.reference_conv2d_transpose(np.asarray(x), np.asarray(params["kernel"]), None, cfg)
+  for on_cpu in (True, False):
+    spread, transposed = (
+        jax.jit(lambda x, k, training=training: _algorithms.conv_phase(
+            x, k, cfg, geometry, on_cpu=on_cpu, training=training))
+        for training in (False, True))
+    # The phases spread as 32-bit words (``_interleave``) in one and only one.
+    assert "xui32>" in spread.lower(x, params["kernel"]).as_text()
+    assert "xui32>" not in transposed.lower(x, params["kernel"]).as_text()
+    got = spread(x, params["kernel"])
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, transposed(x, params["kernel"]))
+    assert_close(got, want)
+
+
 @pytest.mark.parametrize("length,k,s,out,pad,expected", [
     (5, 2, 2, 10, 0, (1, 0, 0)),   # k2 s2: one tap, no padding
     (5, 4, 2, 12, 0, (2, 1, 1)),   # k4 s2 'valid': the full canvas
