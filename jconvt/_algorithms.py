@@ -529,23 +529,27 @@ def _window(full, geometry):
                   (-pad_w, out_w + pad_w - canvas_w, 0), (0, 0, 0)))
 
 
-def _interleave(parts, strides, out_hw, shape, dtype):
-  """The output ``shape`` (n, out_h, out_w, f) whose pixels ``(o_h + t *
-  s_h, o_w + u * s_w)`` are ``z[:, t, u]`` for each ``(z, (o_h, o_w))`` of
-  ``parts`` (phase arrays (n, t_h, t_w, f) at distinct offsets mod the
-  strides; pixels outside the output are dropped, those no phase reaches
-  are zero).
+def _interleave(parts, strides, shape, dtype):
+  """The output ``shape`` (n, out_h, out_w, f) of ``dtype`` whose pixels
+  ``(o_h + t * s_h, o_w + u * s_w)`` are ``z[:, t, u]`` for each
+  ``(z, (o_h, o_w))`` of ``parts`` (phase arrays (n, t_h, t_w, f) at
+  distinct offsets mod the strides; pixels past the output are dropped,
+  those no phase reaches are zero).
 
-  Each phase is spread by an interior pad, cut to the output in the same
-  pad, and the phases are added: XLA:CPU fuses that into one loop, which
-  ran 1.5-2x as fast as reshaping, transposing and slicing the stacked
-  phases (16x33x33x(4x64) -> 16x64x64x64: 1.0 against 1.8 ms)."""
-  (sh, sw), (out_h, out_w) = strides, out_hw
+  Each phase, as unsigned words of the dtype's width, is spread by an
+  interior pad and cut to the output in the same pad, and the phases are
+  ORed together: exact, as each pixel holds one phase's word and zeros
+  elsewhere (signs of zero and NaNs kept). XLA:CPU fuses it into one loop,
+  which ran 1.5-2x as fast as reshaping, transposing and slicing the
+  stacked phases with 64 filters (16x33x33x(4x64) -> 16x64x64x64: 1.0
+  against 1.8 ms; ``_interleaves_by_pad``)."""
+  _, out_h, out_w, _ = shape
+  sh, sw = strides
   bits = jnp.dtype(f"uint{jnp.dtype(dtype).itemsize * 8}")
   out = None
   for z, (oh, ow) in parts:
     _, th, tw, _ = z.shape
-    if th == 0 or tw == 0:
+    if th == 0 or tw == 0:  # an empty phase (an empty input) adds nothing
       continue
     spread = lax.pad(lax.bitcast_convert_type(z.astype(dtype), bits), jnp.zeros((), bits),
                      ((0, 0, 0), (oh, out_h - oh - (th - 1) * sh - 1, sh - 1),
@@ -670,7 +674,7 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=Fa
   ``s_h * s_w`` outputs of exactly the output's size between them (dcgan
   32->64: 16 MiB, 17 with the canvas). Each phase's rows and columns are
   zero-padded to ``ceil(out / s)``, interleaved by their slot and cut to the
-  output."""
+  output, or spread to their slots (``_interleaves_by_pad``)."""
   n, h, w, _ = x.shape
   f = kernel.shape[2]
   sh, sw = config.strides
@@ -688,7 +692,7 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=Fa
         parts.append((_phase_convolve(x, sub, padding, config, on_cpu), (slot_h, slot_w)))
   (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
   if _interleaves_by_pad(f, out_dtype, config.strides, training):
-    return _interleave(parts, config.strides, (out_h, out_w), (n, out_h, out_w, f), out_dtype)
+    return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
   grid = [[jnp.zeros((n, mh, mw, f), out_dtype)] * sw for _ in range(sh)]
   for z, (slot_h, slot_w) in parts:
     grid[slot_h][slot_w] = jnp.pad(z.astype(out_dtype), ((0, 0), (0, mh - z.shape[1]),
@@ -833,7 +837,7 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False):
     if cols:
       rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
   if spread:
-    return _interleave(parts, config.strides, (out_h, out_w), (n, out_h, out_w, f), out_dtype)
+    return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
   full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
   return _window(full.reshape(n, th * sh, tw * sw, f), geometry)
 
