@@ -558,11 +558,11 @@ def _interleave(parts, strides, shape, dtype):
   return jnp.zeros(shape, dtype) if out is None else lax.bitcast_convert_type(out, dtype)
 
 
-def _interleaves_by_pad(filters: int, dtype, strides, training: bool) -> bool:
+def _interleaves_by_pad(filters: int, dtype, strides, training: bool, on_cpu: bool) -> bool:
   """Whether ``conv_phase`` interleaves its phases with ``_interleave``
-  rather than by reshaping and transposing them: outside training steps,
-  for float32 with ``INTERLEAVE_BY_PAD_FILTERS`` filters at strides of at
-  most 2. There XLA:CPU copies each pixel's filters, a run of 64 floats,
+  rather than by reshaping and transposing them: on XLA:CPU (``on_cpu``)
+  outside training steps, for float32 with ``INTERLEAVE_BY_PAD_FILTERS``
+  filters at strides of at most 2. There XLA:CPU copies each pixel's filters, a run of 64 floats,
   as 64 scalar loads and stores (LLVM unrolls the loop; runs of 96 or more
   floats it vectorizes), which ran at a third to half the speed of a plain
   copy. Forward passes timed interleaved (AMD EPYC, AVX-512): 1.05-1.13x
@@ -570,7 +570,7 @@ def _interleaves_by_pad(filters: int, dtype, strides, training: bool) -> bool:
   and 16x16 inputs); with 32, 48 or 96 filters 0.99-1.0x, 128 0.97-1.01x,
   3 (RGB) 0.85-0.91x, bfloat16 0.90-1.0x; training steps with 64 filters
   0.99-1.0x. At stride 4 the sixteen spread phases ran 10x slower."""
-  return (not training and jnp.dtype(dtype) == jnp.float32
+  return (on_cpu and not training and jnp.dtype(dtype) == jnp.float32
           and filters == INTERLEAVE_BY_PAD_FILTERS and max(strides) <= 2)
 
 
@@ -691,7 +691,7 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=Fa
                    (cw - 1 - first_w, first_w + count_w - w))
         parts.append((_phase_convolve(x, sub, padding, config, on_cpu), (slot_h, slot_w)))
   (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
-  if _interleaves_by_pad(f, out_dtype, config.strides, training):
+  if _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu):
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
   grid = [[jnp.zeros((n, mh, mw, f), out_dtype)] * sw for _ in range(sh)]
   for z, (slot_h, slot_w) in parts:
@@ -811,7 +811,7 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False):
     return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training)
   th, tw = _shapes.phase_canvas_length(h, kh, sh), _shapes.phase_canvas_length(w, kw, sw)
   out_dtype = config.preferred_element_type or x.dtype
-  spread = _interleaves_by_pad(f, out_dtype, config.strides, training)
+  spread = _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu)
   parts, rows = [], []
   for r0, nr, ch in gh:
     cols = []
