@@ -558,11 +558,15 @@ def _interleave(parts, strides, shape, dtype):
   return jnp.zeros(shape, dtype) if out is None else lax.bitcast_convert_type(out, dtype)
 
 
-def _interleaves_by_pad(filters: int, dtype, strides, training: bool, on_cpu: bool) -> bool:
+def _interleaves_by_pad(filters: int, dtype, strides, training: bool, on_cpu: bool,
+                        nchw_after: bool) -> bool:
   """Whether ``conv_phase`` interleaves its phases with ``_interleave``
   rather than by reshaping and transposing them: on XLA:CPU (``on_cpu``)
   outside training steps, for float32 with ``INTERLEAVE_BY_PAD_FILTERS``
-  filters at strides of at most 2. There XLA:CPU copies each pixel's filters, a run of 64 floats,
+  filters at strides of at most 2, where the output stays NHWC (not
+  ``nchw_after``: a channels_first layer's, whose transpose to NCHW XLA
+  fuses with the phases' transpose; spread, its forwards ran 0.94-1.0x
+  as fast). There XLA:CPU copies each pixel's filters, a run of 64 floats,
   as 64 scalar loads and stores (LLVM unrolls the loop; runs of 96 or more
   floats it vectorizes), which ran at a third to half the speed of a plain
   copy. Forward passes timed interleaved (AMD EPYC, AVX-512): 1.05-1.13x
@@ -570,7 +574,7 @@ def _interleaves_by_pad(filters: int, dtype, strides, training: bool, on_cpu: bo
   and 16x16 inputs); with 32, 48 or 96 filters 0.99-1.0x, 128 0.97-1.01x,
   3 (RGB) 0.85-0.91x, bfloat16 0.90-1.0x; training steps with 64 filters
   0.99-1.0x. At stride 4 the sixteen spread phases ran 10x slower."""
-  return (on_cpu and not training and jnp.dtype(dtype) == jnp.float32
+  return (on_cpu and not training and not nchw_after and jnp.dtype(dtype) == jnp.float32
           and filters == INTERLEAVE_BY_PAD_FILTERS and max(strides) <= 2)
 
 
@@ -666,7 +670,8 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
                                       config.preferred_element_type))
 
 
-def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=False):
+def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=False,
+                      nchw_after=False):
   """``conv_phase`` at stride > 1 as one convolution per phase that
   computes only the rows and columns TF's window keeps (``_exact_phases``):
   no pixel of the canvas past the window (a row and a column more per
@@ -691,7 +696,7 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=Fa
                    (cw - 1 - first_w, first_w + count_w - w))
         parts.append((_phase_convolve(x, sub, padding, config, on_cpu), (slot_h, slot_w)))
   (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
-  if _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu):
+  if _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu, nchw_after):
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
   grid = [[jnp.zeros((n, mh, mw, f), out_dtype)] * sw for _ in range(sh)]
   for z, (slot_h, slot_w) in parts:
@@ -769,7 +774,7 @@ def _conv_phase_slots(x, kernel, config, rows, cols):
   return y.reshape(n, y.shape[1] * sh, y.shape[3] * sw, f)
 
 
-def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False):
+def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False, nchw_after=False):
   """Sub-pixel decomposition (``dilation_rate`` must be 1).
 
   For output phase ``r`` and ``o + pad = t * s + r``:
@@ -779,7 +784,9 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False):
   (n, (h + kq_h - 1) * s_h, (w + kq_w - 1) * s_w, f) -> TF's window. Where
   every phase meets the same input pixels, on oneDNN, one convolution that
   writes the output interleaved (``_conv_phase_slots``); else one per
-  phase where ``_exact_phases_pay``.
+  phase where ``_exact_phases_pay``. ``training``: in a training step's
+  forward; ``nchw_after``: the caller transposes the output to NCHW (both
+  for ``_phase_slots`` and ``_interleaves_by_pad``).
   """
   n, h, w, c = x.shape
   kh, kw, f, _ = kernel.shape
@@ -808,10 +815,11 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False):
   (gh, kqh), (gw, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   if (phases_h is not None and phases_w is not None
       and _exact_phases_pay(x.shape, x.dtype, kernel.shape, config, geometry, on_cpu)):
-    return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training)
+    return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training,
+                             nchw_after)
   th, tw = _shapes.phase_canvas_length(h, kh, sh), _shapes.phase_canvas_length(w, kw, sw)
   out_dtype = config.preferred_element_type or x.dtype
-  spread = _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu)
+  spread = _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu, nchw_after)
   parts, rows = [], []
   for r0, nr, ch in gh:
     cols = []
@@ -1863,26 +1871,29 @@ def _kernel_grad_conv_on_onednn(config: ConvTransposeConfig, x_shape, kernel_sha
                       dtype)
 
 
-def _forward(x, kernel, config, geometry, plan, on_cpu, training):
+def _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training):
   """The plan's forward; ``training``: the custom VJP's forward rule (a
   training step), where ``conv_phase`` does not write its output
-  interleaved (``_phase_slots``)."""
-  forward = {"phase": functools.partial(conv_phase, on_cpu=on_cpu, training=training),
+  interleaved (``_phase_slots``); ``nchw_after``: the output is transposed
+  to NCHW next (``_interleaves_by_pad``)."""
+  forward = {"phase": functools.partial(conv_phase, on_cpu=on_cpu, training=training,
+                                        nchw_after=nchw_after),
              "phase_gemm": conv_phase_gemm, "col2im": conv_col2im,
              "dilated": conv_dilated}[plan.forward]
   return forward(x, kernel, config, geometry)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _fast_nhwc(x, kernel, config, geometry, plan, on_cpu):
-  return _forward(x, kernel, config, geometry, plan, on_cpu, training=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _fast_nhwc(x, kernel, config, geometry, plan, on_cpu, nchw_after):
+  return _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training=False)
 
 
-def _fast_fwd(x, kernel, config, geometry, plan, on_cpu):
-  return _forward(x, kernel, config, geometry, plan, on_cpu, training=True), (x, kernel)
+def _fast_fwd(x, kernel, config, geometry, plan, on_cpu, nchw_after):
+  y = _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training=True)
+  return y, (x, kernel)
 
 
-def _fast_bwd(config, geometry, plan, on_cpu, residuals, dy):
+def _fast_bwd(config, geometry, plan, on_cpu, nchw_after, residuals, dy):
   x, kernel = residuals
   dy = dy.astype(x.dtype)
   grad_x = {"autodiff": grad_input_dilated,
@@ -1910,9 +1921,9 @@ def _fast(x, kernel, config, geometry, rules, on_cpu):
   if plan.kernel_gradient == "autodiff":
     return conv_dilated(x, kernel, config, geometry)
   if config.channels_last:
-    return _fast_nhwc(x, kernel, config, geometry, plan, on_cpu)
+    return _fast_nhwc(x, kernel, config, geometry, plan, on_cpu, False)
   y = _fast_nhwc(jnp.transpose(x, (0, 2, 3, 1)), kernel,
-                 config.replace(data_format="channels_last"), geometry, plan, on_cpu)
+                 config.replace(data_format="channels_last"), geometry, plan, on_cpu, True)
   return jnp.transpose(y, (0, 3, 1, 2))
 
 

@@ -1058,22 +1058,24 @@ def test_exact_phases_rule(x_shape, kernel_shape, on_cpu, expected, monkeypatch)
                                        on_cpu) is expected
 
 
-@pytest.mark.parametrize("filters,dtype,strides,training,on_cpu,expected", [
-    (64, jnp.float32, (2, 2), False, True, True),
-    (64, jnp.float32, (2, 1), False, True, True),
-    (64, jnp.float32, (2, 2), True, True, False),    # a training step: the transpose
-    (64, jnp.float32, (2, 2), False, False, False),  # not XLA:CPU, where it was measured
-    (64, jnp.bfloat16, (2, 2), False, True, False),
-    (32, jnp.float32, (2, 2), False, True, False),
-    (128, jnp.float32, (2, 2), False, True, False),
-    (3, jnp.float32, (2, 2), False, True, False),
-    (64, jnp.float32, (4, 2), False, True, False),   # sixteen phases or more spread slowly
+@pytest.mark.parametrize("filters,dtype,strides,training,on_cpu,nchw_after,expected", [
+    (64, jnp.float32, (2, 2), False, True, False, True),
+    (64, jnp.float32, (2, 1), False, True, False, True),
+    (64, jnp.float32, (2, 2), True, True, False, False),   # a training step: the transpose
+    (64, jnp.float32, (2, 2), False, False, False, False),  # not XLA:CPU, where it was measured
+    (64, jnp.float32, (2, 2), False, True, True, False),   # channels_first: fused with NCHW's
+    (64, jnp.bfloat16, (2, 2), False, True, False, False),
+    (32, jnp.float32, (2, 2), False, True, False, False),
+    (128, jnp.float32, (2, 2), False, True, False, False),
+    (3, jnp.float32, (2, 2), False, True, False, False),
+    (64, jnp.float32, (4, 2), False, True, False, False),  # sixteen phases or more spread slowly
 ])
-def test_interleave_by_pad_rule(filters, dtype, strides, training, on_cpu, expected):
+def test_interleave_by_pad_rule(filters, dtype, strides, training, on_cpu, nchw_after,
+                                expected):
   """``_interleaves_by_pad``: where ``conv_phase`` spreads its phases."""
   from jconvt import _algorithms
-  assert _algorithms._interleaves_by_pad(filters, dtype, strides, training,
-                                         on_cpu) is expected
+  assert _algorithms._interleaves_by_pad(filters, dtype, strides, training, on_cpu,
+                                         nchw_after) is expected
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
@@ -1089,8 +1091,8 @@ def test_phase_forward_spreads_the_phases(x_shape, kernel_shape, strides, paddin
   """With 64 float32 filters, on XLA:CPU (``on_cpu``, with oneDNN and
   without) outside training, ``conv_phase`` interleaves its phases by
   interior pads and bitwise ORs (``_interleave``) rather than by a
-  depth-to-space transpose (a training step and other platforms' lowering
-  transpose them); its output equals, bit for bit, the transposed phases
+  depth-to-space transpose (a training step, other platforms' lowering and
+  a channels_first layer's forward transpose them); its output equals, bit for bit, the transposed phases
   of a training step's forward, and the NumPy reference."""
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
@@ -1098,9 +1100,10 @@ def test_phase_forward_spreads_the_phases(x_shape, kernel_shape, strides, paddin
   geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
   want = jconvt.reference_conv2d_transpose(np.asarray(x), np.asarray(params["kernel"]), None, cfg)
 
-  def phase(training, on_cpu):
+  def phase(training, on_cpu, nchw_after=False):
     return jax.jit(lambda x, k: _algorithms.conv_phase(x, k, cfg, geometry, on_cpu=on_cpu,
-                                                       training=training))
+                                                       training=training,
+                                                       nchw_after=nchw_after))
 
   for onednn in ("1", "0"):
     monkeypatch.setenv("JCONVT_ONEDNN", onednn)
@@ -1108,7 +1111,7 @@ def test_phase_forward_spreads_the_phases(x_shape, kernel_shape, strides, paddin
     # The phases spread as 32-bit words (``_interleave``) there and only there.
     assert "xui32>" in spread.lower(x, params["kernel"]).as_text()
     got = spread(x, params["kernel"])
-    for other in (phase(True, True), phase(False, False)):
+    for other in (phase(True, True), phase(False, False), phase(False, True, nchw_after=True)):
       assert "xui32>" not in other.lower(x, params["kernel"]).as_text()
     # Bit for bit the training step's transposed phases (the same convolutions).
     np.testing.assert_array_equal(got, phase(True, True)(x, params["kernel"]))
