@@ -569,7 +569,7 @@ def _interleaves_by_pad(filters: int, dtype, strides, training: bool, on_cpu: bo
   as fast). There XLA:CPU copies each pixel's filters, a run of 64 floats,
   as 64 scalar loads and stores (LLVM unrolls the loop; runs of 96 or more
   floats it vectorizes), which ran at a third to half the speed of a plain
-  copy. Forward passes timed interleaved (AMD EPYC, AVX-512): 1.05-1.13x
+  copy. Forward passes timed interleaved (AMD EPYC, AVX-512): 1.02-1.13x
   on five layers with 64 filters (dcgan 32->64, 8x64x64x64 -> 64, k3 s2
   and 16x16 inputs); with 32, 48 or 96 filters 0.99-1.0x, 128 0.97-1.01x,
   3 (RGB) 0.85-0.91x, bfloat16 0.90-1.0x; training steps with 64 filters
