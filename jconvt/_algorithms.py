@@ -670,8 +670,7 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
                                       config.preferred_element_type))
 
 
-def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=False,
-                      nchw_after=False):
+def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=False):
   """``conv_phase`` at stride > 1 as one convolution per phase that
   computes only the rows and columns TF's window keeps (``_exact_phases``):
   no pixel of the canvas past the window (a row and a column more per
@@ -679,7 +678,7 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=Fa
   ``s_h * s_w`` outputs of exactly the output's size between them (dcgan
   32->64: 16 MiB, 17 with the canvas). Each phase's rows and columns are
   zero-padded to ``ceil(out / s)``, interleaved by their slot and cut to the
-  output, or spread to their slots (``_interleaves_by_pad``)."""
+  output, or with ``spread`` spread to their slots (``_interleave``)."""
   n, h, w, _ = x.shape
   f = kernel.shape[2]
   sh, sw = config.strides
@@ -696,12 +695,12 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training=Fa
                    (cw - 1 - first_w, first_w + count_w - w))
         parts.append((_phase_convolve(x, sub, padding, config, on_cpu), (slot_h, slot_w)))
   (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
-  if _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu, nchw_after):
+  if spread:
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
   grid = [[jnp.zeros((n, mh, mw, f), out_dtype)] * sw for _ in range(sh)]
   for z, (slot_h, slot_w) in parts:
-    grid[slot_h][slot_w] = jnp.pad(z.astype(out_dtype), ((0, 0), (0, mh - z.shape[1]),
-                                                         (0, mw - z.shape[2]), (0, 0)))
+    grid[slot_h][slot_w] = jnp.pad(z, ((0, 0), (0, mh - z.shape[1]), (0, mw - z.shape[2]),
+                                       (0, 0)))
   full = jnp.stack([jnp.stack(row, axis=3) for row in grid], axis=2)  # (n, mh, sh, mw, sw, f)
   return full.reshape(n, mh * sh, mw * sw, f)[:, :out_h, :out_w]
 
@@ -784,9 +783,10 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False, nchw_a
   (n, (h + kq_h - 1) * s_h, (w + kq_w - 1) * s_w, f) -> TF's window. Where
   every phase meets the same input pixels, on oneDNN, one convolution that
   writes the output interleaved (``_conv_phase_slots``); else one per
-  phase where ``_exact_phases_pay``. ``training``: in a training step's
-  forward; ``nchw_after``: the caller transposes the output to NCHW (both
-  for ``_phase_slots`` and ``_interleaves_by_pad``).
+  phase where ``_exact_phases_pay``, their phases interleaved by a
+  transpose or spread (``_interleaves_by_pad``). ``training``: in a
+  training step's forward (for both rules); ``nchw_after``: the caller
+  transposes the output to NCHW (for ``_interleaves_by_pad``).
   """
   n, h, w, c = x.shape
   kh, kw, f, _ = kernel.shape
@@ -813,20 +813,17 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False, nchw_a
   phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
   phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
   (gh, kqh), (gw, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
-  if (phases_h is not None and phases_w is not None
-      and _exact_phases_pay(x.shape, x.dtype, kernel.shape, config, geometry, on_cpu)):
-    return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, training,
-                             nchw_after)
-  th, tw = _shapes.phase_canvas_length(h, kh, sh), _shapes.phase_canvas_length(w, kw, sw)
   out_dtype = config.preferred_element_type or x.dtype
   spread = _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu, nchw_after)
-  parts, rows = [], []
+  if (phases_h is not None and phases_w is not None
+      and _exact_phases_pay(x.shape, x.dtype, kernel.shape, config, geometry, on_cpu)):
+    return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread)
+  th, tw = _shapes.phase_canvas_length(h, kh, sh), _shapes.phase_canvas_length(w, kw, sw)
+  groups = {}  # (r0, c0) -> the group's phases (n, th, tw, nr, nc, f); None: no tap reaches
   for r0, nr, ch in gh:
-    cols = []
     for c0, nc, cw in gw:
       if ch == 0 or cw == 0:  # phases no tap reaches (kernel < stride): zero
-        if not spread:
-          cols.append(jnp.zeros((n, th, nr, tw, nc, f), out_dtype))
+        groups[r0, c0] = None
         continue
       # Taps q * s + r for this group's phases, as an HWIO kernel with the
       # q axes flipped (a convolution written as a correlation).
@@ -836,16 +833,17 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False, nchw_a
       sub = sub.reshape(ch, sh, cw, sw, f, c)[:, :nr, :, :nc]
       sub = sub[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(ch, cw, c, nr * nc * f)
       z = _phase_convolve(x, sub, ((ch - 1, kqh - 1), (cw - 1, kqw - 1)), config, on_cpu)
-      z = z.reshape(n, th, tw, nr, nc, f)
-      if spread:
-        parts += [(z[:, :, :, i, j], (r0 + i - pad_h, c0 + j - pad_w))
-                  for i in range(nr) for j in range(nc)]
-      else:
-        cols.append(z.transpose(0, 1, 3, 2, 4, 5))
-    if cols:
-      rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
+      groups[r0, c0] = z.reshape(n, th, tw, nr, nc, f)
   if spread:
+    parts = [(z[:, :, :, i, j], (r0 + i - pad_h, c0 + j - pad_w))
+             for (r0, c0), z in groups.items() if z is not None
+             for i in range(z.shape[3]) for j in range(z.shape[4])]
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
+  rows = []
+  for r0, nr, _ in gh:
+    cols = [jnp.zeros((n, th, nr, tw, nc, f), out_dtype) if groups[r0, c0] is None
+            else groups[r0, c0].transpose(0, 1, 3, 2, 4, 5) for c0, nc, _ in gw]
+    rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
   full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
   return _window(full.reshape(n, th * sh, tw * sw, f), geometry)
 

@@ -1092,8 +1092,9 @@ def test_phase_forward_spreads_the_phases(x_shape, kernel_shape, strides, paddin
   without) outside training, ``conv_phase`` interleaves its phases by
   interior pads and bitwise ORs (``_interleave``) rather than by a
   depth-to-space transpose (a training step, other platforms' lowering and
-  a channels_first layer's forward transpose them); its output equals, bit for bit, the transposed phases
-  of a training step's forward, and the NumPy reference."""
+  a channels_first layer's forward transpose them); its output equals, bit
+  for bit, the transposed phases of a training step's forward, and the
+  NumPy reference."""
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
   params, x = _data(x_shape, kernel_shape)
