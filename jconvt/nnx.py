@@ -27,7 +27,7 @@ class Conv2DTranspose(nnx.Module):
 
   >>> from flax import nnx
   >>> layer = Conv2DTranspose(3, 8, 3, strides=2, padding="same", rngs=nnx.Rngs(0))
-  >>> layer.kernel.get_value().shape
+  >>> layer.kernel[...].shape
   (3, 3, 8, 3)
   """
 
@@ -73,20 +73,20 @@ class Conv2DTranspose(nnx.Module):
           f"`inputs` has {in_ch} channels but the layer was built with "
           f"in_features={self.in_features}.")
     y, penalties = _layer.forward(
-        self.spec, self.kernel.get_value(), None if self.bias is None else self.bias.get_value(), inputs)
+        self.spec, self.kernel[...], None if self.bias is None else self.bias[...], inputs)
     for name, value in penalties.items():
       self.sow(RegularizationLoss, name, value)
     return y
 
   def apply_constraints(self) -> None:
     """Projects the weights onto the constraints (call after each step)."""
-    params = {"kernel": self.kernel.get_value()}
+    params = {"kernel": self.kernel[...]}
     if self.bias is not None:
-      params["bias"] = self.bias.get_value()
+      params["bias"] = self.bias[...]
     params = _layer.project(self.spec, params)
-    self.kernel.set_value(params["kernel"])
+    self.kernel[...] = params["kernel"]
     if self.bias is not None:
-      self.bias.set_value(params["bias"])
+      self.bias[...] = params["bias"]
 
 
 def total_loss(captured) -> jax.Array:

@@ -192,12 +192,12 @@ def test_composes_in_sequential_and_tabulates():
 def test_nnx_layer_matches_linen_and_sows_losses():
   layer = jn.Conv2DTranspose(3, 4, 3, strides=2, padding="same", kernel_regularizer="l2",
                              rngs=nnx.Rngs(0))
-  assert layer.kernel.get_value().shape == (3, 3, 4, 3)
+  assert layer.kernel[...].shape == (3, 3, 4, 3)
   y, captured = nnx.capture(layer, jn.RegularizationLoss)(X)
   linen_layer = jconvt.Conv2DTranspose(4, 3, strides=2, padding="same")
-  y_linen = linen_layer.apply({"params": {"kernel": layer.kernel.get_value(), "bias": layer.bias.get_value()}}, X)
+  y_linen = linen_layer.apply({"params": {"kernel": layer.kernel[...], "bias": layer.bias[...]}}, X)
   assert_close(y, y_linen)
-  assert_close(jn.total_loss(captured), 0.01 * jnp.sum(layer.kernel.get_value() ** 2))
+  assert_close(jn.total_loss(captured), 0.01 * jnp.sum(layer.kernel[...] ** 2))
   with pytest.raises(ValueError, match="in_features=3"):
     layer(jnp.zeros((1, 4, 4, 5)))
 
@@ -213,7 +213,7 @@ def test_nnx_optimizer_skips_non_trainable_and_constraints_apply():
       return self.b(self.a(x))
 
   model = Model(nnx.Rngs(0))
-  frozen = np.asarray(model.b.kernel.get_value())
+  frozen = np.asarray(model.b.kernel[...])
   opt = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
 
   @nnx.jit
@@ -225,8 +225,8 @@ def test_nnx_optimizer_skips_non_trainable_and_constraints_apply():
 
   for _ in range(3):
     step(model, opt)
-  np.testing.assert_array_equal(model.b.kernel.get_value(), frozen)
-  assert np.all(np.asarray(model.a.kernel.get_value()) >= 0)
+  np.testing.assert_array_equal(model.b.kernel[...], frozen)
+  assert np.all(np.asarray(model.a.kernel[...]) >= 0)
 
 
 @pytest.mark.parametrize("name,kwargs", [
