@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow explore bench golden clean
+.PHONY: demo test test-floor test-slow explore bench golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ demo: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+# The default suite on the oldest dependencies pyproject.toml allows
+# (.ci/floor-constraints.txt), in a venv of its own.
+FLOOR_VENV := .venv-floor
+$(FLOOR_VENV)/.installed-test: pyproject.toml .ci/floor-constraints.txt
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q -c .ci/floor-constraints.txt -e '.[test]'
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.installed-test
+	$(FLOOR_VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 -m slow $(PYTEST_ARGS)
@@ -47,4 +59,4 @@ golden: $(VENV)/.installed-bench
 	if $(BIN)/python -c "import torch" 2>/dev/null; then $(BIN)/python tests/golden/make_torch_golden.py; fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache .hypothesis
