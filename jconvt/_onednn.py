@@ -23,29 +23,30 @@ faster than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 ->
 
 ``conv`` is a primitive of its own: on CPU the custom call, on every other
 platform ``lax.conv_general_dilated``; differentiable (its tangents are
-``lax.conv_general_dilated``, so higher orders work) and batched by
-folding a mapped input into the batch axis.
+``lax.conv_general_dilated``, so higher orders work), batched by
+folding a mapped input into the batch axis, and split by batch under a
+sharded ``jit`` (``_partitioned``).
 """
 
 import functools
 import importlib.metadata
 import json
+import math
 import os
 import platform
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax._src import dispatch  # no public API registers a primitive that needs the devices
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jconvt import _shapes
 
-try:  # Shardy's rule for the custom call: no public API builds one (jax 0.10)
-  from jax._src.custom_partitioning_sharding_rule import (sdy_sharding_rule_to_mlir,
-                                                          str_to_sdy_sharding_rule)
-except ImportError:  # pragma: no cover - a jax without them: the call is replicated
-  sdy_sharding_rule_to_mlir = str_to_sdy_sharding_rule = None
 
 TARGET = "__onednn$convolution"
 # jaxlib (major, minor) versions whose encoding of the window (strides and
@@ -221,38 +222,103 @@ def backend_config(window_strides, padding, rhs_dilation, rhs_spec="HWIO") -> st
       "feature_groups": 1}})
 
 
-@functools.cache
 def _sharding_rule(rhs_spec="HWIO"):
-  """Shardy's rule for the custom call: the batch is parallel, the output
-  channels follow the kernel's; the rest is replicated (a spatial split
-  would need halos, a contracted one a sum). Without it, the output of a
-  batch-sharded input came back replicated."""
-  if str_to_sdy_sharding_rule is None:
-    return None
+  """Shardy's rule for the convolution, as ``custom_partitioning`` takes it:
+  ``(rule, need_replication_factors)``. The batch ``b`` is parallel and
+  the contracted channels ``i`` are a reduction (``_partitioned`` sums the
+  shards' outputs); the rest is replicated (a spatial split would need
+  halos), the output channels ``o`` too (``_partitioned`` keeps the kernel
+  whole but for ``i``)."""
   spatial = _spatial_letters(len(rhs_spec)).lower()
   kernel = {d: "k" + d for d in spatial} | {"i": "i", "o": "o"}
   kernel = [kernel[d] for d in rhs_spec.lower()]
   outputs = ["o" + d for d in spatial]
   factors = ["b", *spatial, "i"] + [f for f in kernel if f != "i"] + outputs
-  return str_to_sdy_sharding_rule(  # factors needing replication in order of appearance
-      f"b {' '.join(spatial)} i, {' '.join(kernel)} -> b {' '.join(outputs)} o",
-      need_replication_factors=tuple(f for f in factors if f not in ("b", "o")))
+  rule = f"b {' '.join(spatial)} i, {' '.join(kernel)} -> b {' '.join(outputs)} o"
+  return rule, tuple(f for f in factors if f not in ("b", "i"))
+
+
+def _axes(spec_entry):
+  """A ``PartitionSpec`` entry as a tuple of mesh axis names."""
+  if spec_entry is None:
+    return ()
+  return tuple(spec_entry) if isinstance(spec_entry, (tuple, list)) else (spec_entry,)
+
+
+def _entry(axes):
+  return None if not axes else axes[0] if len(axes) == 1 else axes
+
+
+def _partition_specs(mesh, lhs, ndim, rhs_spec):
+  """The shardings ``_partitioned`` runs the convolution with, from the
+  input's (``lhs``, a ``ShapeDtypeStruct`` with its sharding): the batch
+  as the input's, the contracted channels as the input's where they split
+  evenly (the kernel's ``I`` likewise; an uneven split would sum the
+  partitioner's padding), the rest whole; ``(lhs, rhs, out)``
+  ``PartitionSpec``s and the contracted channels' mesh axes."""
+  spec = tuple(getattr(lhs.sharding, "spec", ())) + (None,) * ndim
+  batch, contracted = _axes(spec[0]), _axes(spec[ndim - 1])
+  contracted = tuple(a for a in contracted if a not in batch)
+  if lhs.shape[-1] % math.prod(mesh.shape[a] for a in contracted):
+    contracted = ()
+  middle = (None,) * (ndim - 2)
+  return (P(_entry(batch), *middle, _entry(contracted)),
+          P(*[_entry(contracted) if d == "I" else None for d in rhs_spec]),
+          P(_entry(batch), *middle, None), contracted)
+
+
+@functools.cache
+def _partitioned(window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
+  """The custom call as a ``custom_partitioning`` function: on one device
+  the call itself; under a sharded ``jit`` each device convolves its own
+  share of the batch (without this XLA's partitioner gathers the whole
+  input onto every device, which then computes every image), and a split
+  of the contracted channels (a kernel gradient's batch) is summed
+  across devices (``lax.psum``)."""
+  params = dict(window_strides=window_strides, padding=padding, rhs_dilation=rhs_dilation,
+                out_dtype=out_dtype, rhs_spec=rhs_spec)
+  ndim = len(rhs_spec)
+
+  @custom_partitioning
+  def conv(lhs, rhs):
+    return _raw_p.bind(lhs, rhs, **params)
+
+  def infer(mesh, arg_shapes, result_shape):
+    del result_shape
+    return NamedSharding(mesh, _partition_specs(mesh, arg_shapes[0], ndim, rhs_spec)[2])
+
+  def partition(mesh, arg_shapes, result_shape):
+    del result_shape
+    lhs, rhs, out, contracted = _partition_specs(mesh, arg_shapes[0], ndim, rhs_spec)
+
+    def lower(lhs, rhs):
+      y = _raw_p.bind(lhs, rhs, **params)
+      return lax.psum(y, contracted) if contracted else y
+
+    return (mesh, lower, NamedSharding(mesh, out),
+            (NamedSharding(mesh, lhs), NamedSharding(mesh, rhs)))
+
+  rule, replicated = _sharding_rule(rhs_spec)
+  conv.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
+                     reduction_factors=("i",), need_replication_factors=replicated)
+  return conv
+
+
+def _custom_call_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype,
+                          rhs_spec):
+  rule = jax.ffi.ffi_lowering(
+      TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation, rhs_spec),
+      api_version=1)
+  return rule(ctx, lhs, rhs)
 
 
 def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype,
                   rhs_spec):
+  params = dict(window_strides=window_strides, padding=padding, rhs_dilation=rhs_dilation,
+                out_dtype=out_dtype, rhs_spec=rhs_spec)
   if miscomputed(hwio_shape(ctx.avals_in[1].shape, rhs_spec), window_strides):
-    return _lax_lowering(ctx, lhs, rhs, window_strides=window_strides, padding=padding,
-                         rhs_dilation=rhs_dilation, out_dtype=out_dtype, rhs_spec=rhs_spec)
-  rule = jax.ffi.ffi_lowering(
-      TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation, rhs_spec),
-      api_version=1)
-  results = rule(ctx, lhs, rhs)
-  sharding = _sharding_rule(rhs_spec)
-  if sharding is not None and jax.config.jax_use_shardy_partitioner:
-    results[0].owner.attributes["sdy.sharding_rule"] = sdy_sharding_rule_to_mlir(
-        sharding, [lhs.type, rhs.type], [results[0].type])
-  return results
+    return _lax_lowering(ctx, lhs, rhs, **params)
+  return mlir.lower_fun(_partitioned(**params), multiple_results=False)(ctx, lhs, rhs)
 
 
 def _batch(args, dims, **params):
@@ -272,7 +338,16 @@ def _impl(lhs, rhs, **params):  # outside jit: compiled, as lax's primitives are
   return _conv_p.bind(lhs, rhs, **params)
 
 
+# The custom call itself, bound only by ``_partitioned``'s functions, which
+# the CPU lowering of ``_conv_p`` lowers.
+_raw_p = Primitive("jconvt_onednn_conv_call")
+_raw_p.def_abstract_eval(_abstract_eval)
+mlir.register_lowering(_raw_p, _custom_call_lowering, platform="cpu")
+
 _conv_p = Primitive("jconvt_onednn_conv")
+# Its CPU lowering lowers a ``custom_partitioning`` function, which needs the
+# devices at lowering time; JAX looks for such primitives in the jaxpr.
+getattr(dispatch, "prim_requires_devices_during_lowering", set()).add(_conv_p)
 _conv_p.def_impl(_impl)
 _conv_p.def_abstract_eval(_abstract_eval)
 _lax_lowering = mlir.lower_fun(_lax_conv, multiple_results=False)

@@ -1681,14 +1681,21 @@ def test_multi_device_batch_sharding():
   """Batch-sharded input over 8 simulated CPU devices gives the same result
   (with 8 channels each way the kernel gradient's convolution runs on
   oneDNN on x86-64, its kernel operand ``x`` in its own layout, in three
-  dimensions: ``_kernel_grad_onednn``)."""
+  dimensions: ``_kernel_grad_onednn``), and each device computes its own
+  images: no input is gathered whole onto every device, and each oneDNN
+  convolution reads an eighth of the input it reads on one device
+  (``_onednn._partitioned``; XLA's partitioner gathered the custom call's
+  inputs before, and every device convolved all 16 images)."""
   code = textwrap.dedent("""
+      import re
       import jax, jax.numpy as jnp, numpy as np, jconvt
       from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+      from jconvt import _onednn
       assert jax.device_count() == 8, jax.devices()
       mesh = Mesh(np.array(jax.devices()), ("batch",))
       rng = np.random.default_rng(0)
-      for c, f, alg in [(3, 2, "dilated"), (3, 2, "phase"), (3, 2, "auto"), (8, 8, "auto")]:
+      for c, f, alg in [(3, 2, "dilated"), (3, 2, "phase"), (3, 2, "auto"), (8, 8, "auto"),
+                        (16, 3, "auto"), (8, 8, "phase")]:
           x = jnp.asarray(rng.standard_normal((16, 6, 5, c)), jnp.float32)
           params = {"kernel": jnp.asarray(rng.standard_normal((4, 4, f, c)), jnp.float32),
                     "bias": jnp.zeros(f)}
@@ -1697,7 +1704,20 @@ def test_multi_device_batch_sharding():
           step = jax.jit(jax.value_and_grad(loss))
           xs = jax.device_put(x, NamedSharding(mesh, P("batch")))
           ps = jax.device_put(params, NamedSharding(mesh, P()))
-          y = jax.jit(jconvt.conv2d_transpose, static_argnums=())(ps, xs, cfg)
+          forward = jax.jit(jconvt.conv2d_transpose, static_argnums=(2,))
+          sizes = []  # of the oneDNN calls' inputs, sharded and whole
+          for args in ((ps, xs), (params, x)):
+              texts = [forward.lower(*args, cfg).compile().as_text(),
+                       step.lower(*args).compile().as_text()]
+              assert not any(" all-gather(" in t for t in texts), (c, f, alg)
+              sizes.append(sorted(
+                  np.prod([int(d) for d in dims.split(",")])
+                  for t in texts for dims in re.findall(
+                      r"__onednn.convolution., operand_layout_constraints=.f32.([0-9,]+)", t)))
+          if _onednn.enabled() and c == 8:
+              assert sizes[1], (c, f, alg)  # the check below then has something to check
+          assert [8 * n for n in sizes[0]] == sizes[1], (sizes, c, f, alg)
+          y = forward(ps, xs, cfg)
           assert y.sharding.spec[0] == "batch", y.sharding
           with jax.default_matmul_precision("float32"):
               (l1, g1), (l0, g0) = step(ps, xs), step(params, x)
