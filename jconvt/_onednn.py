@@ -25,7 +25,9 @@ faster than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 ->
 platform ``lax.conv_general_dilated``; differentiable (its tangents are
 ``lax.conv_general_dilated``, so higher orders work), batched by
 folding a mapped input into the batch axis, and split by batch under a
-sharded ``jit`` (``_partitioned``).
+sharded ``jit`` (``_partitioned``). Lowered for ``jax.export`` it is
+``lax.conv_general_dilated`` on CPU too: an exported program outlives the
+jaxlib whose encoding of the custom call it would hold.
 """
 
 import functools
@@ -316,7 +318,10 @@ def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_d
                   rhs_spec):
   params = dict(window_strides=window_strides, padding=padding, rhs_dilation=rhs_dilation,
                 out_dtype=out_dtype, rhs_spec=rhs_spec)
-  if miscomputed(hwio_shape(ctx.avals_in[1].shape, rhs_spec), window_strides):
+  if (miscomputed(hwio_shape(ctx.avals_in[1].shape, rhs_spec), window_strides)
+      or ctx.module_context.lowering_parameters.for_export):
+    # ``jax.export``: a serialized program must not hold the custom call,
+    # whose encoding XLA may change (export refuses it unless told not to).
     return _lax_lowering(ctx, lhs, rhs, **params)
   return mlir.lower_fun(_partitioned(**params), multiple_results=False)(ctx, lhs, rhs)
 

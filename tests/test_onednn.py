@@ -355,6 +355,26 @@ def test_strided_dilated_kernel_gradient_on_onednn(strides, dilation, monkeypatc
     assert_close(got, want)
 
 
+@on_cpu_with_onednn
+def test_exported_programs_hold_no_custom_call():
+  """``jax.export`` of a layer whose forward and gradients run on oneDNN:
+  the serialized program convolves with ``stablehlo.convolution`` (export
+  refused the custom call, whose encoding XLA may change), and it computes
+  what the jitted layer computes; the jitted step still runs oneDNN."""
+  cfg = ConvTransposeConfig(2, "same")
+  x, kernel = _operands((2, 8, 8, 16), (4, 4, 16, 16))
+  step = jax.jit(jax.value_and_grad(
+      lambda k, x: jnp.sum(jconvt.conv2d_transpose({"kernel": k}, x, cfg) ** 2), argnums=(0, 1)))
+  assert _onednn.TARGET in step.lower(kernel, x).as_text()
+  exported = jax.export.export(step, platforms=("cpu",))(kernel, x)
+  text = exported.mlir_module()
+  assert _onednn.TARGET not in text and "stablehlo.convolution" in text
+  (loss, grads), (want_loss, want_grads) = exported.call(kernel, x), step(kernel, x)
+  assert_close(loss, want_loss)
+  for got, want in zip(grads, want_grads):
+    assert_close(got, want)
+
+
 def test_switch(monkeypatch):
   """``JCONVT_ONEDNN`` forces oneDNN on or off; unset, it follows the
   machine and the jaxlib (x86-64, ``VERIFIED_JAXLIB``)."""
