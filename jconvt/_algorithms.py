@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jconvt import _onednn, _shapes
@@ -1927,7 +1928,20 @@ def _fast(x, kernel, config, geometry, rules, on_cpu):
 
 def _nhwc_plan(rules, config, x_shape, kernel_shape, dtype, geometry):
   """The plan ``rules`` give for an input of ``x_shape`` in ``config``'s data
-  format: rules see the NHWC shapes and config the fast path runs on."""
+  format: rules see the NHWC shapes and config the fast path runs on.
+
+  Shapes with symbolic dimensions (``jax.export`` with a polymorphic
+  shape, e.g. a batch ``b``): the rules compare sizes, so ``auto`` runs
+  the dilated reference there, and an explicit ``phase`` or ``col2im``
+  raises ``ValueError``."""
+  if not all(isinstance(d, (int, np.integer)) for d in (*x_shape, *kernel_shape)):
+    if config.algorithm != "auto":
+      raise ValueError(
+          f"algorithm={config.algorithm!r} needs concrete shapes, got x of shape "
+          f"{tuple(x_shape)} and kernel of shape {tuple(kernel_shape)} with symbolic "
+          f"dimensions (shape-polymorphic jax.export); use algorithm='auto' (which runs "
+          f"the dilated reference there) or 'dilated'.")
+    return REFERENCE
   if not config.channels_last:
     n, c, h, w = x_shape
     x_shape = (n, h, w, c)
