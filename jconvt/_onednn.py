@@ -260,7 +260,6 @@ def _partition_specs(mesh, lhs, ndim, rhs_spec):
   ``PartitionSpec``s and the contracted channels' mesh axes."""
   spec = tuple(getattr(lhs.sharding, "spec", ())) + (None,) * ndim
   batch, contracted = _axes(spec[0]), _axes(spec[ndim - 1])
-  contracted = tuple(a for a in contracted if a not in batch)
   if lhs.shape[-1] % math.prod(mesh.shape[a] for a in contracted):
     contracted = ()
   middle = (None,) * (ndim - 2)
