@@ -8,7 +8,7 @@ measurements behind ``auto``'s rules (calibration for a new machine).
 For every suite layer (each batch scale in turn) it times whole training
 steps (forward, input and kernel gradients; jitted, median ms) of the
 dilated reference and of candidate ``jconvt.AlgorithmPlan``s through the
-fast path's custom VJP, searching one field at a time: the kernel gradient
+fast path's custom gradient, searching one field at a time: the kernel gradient
 first (with the reference's forward and input gradient), then the input
 gradient, then the forward. It also times the plan ``auto`` picks here.
 Prints a line per layer and writes every time to ``PATH.json`` after each

@@ -18,8 +18,9 @@ and returns the transposed convolution without bias or activation.
 * ``col2im``: one GEMM of the input with the stored kernel, then each tap's
   columns are added at their output positions; exactly the useful work, any
   stride and dilation.
-* The fast paths (``phase``, ``col2im`` and ``auto`` on CPU) carry a
-  ``jax.custom_vjp`` whose backward pass has no window reversal: ``dx`` is
+* The fast paths (``phase``, ``col2im`` and ``auto`` on CPU) are a
+  primitive (``_fast_p``) whose transpose rules have no window reversal
+  (and whose JVP is the forward itself, so forward mode works): ``dx`` is
   the strided convolution of ``dy`` with the kernel (the forward convolution
   the transposed one is the gradient of) or, on small inputs and kernels
   no larger than the stride, GEMMs in the phase decomposition, and
@@ -42,6 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax._src import dispatch  # no public API registers a primitive that needs the devices
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
 from jconvt import _onednn, _shapes
 from jconvt._config import ConvTransposeConfig
@@ -1871,7 +1875,7 @@ def _kernel_grad_conv_on_onednn(config: ConvTransposeConfig, x_shape, kernel_sha
 
 
 def _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training):
-  """The plan's forward; ``training``: the custom VJP's forward rule (a
+  """The plan's forward; ``training``: under autodiff (``_fast_jvp``, e.g. a
   training step), where ``conv_phase`` does not write its output
   interleaved (``_phase_slots``); ``nchw_after``: the output is transposed
   to NCHW next (``_interleaves_by_pad``)."""
@@ -1882,30 +1886,95 @@ def _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training):
   return forward(x, kernel, config, geometry)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+# The fast path is a primitive of its own, bilinear in the input and the
+# kernel, rather than a ``jax.custom_vjp``: JAX refuses forward-mode autodiff
+# (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``) of a custom VJP, and a
+# primitive's transpose rules give reverse mode the same reversal-free
+# gradients. Its JVP is the forward applied to the tangents (``dy =
+# T(dx, k) + T(x, dk)``); transposed for reverse mode, ``T(., k)`` is the
+# plan's input gradient and ``T(x, .)`` its kernel gradient, both ordinary
+# JAX code, so higher orders differentiate those.
 def _fast_nhwc(x, kernel, config, geometry, plan, on_cpu, nchw_after):
-  return _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training=False)
+  return _fast_p.bind(x, kernel, config=config, geometry=geometry, plan=plan, on_cpu=on_cpu,
+                      nchw_after=nchw_after, training=False)
 
 
-def _fast_fwd(x, kernel, config, geometry, plan, on_cpu, nchw_after):
-  y = _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training=True)
-  return y, (x, kernel)
+def _fast_abstract_eval(x, kernel, *, config, geometry, **_):
+  (h, _), (w, _) = geometry
+  return jax.core.ShapedArray((x.shape[0], h, w, kernel.shape[2]),
+                              config.preferred_element_type or x.dtype)
 
 
-def _fast_bwd(config, geometry, plan, on_cpu, nchw_after, residuals, dy):
-  x, kernel = residuals
+def _fast_forward(x, kernel, *, config, geometry, plan, on_cpu, nchw_after, training):
+  y = _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training)
+  return y.astype(config.preferred_element_type or x.dtype)
+
+
+def _fast_jvp(primals, tangents, **params):
+  """``T(x + dx, k + dk) = T(x, k) + T(dx, k) + T(x, dk) + ...``; the primal
+  as the forward of a training step (``training``)."""
+  x, kernel = primals
+  dx, dk = tangents
+  params = dict(params, training=True)
+  y = _fast_p.bind(x, kernel, **params)
+  # JAX calls the rule with at least one nonzero tangent. The kernel's term
+  # comes first: transposed, the input gradient does (as the custom VJP had it).
+  parts = [] if type(dk) is ad.Zero else [_fast_p.bind(x, dk, **params)]
+  if type(dx) is not ad.Zero:
+    parts.append(_fast_p.bind(dx, kernel, **params))
+  return y, functools.reduce(jnp.add, parts)
+
+
+def _fast_transpose(dy, x, kernel, *, config, geometry, plan, on_cpu, **_):
+  """The cotangent of the input (``kernel`` known) or of the kernel (``x``
+  known): the plan's input or kernel gradient, in the input's dtype."""
+  x_unknown, kernel_unknown = ad.is_undefined_primal(x), ad.is_undefined_primal(kernel)
+  if x_unknown and kernel_unknown:
+    raise ValueError("conv2d_transpose is linear in the input or the kernel, not in both: "
+                     "it cannot be transposed in both at once.")
+  if type(dy) is ad.Zero:
+    return [None, None]
+  if x_unknown:
+    dy = dy.astype(x.aval.dtype)
+    grad_x = {"autodiff": grad_input_dilated,
+              "conv": functools.partial(grad_input, on_cpu=on_cpu),
+              "phase_gemm": grad_input_phase, "taps": grad_input_taps}[plan.input_gradient]
+    dx = grad_x(dy, kernel, config, geometry, x.aval.shape[1:3])
+    return [dx.astype(x.aval.dtype), None]
   dy = dy.astype(x.dtype)
-  grad_x = {"autodiff": grad_input_dilated,
-            "conv": functools.partial(grad_input, on_cpu=on_cpu),
-            "phase_gemm": grad_input_phase, "taps": grad_input_taps}[plan.input_gradient]
-  dx = grad_x(dy, kernel, config, geometry, x.shape[1:3])
   grad_k = {"conv": functools.partial(grad_kernel, on_cpu=on_cpu),
             "phase_gemm": grad_kernel_phase, "taps": grad_kernel_taps}[plan.kernel_gradient]
-  dk = grad_k(x, dy, kernel.shape[:2], config, geometry)
-  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+  dk = grad_k(x, dy, kernel.aval.shape[:2], config, geometry)
+  return [None, dk.astype(kernel.aval.dtype)]
 
 
-_fast_nhwc.defvjp(_fast_fwd, _fast_bwd)
+def _fast_batch(args, dims, **params):
+  """A mapped input is folded into the batch; mapped kernels (one per
+  example or ensemble member) run one at a time (``lax.map``), each on the
+  fast path."""
+  x, kernel = args
+  x_dim, kernel_dim = dims
+  if kernel_dim is None:
+    x = jnp.moveaxis(x, x_dim, 0)
+    b, n = x.shape[:2]
+    y = _fast_p.bind(x.reshape(b * n, *x.shape[2:]), kernel, **params)
+    return y.reshape(b, n, *y.shape[1:]), 0
+  kernel = jnp.moveaxis(kernel, kernel_dim, 0)
+  if x_dim is None:
+    return lax.map(lambda k: _fast_p.bind(x, k, **params), kernel), 0
+  x = jnp.moveaxis(x, x_dim, 0)
+  return lax.map(lambda xk: _fast_p.bind(*xk, **params), (x, kernel)), 0
+
+
+_fast_p = Primitive("jconvt_conv2d_transpose")
+_fast_p.def_impl(functools.partial(dispatch.apply_primitive, _fast_p))
+_fast_p.def_abstract_eval(_fast_abstract_eval)
+mlir.register_lowering(_fast_p, mlir.lower_fun(_fast_forward, multiple_results=False))
+ad.primitive_jvps[_fast_p] = _fast_jvp
+ad.primitive_transposes[_fast_p] = _fast_transpose
+batching.primitive_batchers[_fast_p] = _fast_batch
+# Its CPU lowering may lower oneDNN's (``_onednn``), which needs the devices.
+getattr(dispatch, "prim_requires_devices_during_lowering", set()).add(_fast_p)
 
 
 def _fast(x, kernel, config, geometry, rules, on_cpu):
@@ -2014,7 +2083,7 @@ def gpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
              geometry) -> AlgorithmPlan:
   """``auto`` on NVIDIA GPUs (CUDA), for an NHWC input of ``x_shape``: at
   stride > 1, the reference's forward and input gradient (differentiated by
-  JAX inside the custom VJP) with ``grad_kernel``'s convolution for the
+  JAX inside the fast path's transpose rule) with ``grad_kernel``'s convolution for the
   kernel gradient; at stride 1, the reference (the rule above)."""
   if config.strides == (1, 1):
     return REFERENCE
@@ -2044,9 +2113,9 @@ def dispatch(x, kernel, config, geometry):
 
   * ``"dilated"``: ``conv_dilated``, differentiated by JAX.
   * ``"phase"``: ``conv_phase`` forward (the plain stride-1 convolution when
-    the stride is 1) with the reversal-free custom VJP.
-  * ``"col2im"``: ``conv_col2im`` forward with the custom VJP.
-  * ``"auto"``: on CPU, the fast path (custom VJP) with the forward
+    the stride is 1) with the reversal-free gradients (``_fast_p``).
+  * ``"col2im"``: ``conv_col2im`` forward with those gradients.
+  * ``"auto"``: on CPU, the fast path (``_fast_p``) with the forward
     ``_forward_algorithm`` picks: ``conv_col2im`` for inputs of at most
     ``SMALL_INPUT_PIXELS`` batch*height*width pixels and
     ``COL2IM_MAX_TAPS`` taps per output pixel (but ``conv_phase`` under
@@ -2075,7 +2144,7 @@ def dispatch(x, kernel, config, geometry):
     On NVIDIA GPUs
     (``gpu_plan``): at stride > 1 the dilated forward and its input
     gradient with ``grad_kernel``'s convolution as the kernel gradient (in
-    the custom VJP), else ``"dilated"``. On other backends (ROCm, TPU),
+    ``_fast_p``), else ``"dilated"``. On other backends (ROCm, TPU),
     ``"dilated"``: unmeasured there. The choice is made per platform at
     lowering (``lax.platform_dependent``).
   """

@@ -101,12 +101,37 @@ def test_second_order_reverse_mode():
         assert_close(a, b)
 
 
-def test_forward_mode_needs_the_dilated_algorithm():
-  params, x = _data()
-  f = lambda x, alg: jconvt.conv2d_transpose(params, x, ConvTransposeConfig(2, algorithm=alg))
-  jax.jvp(lambda x: f(x, "dilated"), (x,), (x,))  # supported
-  with pytest.raises(TypeError, match="forward-mode"):
-    jax.jvp(lambda x: f(x, "auto"), (x,), (x,))
+@pytest.mark.parametrize("algorithm,rules", [
+    ("auto", "cpu"), ("auto", "large inputs"), ("auto", "gpu"), ("phase", "cpu"),
+    ("phase", "large inputs"), ("col2im", "cpu"), ("col2im", "large inputs")])
+def test_forward_mode(algorithm, rules):
+  """Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``:
+  forward over reverse), reverse over forward and ``jax.linear_transpose``
+  through every algorithm, with ``auto``'s CPU rules, its paths for large
+  inputs and its NVIDIA GPU plan, equal the reference's; with respect to
+  the input, the kernel and the bias. (A ``jax.custom_vjp`` refused
+  forward mode with a ``TypeError``.)"""
+  params, x = _data(x_shape=(2, 3, 3, 2), k_shape=(3, 3, 2, 2))
+  context = {"cpu": contextlib.nullcontext, "large inputs": large_input_paths,
+             "gpu": gpu_rules}[rules]
+
+  def results(algorithm):
+    cfg = ConvTransposeConfig(2, "same", activation="tanh", algorithm=algorithm)
+    f = lambda p, x: jconvt.conv2d_transpose(p, x, cfg)
+    loss = lambda p, x: jnp.sum(f(p, x) ** 3)
+    tangents = jax.tree.map(lambda a: jnp.cos(a) * 0.5, (params, x))
+    linear = ConvTransposeConfig(2, "same", algorithm=algorithm)
+    conv = lambda x: jconvt.conv2d_transpose({"kernel": params["kernel"]}, x, linear)
+    with context():
+      return (jax.jvp(f, (params, x), tangents),
+              jax.jacfwd(f, argnums=(0, 1))(params, x[:1]),
+              jax.hessian(loss, argnums=(0, 1))(params, x[:1, :2, :2]),
+              jax.grad(lambda p: jnp.sum(jax.jvp(lambda x: f(p, x), (x,), (tangents[1],))[1]
+                                         ** 2))(params),
+              jax.linear_transpose(conv, x)(conv(x)))
+
+  for a, b in zip(jax.tree.leaves(results(algorithm)), jax.tree.leaves(results("dilated"))):
+    assert_close(a, b)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -122,6 +147,47 @@ def test_vmap_over_leading_dims_and_params(algorithm):
   g = jax.vmap(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2)),
                in_axes=(None, 0))(params, x)
   assert g["kernel"].shape == (3,) + params["kernel"].shape
+
+
+def test_linear_transpose_in_input_and_kernel_at_once_is_refused():
+  params, x = _data()
+  cfg = ConvTransposeConfig(2, "same", algorithm="phase")
+  f = lambda x, k: jconvt.conv2d_transpose({"kernel": k}, x, cfg)
+  with pytest.raises(ValueError, match="linear in the input or the kernel, not in both"):
+    jax.linear_transpose(f, x, params["kernel"])(f(x, params["kernel"]))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS[1:])
+def test_vmap_over_kernels_runs_each_on_the_fast_path(algorithm):
+  """An ensemble (kernels mapped by ``jax.vmap``, the input shared or
+  mapped too): forward, reverse- and forward-mode derivatives equal each
+  member's own, and the compiled training step holds no grouped
+  convolution (``jax.vmap`` of the former custom VJP batched its
+  convolutions into grouped ones, XLA:CPU's slow path); each member runs
+  the fast path in turn."""
+  params, x = _data(x_shape=(2, 8, 8, 4), k_shape=(4, 4, 6, 4))
+  kernels = jnp.stack([params["kernel"] * s for s in (1.0, -0.5, 2.0)])
+  xs = jnp.stack([x, jnp.sin(x), -x])
+  cfg = ConvTransposeConfig(2, "same", algorithm=algorithm)
+  f = lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg)
+  loss = lambda k, x: jnp.sum(jnp.tanh(f(k, x)) ** 2)
+  for in_axes, x_in in (((0, None), x), ((0, 0), xs)):
+    member = lambda i: x_in[i] if in_axes[1] == 0 else x_in
+    ys = jax.vmap(f, in_axes)(kernels, x_in)
+    grads = jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes)(kernels, x_in)
+    _, tangents = jax.jvp(jax.vmap(f, in_axes), (kernels, x_in), (jnp.cos(kernels), x_in))
+    step = jax.jit(jax.grad(lambda k, x: jnp.sum(jax.vmap(loss, in_axes)(k, x)), argnums=(0, 1)))
+    whole = step(kernels, x_in)
+    for i in range(3):
+      assert_close(ys[i], f(kernels[i], member(i)))
+      one = jax.grad(loss, argnums=(0, 1))(kernels[i], member(i))
+      assert_close(grads[0][i], one[0])
+      assert_close(grads[1][i], one[1])
+      assert_close(whole[0][i], one[0])
+      _, tangent = jax.jvp(f, (kernels[i], member(i)), (jnp.cos(kernels[i]), member(i)))
+      assert_close(tangents[i], tangent)
+    hlo = step.lower(kernels, x_in).compile().as_text()
+    assert "feature_group_count" not in hlo and "batch_group_count" not in hlo
 
 
 def test_vmap_of_the_gpu_plan_gradients():
