@@ -63,7 +63,7 @@ def test_matches_numpy_reference(case):
 @settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_gradients_agree_across_algorithms(case):
-  """The custom VJP (phase/auto) equals JAX's own autodiff of the reference."""
+  """The fast path's gradients (phase/auto) equal JAX's own autodiff of the reference."""
   cfg, x_shape, k_shape, seed = case
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
@@ -93,6 +93,29 @@ def test_gradients_agree_across_algorithms(case):
     routed = grads("auto")
   for a, b in zip(jax.tree_util.tree_leaves(routed), jax.tree_util.tree_leaves(ref)):
     assert_close(a, b)
+
+
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_forward_mode_agrees_across_algorithms(case):
+  """Tangents (``jax.jvp`` in the input, kernel and bias at once) of the
+  case's algorithm and of ``auto``, also on its large-input paths, equal
+  JAX's forward mode of the reference."""
+  cfg, x_shape, k_shape, seed = case
+  rng = np.random.default_rng(seed)
+  draw = lambda shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  primals = ({"kernel": draw(k_shape), "bias": draw(k_shape[2])}, draw(x_shape))
+  tangents = ({"kernel": draw(k_shape), "bias": draw(k_shape[2])}, draw(x_shape))
+
+  def tangent(algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    return jax.jvp(lambda p, x: jconvt.conv2d_transpose(p, x, c), primals, tangents)[1]
+
+  ref = tangent("dilated")
+  assert_close(tangent(cfg.algorithm), ref)
+  assert_close(tangent("auto"), ref)
+  with large_input_paths():
+    assert_close(tangent("auto"), ref)
 
 
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
