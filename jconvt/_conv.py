@@ -194,6 +194,33 @@ def _unpack_params(params):
   return params["kernel"], params.get("bias")
 
 
+def _on_auto_axes(fn, x, kernel, config, geometry):
+  """``fn(x, kernel, config, geometry)``, with any explicitly sharded mesh
+  axes of ``x`` or ``kernel`` (JAX's sharding in types, the default of
+  ``jax.make_mesh``) made automatic inside (``jax.sharding.auto_axes``): the
+  algorithms' reshapes, and JAX's own transpose of a convolution, need output
+  shardings that explicit axes would make every operation state. The
+  output is sharded like ``x`` on its batch and spatial axes and like the
+  kernel's filters on its channels, as ``lax.conv_general_dilated`` shards a
+  convolution's output."""
+  x_sharding, k_sharding = jax.typeof(x).sharding, jax.typeof(kernel).sharding
+  mesh = x_sharding.mesh if x_sharding.mesh.explicit_axes else k_sharding.mesh
+  if not mesh.explicit_axes:
+    return fn(x, kernel, config, geometry)
+  x_spec = tuple(x_sharding.spec) + (None,) * (4 - len(x_sharding.spec))
+  filters = (tuple(k_sharding.spec) + (None,) * 4)[2] if k_sharding.mesh == mesh else None
+  batch, h, w = (x_spec[0], *x_spec[1:3]) if config.channels_last else (x_spec[0], *x_spec[2:])
+  used = {a for d in (batch, h, w) if d is not None
+          for a in ((d,) if isinstance(d, str) else d)}
+  if filters is not None and used & set((filters,) if isinstance(filters, str) else filters):
+    filters = None  # a mesh axis shards one dimension at most
+  spec = (batch, h, w, filters) if config.channels_last else (batch, filters, h, w)
+  return jax.sharding.auto_axes(
+      lambda x, kernel: fn(x, kernel, config, geometry), axes=mesh.explicit_axes,
+      out_sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec)))(
+          x, kernel)
+
+
 def conv2d_transpose(params: Mapping[str, jax.Array], x: jax.Array,
                      config: ConvTransposeConfig = ConvTransposeConfig()
                      ) -> jax.Array:
@@ -245,7 +272,7 @@ def conv2d_transpose(params: Mapping[str, jax.Array], x: jax.Array,
   if _empty(x.shape, kernel.shape, out_shape):
     y = jnp.zeros(out_shape, out_dtype)
   else:
-    y = _dispatch(x, kernel, config, geometry)
+    y = _on_auto_axes(_dispatch, x, kernel, config, geometry)
     y = y.astype(out_dtype)
 
   if bias is not None:
