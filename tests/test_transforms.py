@@ -1768,6 +1768,17 @@ def test_empty_outputs_have_zero_gradients(strides, padding, output_padding, out
       assert not np.any(gp["bias"])
 
 
+def _run_on_cpu_devices(code: str, devices: int):
+  """Runs ``code`` in a Python process with ``devices`` simulated CPU
+  devices (their count is fixed when JAX starts); it must print ``OK``."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().endswith("OK")
+
+
 def test_multi_device_batch_sharding():
   """Batch-sharded input over 8 simulated CPU devices gives the same result
   (with 8 channels each way the kernel gradient's convolution runs on
@@ -1816,12 +1827,7 @@ def test_multi_device_batch_sharding():
           np.testing.assert_allclose(g1["kernel"], g0["kernel"], rtol=1e-4, atol=1e-3)
       print("OK")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                       text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert out.stdout.strip().endswith("OK")
+  _run_on_cpu_devices(code, 8)
 
 
 def test_explicit_sharding():
@@ -1878,12 +1884,7 @@ def test_explicit_sharding():
       close(got, jnp.stack([jax.grad(lambda k: jnp.sum(f(k, x) ** 2))(k) for k in ks]))
       print("OK")
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                       text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert out.stdout.strip().endswith("OK")
+  _run_on_cpu_devices(code, 4)
 
 
 def test_dilated_reference_where_xla_swaps_operands_wrongly():
