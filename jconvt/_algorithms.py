@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax._src import dispatch  # no public API registers a primitive that needs the devices
+from jax._src import dispatch  # apply_primitive: eager binds, as lax's primitives run
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -1934,14 +1934,14 @@ def _fast_transpose(dy, x, kernel, *, config, geometry, plan, on_cpu, **_):
                      "it cannot be transposed in both at once.")
   if type(dy) is ad.Zero:
     return [None, None]
+  dtype = (x.aval if x_unknown else x).dtype
+  dy = dy.astype(dtype)
   if x_unknown:
-    dy = dy.astype(x.aval.dtype)
     grad_x = {"autodiff": grad_input_dilated,
               "conv": functools.partial(grad_input, on_cpu=on_cpu),
               "phase_gemm": grad_input_phase, "taps": grad_input_taps}[plan.input_gradient]
     dx = grad_x(dy, kernel, config, geometry, x.aval.shape[1:3])
-    return [dx.astype(x.aval.dtype), None]
-  dy = dy.astype(x.dtype)
+    return [dx.astype(dtype), None]
   grad_k = {"conv": functools.partial(grad_kernel, on_cpu=on_cpu),
             "phase_gemm": grad_kernel_phase, "taps": grad_kernel_taps}[plan.kernel_gradient]
   dk = grad_k(x, dy, kernel.aval.shape[:2], config, geometry)
@@ -1973,8 +1973,7 @@ mlir.register_lowering(_fast_p, mlir.lower_fun(_fast_forward, multiple_results=F
 ad.primitive_jvps[_fast_p] = _fast_jvp
 ad.primitive_transposes[_fast_p] = _fast_transpose
 batching.primitive_batchers[_fast_p] = _fast_batch
-# Its CPU lowering may lower oneDNN's (``_onednn``), which needs the devices.
-getattr(dispatch, "prim_requires_devices_during_lowering", set()).add(_fast_p)
+_onednn.needs_devices_at_lowering(_fast_p)
 
 
 def _fast(x, kernel, config, geometry, rules, on_cpu):

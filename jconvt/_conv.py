@@ -16,6 +16,7 @@ from jconvt._algorithms import plan as _plan
 from jconvt._config import FLOATING as _FLOATING
 from jconvt._config import ConvTransposeConfig
 from jconvt._config import floating_dtype as _floating_dtype
+from jconvt._onednn import spec_axes as _spec_axes
 
 
 def _check_shapes(x_shape, kernel_shape, config, bias_shape=None) -> None:
@@ -209,10 +210,8 @@ def _on_auto_axes(fn, x, kernel, config, geometry):
     return fn(x, kernel, config, geometry)
   x_spec = tuple(x_sharding.spec) + (None,) * (4 - len(x_sharding.spec))
   filters = (tuple(k_sharding.spec) + (None,) * 4)[2] if k_sharding.mesh == mesh else None
-  batch, h, w = (x_spec[0], *x_spec[1:3]) if config.channels_last else (x_spec[0], *x_spec[2:])
-  used = {a for d in (batch, h, w) if d is not None
-          for a in ((d,) if isinstance(d, str) else d)}
-  if filters is not None and used & set((filters,) if isinstance(filters, str) else filters):
+  batch, (h, w) = x_spec[0], _spatial(x_spec, config)
+  if set(_spec_axes(filters)) & {a for d in (batch, h, w) for a in _spec_axes(d)}:
     filters = None  # a mesh axis shards one dimension at most
   spec = (batch, h, w, filters) if config.channels_last else (batch, filters, h, w)
   return jax.sharding.auto_axes(

@@ -40,7 +40,7 @@ import platform
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax._src import dispatch  # no public API registers a primitive that needs the devices
+from jax._src import dispatch
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
@@ -240,7 +240,7 @@ def _sharding_rule(rhs_spec="HWIO"):
   return rule, tuple(f for f in factors if f not in ("b", "i"))
 
 
-def _axes(spec_entry):
+def spec_axes(spec_entry):
   """A ``PartitionSpec`` entry as a tuple of mesh axis names."""
   if spec_entry is None:
     return ()
@@ -259,7 +259,7 @@ def _partition_specs(mesh, lhs, ndim, rhs_spec):
   partitioner's padding), the rest whole; ``(lhs, rhs, out)``
   ``PartitionSpec``s and the contracted channels' mesh axes."""
   spec = tuple(getattr(lhs.sharding, "spec", ())) + (None,) * ndim
-  batch, contracted = _axes(spec[0]), _axes(spec[ndim - 1])
+  batch, contracted = spec_axes(spec[0]), spec_axes(spec[ndim - 1])
   if lhs.shape[-1] % math.prod(mesh.shape[a] for a in contracted):
     contracted = ()
   middle = (None,) * (ndim - 2)
@@ -348,10 +348,16 @@ _raw_p = Primitive("jconvt_onednn_conv_call")
 _raw_p.def_abstract_eval(_abstract_eval)
 mlir.register_lowering(_raw_p, _custom_call_lowering, platform="cpu")
 
+def needs_devices_at_lowering(prim: Primitive) -> None:
+  """Tells JAX that lowering ``prim`` may lower ``conv`` on CPU, a
+  ``custom_partitioning`` function, which needs the devices at lowering
+  time (JAX looks for such primitives in the jaxpr; no public API
+  registers one)."""
+  getattr(dispatch, "prim_requires_devices_during_lowering", set()).add(prim)
+
+
 _conv_p = Primitive("jconvt_onednn_conv")
-# Its CPU lowering lowers a ``custom_partitioning`` function, which needs the
-# devices at lowering time; JAX looks for such primitives in the jaxpr.
-getattr(dispatch, "prim_requires_devices_during_lowering", set()).add(_conv_p)
+needs_devices_at_lowering(_conv_p)
 _conv_p.def_impl(_impl)
 _conv_p.def_abstract_eval(_abstract_eval)
 _lax_lowering = mlir.lower_fun(_lax_conv, multiple_results=False)
