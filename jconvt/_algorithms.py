@@ -358,9 +358,12 @@ def _kernel_grad_by_phase(config: ConvTransposeConfig, x_shape, dy_shape, kernel
   128), 0.95-1.01x (noise) on 32 or 64 16x16 images. Where each stride
   divides its kernel size the forward's canvas already takes the step to
   33 MiB (16x32x32x128 -> 64 k4 s2), and the whole 3-D convolution ran
-  1.01-1.10x as fast as the phases (4 layers, 8x8 to 32x32 inputs, k4 s2)."""
+  1.01-1.10x as fast as the phases (4 layers, 8x8 to 32x32 inputs, k4 s2).
+  At most ``PHASE_PROGRAMS_MAX`` phases, one ``lax.switch`` branch each:
+  a k17 s16 layer's 256 branches compiled in 4 s."""
   n, out_h, out_w, f = dy_shape
-  return (config.strides != (1, 1) and config.dilation_rate == (1, 1) and f >= x_shape[3]
+  (sh, sw) = config.strides
+  return (1 < sh * sw <= PHASE_PROGRAMS_MAX and config.dilation_rate == (1, 1) and f >= x_shape[3]
           and any(k % s for k, s in zip(kernel_hw, config.strides))
           and n * out_h * out_w * f * jnp.dtype(dtype).itemsize
           >= ONEDNN_KERNEL_GRAD_MAX_DY_BYTES)
@@ -656,11 +659,16 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
   ``EXACT_PHASES_MIN_EXTRA`` (16x16 images at k4 s2: 13%). Without oneDNN,
   XLA:CPU's own convolution ran dcgan 32->64's four phases 0.85x as fast as
   their group, unet k3s2's 1.12x. With 3 filters (RGB k4s2) four
-  convolutions of 3 outputs, which oneDNN does not take, ran 0.63x."""
+  convolutions of 3 outputs, which oneDNN does not take, ran 0.63x.
+  Never with more than ``PHASE_PROGRAMS_MAX`` phases: at stride 4 the
+  groups ran as fast (four layers of 2-8 16x16 or 8x8 images, k4 to k12,
+  0.95-1.5x) and at 8 and beyond the phases' programs made compile time
+  grow with ``s * s`` (a k64 s32 layer's 1024 convolutions: 29 s; its
+  groups' one: 0.04 s, and 2-3x faster)."""
   kh, kw, f, c = kernel_shape
-  if f < EXACT_PHASES_MIN_FILTERS:
-    return False
   (sh, sw), (h, w) = config.strides, x_shape[1:3]
+  if f < EXACT_PHASES_MIN_FILTERS or sh * sw > PHASE_PROGRAMS_MAX:
+    return False
   (groups_h, kqh), (groups_w, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   if all(nr == 1 for _, nr, _ in groups_h) and all(nc == 1 for _, nc, _ in groups_w):
     return True  # no convolution more
@@ -1441,6 +1449,8 @@ ODD_FILTERS_STRIDED_MAX_CHANNELS = 32
 COL2IM_DEEP_FILTERS = 32
 COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25
+COL2IM_MAX_COLUMN_BYTES = 32 * 2 ** 20  # _col2im_columns_outgrow
+COL2IM_COLUMNS_PER_KERNEL = 4
 # The tap-window gradients (``grad_input_taps``, ``grad_kernel_taps``) hold
 # ``kh * kw`` slices of ``dy`` as col2im's GEMM holds ``kh * kw`` column
 # blocks: the same cap on their scratch, and the rules above were measured
@@ -1463,6 +1473,10 @@ CORRELATE_X_MAX_WIDTH = 1024
 ONEDNN_MIN_FEATURES = 8
 EXACT_PHASES_MIN_FILTERS = ONEDNN_MIN_FEATURES
 EXACT_PHASES_MIN_EXTRA = 0.1
+# The most output phases an algorithm writes a program of their own for
+# (a convolution, GEMM or loop branch each): past it, compile time grows
+# with s * s (``_exact_phases_pay``, ``_kernel_grad_by_phase``).
+PHASE_PROGRAMS_MAX = 4
 INTERLEAVE_BY_PAD_FILTERS = 64  # _interleaves_by_pad
 ONEDNN_MIN_CONTRACTED = 2
 ONEDNN_LARGE_KERNEL_MIN_SIDE = 4  # input pixels a side: _large_kernel_on_onednn
@@ -1516,7 +1530,8 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   if phase_ok and jnp.dtype(dtype) == jnp.bfloat16 and _onednn.takes_dtype(dtype):
     return "phase"  # its convolutions on oneDNN, at any size
   if (small and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
-      and not (phase_ok and _phase_beats_col2im(config, kernel_shape))):
+      and not (phase_ok and (_phase_beats_col2im(config, kernel_shape)
+                             or _col2im_columns_outgrow(x_shape, kernel_shape, dtype, config)))):
     return "col2im"
   return "phase" if phase_ok else "dilated"
 
@@ -1657,6 +1672,25 @@ def _phase_beats_col2im(config: ConvTransposeConfig, kernel_shape) -> bool:
   _, _, f, c = kernel_shape
   exact = _strides_divide_kernel(config, kernel_shape)
   return exact and f >= COL2IM_DEEP_FILTERS and c < COL2IM_DEEP_INPUT
+
+
+def _col2im_columns_outgrow(x_shape, kernel_shape, dtype, config: ConvTransposeConfig) -> bool:
+  """On a small input, whether col2im's columns (``kh*kw*f`` values per
+  input pixel, in the accumulation dtype) outgrow both
+  ``COL2IM_MAX_COLUMN_BYTES`` and ``COL2IM_COLUMNS_PER_KERNEL`` times the
+  kernel (the columns over the kernel are the input's pixels over its
+  channels): then the phase forward, which writes the output's size once,
+  beats writing and re-reading the columns. Large kernels at large strides
+  (forwards, AMD EPYC): FCN's k64 s32 upsampling of 16x16x21 -> 21, 88 MiB
+  of columns, 30 against 7-8 ms; 4x16x16x21 k32 s16 30-33 against 6-13;
+  16x16x64 -> 64 k32 s16 (67 MiB, the columns 4x the kernel) 27-29
+  against 14-16. Where the kernel is as large as the columns, col2im won:
+  2x8x8x128 -> 128 k32 s16 (67 MiB both) 32 against 87 ms; 8x8x256 -> 256
+  k16 s8 (17 MiB, a quarter of the kernel) 7.7 against 73."""
+  kh, kw, f, c = kernel_shape
+  pixels = _pixels(x_shape, config)
+  columns = pixels * kh * kw * f * jnp.dtype(_accumulation_dtype(dtype)).itemsize
+  return columns > COL2IM_MAX_COLUMN_BYTES and pixels >= COL2IM_COLUMNS_PER_KERNEL * c
 
 
 def _strides_divide_kernel(config: ConvTransposeConfig, kernel_shape) -> bool:
