@@ -65,9 +65,22 @@ EDGE = (
     Layer("stride 1 valid 16->64 k3", 8, 32, 16, 64, 3, 1, "valid"),
 )
 
-SUITES = {"main": SUITE, "edge": EDGE}
+# Large strides: segmentation heads upsampling class scores by 2-32
+# (FCN-32s, -16s and -8s on a 512x512 image: 21 classes, kernel 2s),
+# where a program per tap or phase once took minutes to compile.
+UPSAMPLE = (
+    Layer("FCN-32s k64 s32", 1, 16, 21, 21, 64, 32),
+    Layer("FCN-16s k32 s16", 1, 32, 21, 21, 32, 16),
+    Layer("FCN-8s k16 s8", 1, 64, 21, 21, 16, 8),
+    Layer("FCN upscore2 k4 s2", 1, 16, 21, 21, 4, 2),
+    Layer("FCN-32s batch 4", 4, 16, 21, 21, 64, 32),
+    Layer("k8 s4 64 channels", 4, 32, 64, 64, 8, 4),
+)
+
+SUITES = {"main": SUITE, "edge": EDGE, "upsample": UPSAMPLE}
 DESCRIPTIONS = {  # for --suite's help and a table's header
     "main": "decoder layers",
     "edge": ("tiny images whose kernels exceed them; GFLOP/s count every tap of every input "
              "pixel, also those TF's 'same' crop drops"),
+    "upsample": "large strides (2-32) with kernels twice the stride, as segmentation heads use",
 }

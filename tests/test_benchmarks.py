@@ -117,6 +117,22 @@ def test_algorithms_of_a_suite_layer():
   assert runners.algorithms(nchw, "cpu").forward == "phase"
 
 
+def test_every_suite_layer_is_a_layer_jconvt_takes():
+  """Each layer of each suite (``--suite``) is one TF accepts (its config
+  validates, e.g. no 'same' with an even kernel and output padding 0) with a
+  distinct name, and ``auto`` has a CPU plan for it: a typo in a suite
+  fails here, not after minutes of timing."""
+  import jconvt
+  from benchmarks.layers import DESCRIPTIONS, SUITES
+  assert set(DESCRIPTIONS) == set(SUITES)
+  for layers in SUITES.values():
+    assert len({layer.name for layer in layers}) == len(layers)
+    for layer in layers:
+      out = jconvt.output_shape(layer.x_shape, layer.kernel_shape, runners._config(layer))
+      assert out[0] == layer.batch
+      assert runners.algorithms(layer, "cpu").forward in ("phase", "col2im", "phase_gemm")
+
+
 def test_implementations_named_run_in_the_suite_order():
   """``--impls`` keeps the suite's order (JAX first, TF and PyTorch last),
   takes the forced jconvt paths, leaves out what is not installed and
