@@ -1297,7 +1297,9 @@ def _col2im_rows(x, kernel, config, th, tw, dtype):
 # Inputs with at most this many pixels (batch * height * width) take the
 # col2im forward (but phase where it wastes nothing and the layer has at
 # least COL2IM_DEEP_FILTERS filters and fewer than COL2IM_DEEP_INPUT input
-# channels, or with more than COL2IM_MAX_TAPS taps per output pixel) under
+# channels, or with more than COL2IM_MAX_TAPS taps per output pixel, or
+# where its columns outgrow COL2IM_MAX_COLUMN_BYTES and
+# COL2IM_COLUMNS_PER_KERNEL times the kernel) under
 # "auto", larger ones the phase forward. The input gradient is the strided
 # convolution, but (stride > 1, dilation 1) the tap-window GEMM on inputs of
 # at most TAPS_INPUT_GRAD_PIXELS with at least TAPS_INPUT_GRAD_FILTERS
@@ -1510,7 +1512,8 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   """The forward of the fast path: ``config.algorithm``, or for ``auto``
   ``phase_gemm`` under ``_forward_is_gemm`` (bfloat16), col2im on small
   inputs (up to ``COL2IM_MAX_TAPS`` taps per output pixel, unless
-  ``_phase_beats_col2im``; always where ``_phase_kernel_exceeds_input``,
+  ``_phase_beats_col2im`` or ``_col2im_columns_outgrow``; always where
+  ``_phase_kernel_exceeds_input``,
   unless ``_large_kernel_on_onednn``),
   phase on the others with dilation 1, and the dilated form otherwise.
   bfloat16 where oneDNN takes it: phase at any size (dilation 1, unless
@@ -2170,7 +2173,7 @@ def dispatch(x, kernel, config, geometry):
     ``_forward_algorithm`` picks: ``conv_col2im`` for inputs of at most
     ``SMALL_INPUT_PIXELS`` batch*height*width pixels and
     ``COL2IM_MAX_TAPS`` taps per output pixel (but ``conv_phase`` under
-    ``_phase_beats_col2im``), else ``conv_phase``
+    ``_phase_beats_col2im`` or ``_col2im_columns_outgrow``), else ``conv_phase``
     when the dilation is 1 (also at stride 1, where its pre-arranged HWIO
     kernel avoids the flip), else ``conv_dilated``; for bfloat16 inputs at
     stride > 1 where each stride divides its kernel size,
