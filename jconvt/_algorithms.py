@@ -660,9 +660,9 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
   XLA:CPU's own convolution ran dcgan 32->64's four phases 0.85x as fast as
   their group, unet k3s2's 1.12x. With 3 filters (RGB k4s2) four
   convolutions of 3 outputs, which oneDNN does not take, ran 0.63x.
-  Never with more than ``PHASE_PROGRAMS_MAX`` phases: at stride 4 the
-  groups ran as fast (four layers of 2-8 16x16 or 8x8 images, k4 to k12,
-  0.95-1.5x) and at 8 and beyond the phases' programs made compile time
+  Never with more than ``PHASE_PROGRAMS_MAX`` phases (strides up to 3 both
+  ways): at stride 4 the groups ran as fast (four layers of 2-8 16x16 or
+  8x8 images, k4 to k12, 0.95-1.5x) and at 8 and beyond the phases' programs made compile time
   grow with ``s * s`` (a k64 s32 layer's 1024 convolutions: 29 s; its
   groups' one: 0.04 s, and 2-3x faster)."""
   kh, kw, f, c = kernel_shape
@@ -955,7 +955,9 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
   one sum (bfloat16 16x16x16x256 -> 128 k4 s2: step 32.9 -> 24.5 MiB and
   1.14-1.29x as fast, timed interleaved; 16x32x32x128 -> 64: 49 -> 34 MiB,
   1.1-1.2x). With more channels (16x4x4x1024 -> 512) the loop's copy of the
-  taps costs more than it saves (36 -> 51 MiB, 0.93x): unrolled there.
+  taps costs more than it saves (36 -> 51 MiB, 0.93x): unrolled there, up
+  to ``TAPS_MAX_TAPS`` shifts (a 1x1 input's k33 'same' step: 1089 GEMMs
+  unrolled compiled in 30 s).
   """
   h, w = in_hw
   d = _dy_canvas(dy, kernel.shape[:2], config, geometry, in_hw)
@@ -970,7 +972,7 @@ def grad_input_phase(dy, kernel, config, geometry, in_hw):
                            precision=config.precision, preferred_element_type=acc_dtype)
 
   dx = term(0, k[0])
-  if kqh * kqw > 1 and d.shape[0] * h * w > k.shape[-1]:
+  if kqh * kqw > 1 and (d.shape[0] * h * w > k.shape[-1] or kqh * kqw > TAPS_MAX_TAPS):
     dx, _ = lax.scan(lambda dx, qk: (dx + term(qk[0], _unpacked(qk[1], k.dtype)), None), dx,
                      (jnp.arange(1, kqh * kqw), _packed(k[1:])))
   else:
@@ -1243,18 +1245,23 @@ def _accumulation_dtype(dtype):
 
 
 def _col2im_row_loop(config: ConvTransposeConfig, x_shape, kernel_shape) -> bool:
-  """Whether ``_col2im`` runs ``_col2im_rows``: at stride 1, past
-  ``COL2IM_MAX_TAPS`` taps per output pixel, on inputs larger than 1x1
-  (where ``auto``'s col2im rule gives way to a kernel larger than the input,
-  or an explicit ``col2im``). Unrolled, XLA stopped fusing the adds past 25
-  taps: the training step of k11 at stride 1 on a 2x8x8x16 input compiled
-  in 2.0-2.2 s, in a loop 0.3 s (k13: 2.4-3.2 against 0.3 s; 4x8x8x128 k9:
-  0.57-0.90 against 0.51-0.53 s), and ran as fast or faster (forward 5.0 ->
-  4.5 ms there). At stride 2 the loop's forward ran 1.3-1.7x slower (16x4x4x256
-  -> 128 k11: 11.5 -> 15.2 ms) for 0.2-0.3 s less compile (1.1-1.6 s), so
-  strided layers keep the unrolled adds."""
-  return (config.strides == (1, 1) and x_shape[1] * x_shape[2] > 1
-          and _col2im_taps_per_pixel(config, kernel_shape) > COL2IM_MAX_TAPS)
+  """Whether ``_col2im`` runs ``_col2im_rows``: past ``COL2IM_MAX_TAPS``
+  blocks of taps (``_tap_groups``: at stride 1 every tap, at dilation 1
+  ``ceil(k/s)`` per axis) on inputs larger than 1x1 (where ``auto``'s col2im
+  rule gives way to a kernel larger than the input, or an explicit
+  ``col2im``). Unrolled, XLA stopped fusing the adds past 25 taps: the
+  training step of k11 at stride 1 on a 2x8x8x16 input compiled in 2.0-2.2
+  s, in a loop 0.3 s (k13: 2.4-3.2 against 0.3 s; 4x8x8x128 k9: 0.57-0.90
+  against 0.51-0.53 s), and ran as fast or faster (forward 5.0 -> 4.5 ms
+  there). Strided, unrolled blocks past the cap made training steps 3-10x
+  slower than the loop (16x4x4x256 -> 128 k11 s2: 44-49 against 15-16 ms;
+  2x8x8x16 -> 32 k33 s2: 64-66 against 6.6, compiled in 4.3 against 0.15
+  s) where the forward alone ran 0.94-1.0x as fast at k11-k13 and 0.3-0.6x
+  at k21-k33 on 8x8 inputs (k33 s2: 5.5 against 1.8-2.7 ms): a training
+  step is what the loop is for."""
+  (sh, sw), (dh, dw) = config.strides, config.dilation_rate
+  blocks = len(_tap_groups(kernel_shape[0], sh, dh)) * len(_tap_groups(kernel_shape[1], sw, dw))
+  return x_shape[1] * x_shape[2] > 1 and blocks > COL2IM_MAX_TAPS
 
 
 def _col2im_rows(x, kernel, config, th, tw, dtype):
@@ -1262,8 +1269,8 @@ def _col2im_rows(x, kernel, config, th, tw, dtype):
   (``lax.fori_loop``), each one GEMM of the input with that row of the
   kernel, (n*h*w, c) x (kw*f, c)^T, whose ``kw`` column blocks are added
   into the row's strip of the phase-split canvas (``_col2im_blocks``); the
-  program holds one row's adds whatever the kernel's height. Stride 1 only
-  (``_col2im_row_loop``): each row lands on one canvas row shift. ``x``
+  program holds one row's adds whatever the kernel's height. Row ``a`` lands
+  on one canvas row shift and phase, ``divmod(a * d, s)``. ``x``
   (n, h, w, c) -> canvas (n, th * s_h, tw * s_w, f) of ``dtype`` (the
   GEMMs' results and their sums)."""
   n, h, w, _ = x.shape
@@ -1275,6 +1282,7 @@ def _col2im_rows(x, kernel, config, th, tw, dtype):
     row = lax.dot_general(x, k_row.reshape(kw * f, c), (((3,), (1,)), ((), ())),
                           precision=config.precision, preferred_element_type=dtype)
     strip = _col2im_blocks(row.reshape(n, h, w, 1, kw, f), [(0, 0, 1, 0)], config, h, tw)
+    strip = strip[:, :, :1]  # the row's one phase, placed below
     start = (0, (a * dh) // sh, (a * dh) % sh, 0, 0, 0)
     return lax.dynamic_update_slice(canvas, lax.dynamic_slice(canvas, start, strip.shape) + strip,
                                     start)
@@ -1478,7 +1486,7 @@ EXACT_PHASES_MIN_EXTRA = 0.1
 # The most output phases an algorithm writes a program of their own for
 # (a convolution, GEMM or loop branch each): past it, compile time grows
 # with s * s (``_exact_phases_pay``, ``_kernel_grad_by_phase``).
-PHASE_PROGRAMS_MAX = 4
+PHASE_PROGRAMS_MAX = 9
 INTERLEAVE_BY_PAD_FILTERS = 64  # _interleaves_by_pad
 ONEDNN_MIN_CONTRACTED = 2
 ONEDNN_LARGE_KERNEL_MIN_SIDE = 4  # input pixels a side: _large_kernel_on_onednn

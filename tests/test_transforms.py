@@ -1497,7 +1497,10 @@ def test_col2im_gives_way_where_its_columns_outgrow_kernel_and_heap(
     ((2, 8, 8, 16), (11, 11, 16, 16), 1, 1, True),    # the compile sweep's k11 s1 (auto: col2im)
     ((3, 2, 2, 4), (8, 8, 5, 4), 1, 1, True),         # 64 on a 2x2 input
     ((2, 3, 4, 3), (5, 5, 2, 3), 1, 1, False),        # 25: the adds unrolled
-    ((1, 4, 2, 2), (11, 5, 2, 2), (2, 1), 1, False),  # 30, strided: unrolled
+    ((1, 4, 2, 2), (11, 5, 2, 2), (2, 1), 1, True),   # 30 blocks, strided
+    ((2, 3, 3, 2), (9, 9, 2, 2), 2, 1, False),        # 25 blocks at s2: unrolled
+    ((1, 3, 2, 2), (7, 6, 2, 2), (3, 2), (1, 2), False),  # strided and dilated: 18 blocks
+    ((1, 3, 2, 2), (7, 8, 2, 2), (2, 3), (2, 3), True),   # 7 x 8 blocks
     ((3, 1, 1, 4), (8, 8, 5, 4), 1, 1, False),        # a 1x1 input: its GEMM reshaped
 ])
 def test_col2im_adds_the_rows_in_a_loop_past_the_tap_cap(x_shape, kernel_shape, strides, dilation,
