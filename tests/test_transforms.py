@@ -1454,15 +1454,18 @@ def test_tap_groups_cover_each_tap_once_at_its_shift_and_phase(k, s, d):
     ((1, 2, 3, 2), (33, 33, 2, 2), 16, "valid"),   # k = 2s + 1: phases of 3 and 2 taps
     ((2, 2, 2, 4), (17, 17, 8, 4), 16, "same"),    # 8 filters: the phases were one each
     ((2, 2, 2, 4), (16, 16, 8, 4), 16, "valid"),   # one tap a phase: 256 GEMMs
+    ((1, 4, 4, 2), (33, 33, 2, 2), 2, "same"),     # 289 blocks of col2im: its row loop
+    ((1, 1, 1, 4), (33, 33, 4, 4), 1, "same"),     # the input gradient's 1089 shifts
 ])
 @pytest.mark.parametrize("algorithm", ["auto", "phase", "col2im"])
 def test_large_strides_lower_to_a_program_that_does_not_grow_with_them(
     x_shape, kernel_shape, strides, padding, algorithm):
-  """At strides 16 and 32 a training step lowers to a program of a few
-  hundred operations, one per block of taps or group of phases, not one
-  per tap or phase (k64 s32: col2im placed 4096 taps, 110 s of compile;
-  the phase forward wrote 1024 convolutions, 29 s), and its values and
-  gradients equal the reference's."""
+  """At strides 16 and 32, and with kernels of 33 on tiny inputs, a
+  training step lowers to a program of a few hundred operations, one per
+  block of taps or group of phases or a loop, not one per tap, phase or
+  shift (k64 s32: col2im placed 4096 taps, 110 s of compile; the phase
+  forward wrote 1024 convolutions, 29 s; a 1x1 input's k33 input gradient
+  1089 GEMMs, 30 s), and its values and gradients equal the reference's."""
   cfg = ConvTransposeConfig(strides, padding, algorithm=algorithm)
   params, x = _data(x_shape, kernel_shape)
   step = jax.jit(jax.value_and_grad(
