@@ -1489,6 +1489,7 @@ EXACT_PHASES_MIN_EXTRA = 0.1
 PHASE_PROGRAMS_MAX = 9
 INTERLEAVE_BY_PAD_FILTERS = 64  # _interleaves_by_pad
 ONEDNN_MIN_CONTRACTED = 2
+SINGLE_IMAGE_GEMM_MAX_CHANNELS = 128  # _kernel_grad_is_gemm, one image
 ONEDNN_LARGE_KERNEL_MIN_SIDE = 4  # input pixels a side: _large_kernel_on_onednn
 ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_grad_is_gemm
 ONEDNN_KERNEL_GRAD_MAX_DY_BYTES = 16 * 2 ** 20  # dy, filters >= in_channels: _kernel_grad_by_phase
@@ -1881,7 +1882,17 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   such layers 1.05-2.15x as fast as the GEMMs (10 layers, 4-16 images of
   16x16 to 64x64, k3-k5, 32-256 channels; 8x64x64x32 k3 6.5 against 13.9
   ms) with a fifth to two thirds of their scratch, but on batches of 2
-  0.75-1.43x (2x32x32x64 k3 0.75x)."""
+  0.75-1.43x (2x32x32x64 k3 0.75x). Float32 on one image at stride > 1
+  (the convolution then contracts one channel, which oneDNN does not take,
+  and runs on XLA:CPU's own): the GEMMs, with at most 2 taps per phase and
+  ``filters * in_channels`` at most ``SINGLE_IMAGE_GEMM_MAX_CHANNELS``
+  squared. Kernel gradients alone (AMD EPYC): 1x64x64x21 -> 21 k4 s2 0.82
+  against 1.04 ms, FCN's k16 s8 and k64 s32 heads 10 against 19.5 and 8.4
+  against 18.3, 32x32x32 -> 64 k4 s2 0.52 against 0.97, 64x64x64 -> 32 1.4
+  against 2.2, 64x64x64 -> 64 k3 s2 2.0 against 3.1-3.3, 32x32x128 -> 128
+  k3 s2 1.3-2.3 against 1.8-2.3; the convolution won with 3 taps a phase
+  (32x32x128 -> 64 k7 s2: 2.7-3.0 against 4.2; k5 a tie) and deep channels
+  (16x16x512 -> 256 k4 s2 'valid': 3.1 against 5.8)."""
   if config.dilation_rate != (1, 1):
     return False
   h, w = spatial(x_shape, config)
@@ -1899,6 +1910,9 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
       return True
     wide_phases = any(_shapes.taps_per_phase(k, s) > 2
                       for k, s in zip(kernel_shape[:2], config.strides))
+    if (x_shape[0] < ONEDNN_MIN_CONTRACTED and not wide_phases
+        and kernel_shape[2] * kernel_shape[3] <= SINGLE_IMAGE_GEMM_MAX_CHANNELS ** 2):
+      return True  # one image: the convolution contracts one channel, off oneDNN
     small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
     conv_wins = not unpadded and (wide_phases or (
         (small_image or _strides_divide_kernel(config, kernel_shape)) and on_onednn()))

@@ -1494,6 +1494,24 @@ def test_col2im_gives_way_where_its_columns_outgrow_kernel_and_heap(
   assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu").forward == expected
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,expected", [
+    ((1, 64, 64, 21), (16, 16, 21, 21), 8, "same", "phase_gemm"),   # FCN-8s's head
+    ((1, 32, 32, 32), (4, 4, 64, 32), 2, "same", "phase_gemm"),
+    ((1, 32, 32, 128), (3, 3, 128, 128), 2, "same", "phase_gemm"),
+    ((2, 32, 32, 32), (4, 4, 64, 32), 2, "same", "conv"),           # two images: oneDNN
+    ((1, 32, 32, 128), (7, 7, 64, 128), 2, "same", "conv"),         # 4 taps a phase
+    ((1, 16, 16, 512), (4, 4, 256, 512), 2, "valid", "taps"),       # deep: not the GEMMs
+])
+def test_one_image_takes_the_kernel_gradient_gemms(x_shape, kernel_shape, strides, padding,
+                                                   expected):
+  """On one image at stride > 1 (float32) the kernel gradient's convolution
+  would contract one channel, off oneDNN: the phase GEMMs instead, up to 2
+  taps a phase and 128 x 128 channels (``_kernel_grad_is_gemm``)."""
+  cfg = ConvTransposeConfig(strides, padding)
+  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu")
+  assert plan.kernel_gradient == expected
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,dilation,loop", [
     ((2, 3, 4, 3), (6, 7, 2, 3), 1, 1, True),         # 42 taps per output pixel
     ((2, 3, 3, 2), (6, 6, 2, 2), 1, (2, 1), True),    # 36, dilated
