@@ -1316,7 +1316,8 @@ def _col2im_rows(x, kernel, config, th, tw, dtype):
 # (dilation 1) is GEMMs (``grad_kernel_phase``) when the stride is > 1
 # above GEMM_KERNEL_GRAD_PIXELS or with at most SHALLOW_INPUT_CHANNELS input
 # channels or no padding (a 'valid' layer) on images of at least
-# SHALLOW_MIN_IMAGE_PIXELS, and at stride 1 when both channel counts are at
+# SHALLOW_MIN_IMAGE_PIXELS or (float32) on one image, and at stride 1 when
+# both channel counts are at
 # least STRIDE1_DEEP_CHANNELS (but not where the convolution would run on
 # Eigen, below); else a convolution.
 # At stride 1 the phase forward's output is made one row taller than its

@@ -777,7 +777,8 @@ def test_input_gradient_with_a_zero_filter(x_shape, kernel_shape, strides, paddi
     ((8, 32, 32, 64), (4, 4, 64, 64), 2, 1, True),  # past GEMM_KERNEL_GRAD_PIXELS
     ((1, 64, 64, 3), (4, 4, 64, 3), 2, 1, True),  # 3 input channels, 64x64 image
     ((1, 16, 16, 16), (3, 3, 64, 16), 2, 1, True),  # 16 input channels, 16x16 image
-    ((1, 16, 16, 17), (3, 3, 64, 17), 2, 1, False),
+    ((2, 16, 16, 17), (3, 3, 64, 17), 2, 1, False),  # 17 input channels
+    ((1, 16, 16, 17), (3, 3, 64, 17), 2, 1, True),  # ... on one image: the GEMMs
     ((16, 8, 8, 3), (4, 4, 64, 3), 2, 1, False),  # 8x8 images
     ((1, 64, 64, 3), (4, 4, 64, 3), 1, 2, False),  # dilated: no phase
     ((1, 64, 64, 3), (3, 3, 64, 3), 1, 1, False),  # stride 1, shallow
