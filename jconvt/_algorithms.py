@@ -662,9 +662,9 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
   convolutions of 3 outputs, which oneDNN does not take, ran 0.63x.
   Never with more than ``PHASE_PROGRAMS_MAX`` phases (strides up to 3 both
   ways): at stride 4 the groups ran as fast (four layers of 2-8 16x16 or
-  8x8 images, k4 to k12, 0.95-1.5x) and at 8 and beyond the phases' programs made compile time
-  grow with ``s * s`` (a k64 s32 layer's 1024 convolutions: 29 s; its
-  groups' one: 0.04 s, and 2-3x faster)."""
+  8x8 images, k4 to k12, 0.95-1.5x) and at 8 and beyond the phases'
+  programs made compile time grow with ``s * s`` (a k64 s32 layer's 1024
+  convolutions: 29 s; its groups' one: 0.04 s, and 2-3x faster)."""
   kh, kw, f, c = kernel_shape
   (sh, sw), (h, w) = config.strides, x_shape[1:3]
   if f < EXACT_PHASES_MIN_FILTERS or sh * sw > PHASE_PROGRAMS_MAX:
@@ -1226,9 +1226,10 @@ def _col2im_blocks(cols, groups_h, config, th, tw):
   n, h, w, _, kw, f = cols.shape
   (sh, sw), (dh, dw) = config.strides, config.dilation_rate
   zero = jnp.zeros((), cols.dtype)
+  groups_w = _tap_groups(kw, sw, dw)
   total = None
   for qa, a0, na, ra in groups_h:
-    for qb, b0, nb, rb in _tap_groups(kw, sw, dw):
+    for qb, b0, nb, rb in groups_w:
       block = cols[:, :, :, a0:a0 + na, b0:b0 + nb].transpose(0, 1, 3, 2, 4, 5)
       block = lax.pad(block, zero, (
           (0, 0, 0), (qa, th - h - qa, 0), (ra, sh - ra - (na - 1) * dh - 1, dh - 1),
@@ -1544,7 +1545,7 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
     return "phase"  # its convolutions on oneDNN, at any size
   if (small and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
       and not (phase_ok and (_phase_beats_col2im(config, kernel_shape)
-                             or _col2im_columns_outgrow(x_shape, kernel_shape, dtype, config)))):
+                             or _col2im_columns_outgrow(config, x_shape, kernel_shape, dtype)))):
     return "col2im"
   return "phase" if phase_ok else "dilated"
 
@@ -1687,7 +1688,7 @@ def _phase_beats_col2im(config: ConvTransposeConfig, kernel_shape) -> bool:
   return exact and f >= COL2IM_DEEP_FILTERS and c < COL2IM_DEEP_INPUT
 
 
-def _col2im_columns_outgrow(x_shape, kernel_shape, dtype, config: ConvTransposeConfig) -> bool:
+def _col2im_columns_outgrow(config: ConvTransposeConfig, x_shape, kernel_shape, dtype) -> bool:
   """On a small input, whether col2im's columns (``kh*kw*f`` values per
   input pixel, in the accumulation dtype) outgrow both
   ``COL2IM_MAX_COLUMN_BYTES`` and ``COL2IM_COLUMNS_PER_KERNEL`` times the
