@@ -105,7 +105,7 @@ def allocator() -> str:
 
 def xla_flags() -> str:
   """The XLA flags this process runs under: they can change which library
-  runs XLA:CPU's convolutions (the README, on YNNPACK and Eigen)."""
+  runs XLA:CPU's convolutions (``docs/performance.md``, on YNNPACK and Eigen)."""
   flags = os.environ.get("XLA_FLAGS", "").strip()
   return f"XLA_FLAGS: {flags}" if flags else "XLA_FLAGS: none"
 

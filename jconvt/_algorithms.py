@@ -1329,7 +1329,7 @@ def _col2im_rows(x, kernel, config, th, tw, dtype):
 # (``_kernel_grad_chunk``); with fewer than EXACT_TAPS_FILTERS filters
 # they are one GEMM over all phases, else one per pair of phase groups
 # (``grad_kernel_phase``). Measured on 2-core x86 CPUs (benchmarks/,
-# README): at stride 1 the GEMMs ran 1.3-4.5x faster than XLA:CPU's
+# docs/performance.md): at stride 1 the GEMMs ran 1.3-4.5x faster than XLA:CPU's
 # convolution with 32-128 channels but 1.1-3x slower with 16 or fewer (an
 # RGB output has 3 filters), and the forward on Eigen (first as the full
 # canvas, k - 1 rows and columns more) 1.4-1.8x faster with 64 channels,

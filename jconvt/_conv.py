@@ -119,7 +119,7 @@ def algorithm_plan(
   """Which algorithms ``conv2d_transpose`` runs for this layer, without running.
 
   ``algorithm="auto"`` picks the forward pass and the two gradients per
-  platform, shape and dtype by measured rules (see the README); this
+  platform, shape and dtype by measured rules (``docs/performance.md``); this
   reports the choice, e.g. to see why a layer is slow or to pin a forward
   with ``config.replace(algorithm=...)``.
 
