@@ -56,6 +56,7 @@ bench: $(VENV)/.installed-bench
 golden: $(VENV)/.installed-bench
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/golden/make_golden.py
 	TF_USE_LEGACY_KERAS=1 $(BIN)/python tests/golden/make_tf_layers.py
+	$(BIN)/python tests/golden/make_tf_nn.py
 	if $(BIN)/python -c "import torch" 2>/dev/null; then $(BIN)/python tests/golden/make_torch_golden.py; fi
 
 clean:

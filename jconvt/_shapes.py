@@ -120,6 +120,66 @@ def transpose_padding_1d(
   return length, pad_before
 
 
+def _forward_length(length: int, k_eff: int, stride: int, padding) -> int:
+  """Outputs of TF's forward convolution over ``length`` pixels:
+  ``'same'`` (upper or lower case), ``'valid'`` or explicit ``(lo, hi)``."""
+  if isinstance(padding, str) and padding.lower() == "same":
+    return -(-length // stride)
+  lo, hi = (0, 0) if isinstance(padding, str) else padding
+  return max(0, (length + lo + hi - k_eff) // stride + 1)
+
+
+def backprop_input_crop(input_length: int, kernel_size: int, stride: int, dilation: int,
+                        padding, length: int) -> tuple[tuple[int, int], int]:
+  """The explicit crop and ``output_padding`` of ``tf.nn.conv2d_transpose``
+  along one axis, given its ``output_shape``'s ``length``.
+
+  TF computes ``tf.nn.conv2d_transpose`` as the input gradient of the
+  forward convolution whose input has ``length`` pixels. That convolution's
+  padding (``'same'``: the forward ``'same'`` convolution's, computed from
+  ``length``; ``'valid'``: none; explicit ``(lo, hi)``) sets ``pad_before``,
+  and the output is ``full[pad_before : pad_before + length]``, zeros past
+  the end of ``full``. As jconvt's explicit padding that is the crop
+  ``(pad_before, full - pad_before - length)``; where ``length`` runs past
+  ``full``, the bottom crop is 0 and ``output_padding`` adds the rest (less
+  than ``stride``, whenever the forward convolution maps ``length`` back to
+  ``input_length``).
+
+  Args:
+    input_length: the transposed convolution's input length, ``n >= 0``.
+    kernel_size: ``k >= 1`` (undilated).
+    stride: ``s >= 1``.
+    dilation: ``d >= 1``.
+    padding: ``'same'`` or ``'valid'`` (any case), or explicit ``(lo, hi)``.
+    length: the output length asked for, ``>= 0``.
+
+  Returns:
+    ``((lo, hi), output_padding)``.
+
+  Raises:
+    ValueError: where the forward convolution over ``length`` pixels does
+      not give ``input_length`` outputs (TF: "Size of out_backprop doesn't
+      match computed"), naming the lengths that would.
+  """
+  k_eff = effective_kernel_size(kernel_size, dilation)
+  computed = _forward_length(length, k_eff, stride, padding)
+  if computed != input_length:
+    fits = [n for n in range(input_length * stride + k_eff + stride)
+            if _forward_length(n, k_eff, stride, padding) == input_length]
+    allowed = (f"{fits[0]} to {fits[-1]}" if len(fits) > 1 else str(fits[0])) if fits else "none"
+    raise ValueError(
+        f"a forward convolution over {length} pixels (kernel {kernel_size}, dilation "
+        f"{dilation}, stride {stride}, padding {padding!r}) gives {computed}, not the "
+        f"input's {input_length}: the lengths that map to {input_length} are {allowed}")
+  if isinstance(padding, str) and padding.lower() == "same":
+    pad_before = max(0, (computed - 1) * stride + k_eff - length) // 2
+  else:
+    pad_before = 0 if isinstance(padding, str) else padding[0]
+  full = (input_length - 1) * stride + k_eff
+  hi = full - pad_before - length
+  return (pad_before, max(hi, 0)), max(-hi, 0)
+
+
 def output_spatial_shape(
     input_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
     padding: Padding, output_padding: Sequence[int] | None,

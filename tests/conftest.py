@@ -197,9 +197,10 @@ def config_from_record(rec, **overrides) -> jconvt.ConvTransposeConfig:
       activation=rec["activation"], **overrides)
 
 
-def load_golden():
-  """[(record, {name: array})] from the committed TF fixture."""
-  data = np.load(GOLDEN)
+def load_golden(path=GOLDEN):
+  """[(record, {name: array})] from a committed fixture (TF's layer grid by
+  default): its JSON ``records``, each with the arrays under ``<index>/``."""
+  data = np.load(path)
   cases = []
   for rec in json.loads(str(data["records"])):
     i = rec["index"]

@@ -63,3 +63,26 @@ def test_compat_shim_matches_live_tf_layer(k, s, padding, use_bias, activation, 
   for a, b in zip(layer.losses, tf_layer.losses):
     assert_close(a, float(b))
   assert layer.compute_output_shape(x_shape) == tuple(tf_layer.compute_output_shape(x_shape))
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(n=st.integers(1, 4), k=st.integers(1, 4), s=st.integers(1, 3), grow=st.integers(-2, 4),
+       padding=st.sampled_from(["SAME", "VALID", [[0, 0], [1, 0], [0, 2], [0, 0]]]))
+def test_nn_conv2d_transpose_accepts_and_matches_what_live_tf_does(n, k, s, grow, padding):
+  """``tf_v1.nn.conv2d_transpose`` against TF's op, float32 (its oneDNN
+  kernels), output sizes around TF's 'same' size: equal where TF computes,
+  a ValueError where TF refuses."""
+  from jconvt.compat import v1 as tf_v1
+  rng = np.random.default_rng(n * 1000 + k * 100 + s * 10 + grow)
+  x = rng.standard_normal((2, n, n + 1, 3)).astype(np.float32)
+  kernel = rng.standard_normal((k, k, 4, 3)).astype(np.float32)
+  shape = [2, n * s + grow, (n + 1) * s + grow, 4]
+  if min(shape) < 1:
+    return
+  try:
+    expected = tf.compat.v1.nn.conv2d_transpose(x, kernel, shape, [1, s, s, 1], padding).numpy()
+  except tf.errors.OpError:  # InvalidArgumentError, or AbortedError from its oneDNN kernels
+    with pytest.raises(ValueError, match="does not fit the input's"):
+      tf_v1.nn.conv2d_transpose(x, kernel, shape, [1, s, s, 1], padding)
+    return
+  assert_close(tf_v1.nn.conv2d_transpose(x, kernel, shape, [1, s, s, 1], padding), expected)
