@@ -80,6 +80,17 @@ def test_forward_and_gradients_match_tf(algorithm, rec, arrays):
   assert_close(dk, arrays["dkernel"])
 
 
+@pytest.mark.parametrize("rec,arrays", CASES[::2], ids=[_case_id(r) for r, _ in CASES[::2]])
+def test_conv2d_backprop_input_is_the_same_op(rec, arrays):
+  if rec["op"] != "conv2d_transpose":
+    return
+  y = tf_v1.nn.conv2d_backprop_input(rec["output_shape"], arrays["kernel"], arrays["x"],
+                                     rec["strides"], rec["padding"],
+                                     data_format=rec["data_format"],
+                                     dilations=rec["dilations"] or 1)
+  assert_close(y, arrays["y"])
+
+
 def _tf_definition(x, kernel, length_hw, strides, dilations, padding):
   """TF's definition, in float64: the input gradient of the forward
   convolution over an input of ``length_hw``, its padding computed as
@@ -251,6 +262,14 @@ def test_bad_arguments_raise_naming_them(kwargs, error, match):
   kernel = np.ones((3, 3, 4, 3), np.float32)
   with pytest.raises(error, match=match):
     tf_v1.nn.conv2d_transpose(x, kernel, **kwargs)
+
+
+def test_conv2d_backprop_input_needs_padding_and_out_backprop():
+  kernel = np.ones((3, 3, 4, 2), np.float32)
+  with pytest.raises(TypeError, match=r"`padding` is required"):
+    tf_v1.nn.conv2d_backprop_input([1, 6, 6, 4], kernel, np.ones((1, 3, 3, 2), np.float32), 2)
+  with pytest.raises(TypeError, match=r"`out_backprop` is required"):
+    tf_v1.nn.conv2d_backprop_input([1, 6, 6, 4], kernel, strides=2, padding="SAME")
 
 
 def test_a_traced_output_shape_is_refused_clearly():

@@ -1,4 +1,5 @@
-"""``tf.compat.v1.nn.conv2d_transpose`` and ``atrous_conv2d_transpose``, in JAX.
+"""``tf.compat.v1.nn.conv2d_transpose``, ``atrous_conv2d_transpose`` and
+``conv2d_backprop_input``, in JAX.
 
 The op TF v1 decoders call with their own weights (DCGAN's generators among
 them): ``output_shape`` names the output's size, and TF computes the input
@@ -18,13 +19,14 @@ weights give the same values, and the call runs on jconvt's fast paths under
 import operator
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
 from jconvt import _shapes
 from jconvt._config import ConvTransposeConfig
 from jconvt._conv import conv2d_transpose as _conv2d_transpose
 
-__all__ = ("atrous_conv2d_transpose", "conv2d_transpose")
+__all__ = ("atrous_conv2d_transpose", "conv2d_backprop_input", "conv2d_transpose")
 
 _DATA_FORMATS = {"NHWC": "channels_last", "NCHW": "channels_first"}
 
@@ -47,7 +49,7 @@ def _ints(value, name: str) -> list[int]:
   if hasattr(value, "shape"):
     try:
       values = np.asarray(value).tolist()
-    except Exception:  # a traced array: its values are not known at trace time
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
       raise TypeError(f"`{name}` must be static: a list or tuple of ints, or a concrete "
                       f"array, not a traced one (got {value!r}).") from None
   else:
@@ -179,6 +181,39 @@ def atrous_conv2d_transpose(value, filters, output_shape, rate, padding, name=No
     raise ValueError(f"`padding` (={padding!r}) must be 'SAME' or 'VALID'.")
   return conv2d_transpose(value, filters, output_shape, strides=1, padding=padding,
                           dilations=int(rate), algorithm=algorithm, precision=precision)
+
+
+def conv2d_backprop_input(input_sizes, filter=None, out_backprop=None, strides=None,  # noqa: A002
+                          padding=None, use_cudnn_on_gpu=True, data_format="NHWC",
+                          dilations=(1, 1, 1, 1), name=None, filters=None, *, algorithm="auto",
+                          precision=None):
+  """TF's ``tf.compat.v1.nn.conv2d_backprop_input``: the op behind
+  ``conv2d_transpose``, its arguments in the gradient's terms.
+
+  Args:
+    input_sizes: the forward convolution's input shape, the output here
+      (``conv2d_transpose``'s ``output_shape``).
+    filter: ``(kh, kw, out_channels, in_channels)``; ``filters`` is its
+      other name.
+    out_backprop: the forward convolution's output gradient, the input
+      here.
+    strides, padding, data_format, dilations: as ``conv2d_transpose``'s;
+      ``padding`` is required, as in TF.
+    use_cudnn_on_gpu, name: accepted for TF's signature; unused.
+    filters: ``filter``'s other name.
+    algorithm, precision: as in ``conv2d_transpose``.
+
+  Returns:
+    The output, of ``input_sizes``.
+  """
+  del use_cudnn_on_gpu, name
+  if padding is None:
+    raise TypeError("`padding` is required: 'SAME', 'VALID' or explicit pairs.")
+  if out_backprop is None:
+    raise TypeError("`out_backprop` is required: the input of the transposed convolution.")
+  return conv2d_transpose(out_backprop, _either("filter", filter, "filters", filters),
+                          input_sizes, strides, padding, data_format, dilations=dilations,
+                          algorithm=algorithm, precision=precision)
 
 
 def _config_for(x_shape: Sequence[int], kernel_shape: Sequence[int], output_shape, strides,
