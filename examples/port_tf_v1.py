@@ -2,10 +2,12 @@
 
 The decoder below is TF v1 code as it was written for
 ``tf.compat.v1.layers`` (two ``conv2d_transpose`` calls in a graph); only
-the import changed. Its weights are read from a checkpoint that
-``tf.compat.v1.train.Saver`` wrote (``tests/golden/ckpt_saver``, made by
-``tests/golden/make_tf_layers.py``), without TensorFlow installed, and the
-output is compared with the output TF stored next to it.
+the import changed. ``decoder_ops`` is the same decoder written with
+``tf.nn.conv2d_transpose`` and weights of its own. The weights are read
+from a checkpoint that ``tf.compat.v1.train.Saver`` wrote
+(``tests/golden/ckpt_saver``, made by ``tests/golden/make_tf_layers.py``),
+without TensorFlow installed, and both outputs are compared with the
+output TF stored next to it.
 
     python examples/port_tf_v1.py
 """
@@ -28,6 +30,19 @@ def decoder(inputs, reuse=None):
                                     activation="relu", name="dec1", reuse=reuse)
   return tf_v1.layers.conv2d_transpose(h, 2, 4, strides=2, padding="same", name="dec2",
                                        reuse=reuse)
+
+
+def decoder_ops(inputs, weights):
+  """The same decoder as TF v1 code written with ``tf.nn`` ops and weights of
+  its own (as DCGAN generators were): ``tf.nn.conv2d_transpose`` with an
+  explicit ``output_shape``, then the bias and the activation."""
+  b, h, w, _ = inputs.shape
+  y = tf_v1.nn.conv2d_transpose(inputs, weights["dec1/kernel"], output_shape=[b, 2 * h, 2 * w, 5],
+                                strides=[1, 2, 2, 1], padding="SAME")
+  y = jnp.maximum(y + weights["dec1/bias"].reshape(1, 1, 1, -1), 0.0)  # relu(bias_add(...))
+  y = tf_v1.nn.conv2d_transpose(y, weights["dec2/kernel"], output_shape=[b, 4 * h, 4 * w, 2],
+                                strides=[1, 2, 2, 1], padding="SAME")
+  return y + weights["dec2/bias"].reshape(1, 1, 1, -1)
 
 
 def main(argv=None) -> dict:
@@ -54,8 +69,13 @@ def main(argv=None) -> dict:
   print(f"output {y.shape}; max |jconvt - TF| = {err:.2e}")
   if err > 1e-4:
     raise SystemExit("MISMATCH with TensorFlow's stored output")
+  y_ops = np.asarray(decoder_ops(x, tensors))
+  err_ops = float(np.abs(y_ops - io["y"]).max())
+  print(f"written with tf.nn.conv2d_transpose: max |jconvt - TF| = {err_ops:.2e}")
+  if err_ops > 1e-4:
+    raise SystemExit("MISMATCH with TensorFlow's stored output (tf.nn ops)")
   print("OK: same output as TensorFlow")
-  return {"max_error": err, "output": y}
+  return {"max_error": err, "max_error_ops": err_ops, "output": y}
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def test_port_tf_v1():
   ex = _load("port_tf_v1")
   result = ex["main"]([])
   assert result["max_error"] < 1e-5
+  assert result["max_error_ops"] < 1e-5
   assert result["output"].shape == (2, 16, 16, 2)
 
 
