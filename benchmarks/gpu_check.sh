@@ -75,7 +75,7 @@ fi
 XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-160}" \
   $py -m pytest -n "${WORKERS:-12}" -o addopts="-ra --strict-markers" -W default \
   -p no:cacheprovider -q -m "not slow" ${TESTS:-tests/test_golden.py tests/test_transforms.py \
-  tests/test_linen.py tests/test_properties.py} > "$out/tests.log" 2>&1
+  tests/test_linen.py tests/test_compat_nn.py tests/test_properties.py} > "$out/tests.log" 2>&1
 echo "tests exit: $?"
 grep -E "passed|failed|error" "$out/tests.log" | tail -3
 grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -40
