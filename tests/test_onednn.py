@@ -484,21 +484,47 @@ def test_training_step_runs_on_onednn_and_equals_the_reference(monkeypatch, stri
     ((16, 16, 16, 256), (4, 4, 128, 256), ("phase", "conv", "conv")),  # the suite's
     ((16, 8, 8, 512), (4, 4, 256, 512), ("phase", "conv", "conv")),     # small: not col2im
     ((8, 32, 32, 256), (2, 2, 128, 256), ("phase", "phase_gemm", "conv")),  # k <= s
-    ((2, 1, 1, 64), (4, 4, 32, 64), ("col2im", "taps", "phase_gemm")),  # a latent: 1x1 x
+    ((2, 1, 1, 64), (4, 4, 32, 64), ("col2im", "taps", "conv")),  # a latent: 1x1 x
 ])
 def test_bfloat16_plan_with_onednn(monkeypatch, x_shape, kernel_shape, expected):
   """Where oneDNN takes bfloat16, ``auto`` runs bfloat16 layers at stride 2
   through it: the phase forward (col2im only where the phase kernel exceeds
   the input), the convolution input gradient (the GEMMs with a kernel no
   larger than the stride) and the convolution kernel gradient; without
-  oneDNN, the bfloat16 GEMMs (``phase_gemm``) as before."""
+  oneDNN, the bfloat16 GEMMs (``phase_gemm``) as before, but on a 1x1
+  input the convolution (XLA:CPU's dot there) either way."""
   cfg = ConvTransposeConfig(2, "same")
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
   assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)) == expected
   monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
   plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)
-  assert plan.kernel_gradient == "phase_gemm"
+  assert plan.kernel_gradient == ("conv" if x_shape[1:3] == (1, 1) else "phase_gemm")
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,bf16_onednn,bf16_without,float32", [
+    ((16, 4, 4, 1024), (4, 4, 512, 1024), 2, "conv", "taps", "taps"),  # dcgan 4->8: 1.47x
+    ((64, 2, 2, 256), (5, 5, 128, 256), 2, "conv", "taps", "taps"),     # 1.32x
+    ((4, 8, 8, 256), (4, 4, 128, 256), 2, "conv", "taps", "taps"),      # 1.25x
+    ((1, 16, 16, 256), (4, 4, 128, 256), 2, "taps", "taps", "taps"),    # one image: 0.52x
+    ((16, 1, 1, 256), (9, 9, 128, 256), 2, "conv", "conv", "conv"),     # a 1x1 input: 3.96x
+    ((2, 1, 1, 16), (33, 33, 16, 16), 4, "conv", "conv", "conv"),       # compiled 1.3 -> 0.24 s
+    ((2, 2, 2, 16), (4, 4, 16, 16), 2, "conv", "phase_gemm", "conv"),   # 2x2: the rules before
+])
+def test_bfloat16_kernel_gradient_of_small_inputs(monkeypatch, x_shape, kernel_shape, strides,
+                                                  bf16_onednn, bf16_without, float32):
+  """On small strided bfloat16 inputs the kernel gradient is the
+  convolution where oneDNN takes it (not the tap-window GEMM, which stays
+  for float32 and on one image), and on 1x1 inputs with or without oneDNN
+  (not the phase GEMMs, whose canvas is all padding there)."""
+  cfg = ConvTransposeConfig(strides, "same")
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  plan = lambda dtype: jconvt.algorithm_plan(x_shape, kernel_shape, cfg, dtype).kernel_gradient
+  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
+  assert plan(jnp.bfloat16) == bf16_onednn
+  assert plan(jnp.float32) == float32
+  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
+  assert plan(jnp.bfloat16) == bf16_without
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu" or not _onednn.takes_dtype(jnp.bfloat16),
