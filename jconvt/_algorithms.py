@@ -1832,10 +1832,11 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   convolution); the rule above. With bfloat16 inputs at stride > 1 it is
   the GEMMs, but not on 1x1 images (a latent), whose canvas is all padding
   but one pixel: there the convolution (XLA:CPU's dot: its kernel, the
-  input, is 1x1) trained 1.0-4.1x as fast (5 layers) and compiled in up to a fifth of the
-  time or less (16x1x1x256 -> 128 k9 s2 9.3 against 2.3 ms; 2x1x1x16 k33
-  s4 1.3 against 0.24 s; with and without oneDNN); also where the convolution would have no padding at all
-  (a ``'valid'`` layer, from the layer's ``geometry``) on images of at least
+  input, is 1x1) trained 1.0-4.1x as fast (5 layers, with and without
+  oneDNN; 16x1x1x256 -> 128 k9 s2 9.3 against 2.3 ms) and compiled up to
+  5x faster (2x1x1x16 k33 s4 1.3 against 0.24 s). Also the GEMMs where
+  the convolution would have no padding at all (a ``'valid'`` layer, from
+  the layer's ``geometry``) on images of at least
   ``SHALLOW_MIN_IMAGE_PIXELS``, unless it takes ``_convolve``'s Eigen route
   (``_kernel_grad_conv_on_eigen``); but bfloat16 where the convolution runs
   on oneDNN (``_kernel_grad_conv_on_onednn``), which trained the strided
