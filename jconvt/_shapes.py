@@ -120,13 +120,13 @@ def transpose_padding_1d(
   return length, pad_before
 
 
-def _forward_length(length: int, k_eff: int, stride: int, padding) -> int:
-  """Outputs of TF's forward convolution over ``length`` pixels:
-  ``'same'`` (upper or lower case), ``'valid'`` or explicit ``(lo, hi)``."""
-  if isinstance(padding, str) and padding.lower() == "same":
+def _forward_length(length: int, kernel_size: int, stride: int, dilation: int, padding) -> int:
+  """Outputs of TF's forward convolution over ``length`` pixels: ``'same'``,
+  ``'valid'`` (lower case) or explicit ``(lo, hi)``."""
+  if padding == "same":
     return -(-length // stride)
-  lo, hi = (0, 0) if isinstance(padding, str) else padding
-  return max(0, (length + lo + hi - k_eff) // stride + 1)
+  pads = (0, 0) if padding == "valid" else padding
+  return max(0, conv_output_length(length, kernel_size, stride, dilation, pads))
 
 
 def backprop_input_crop(input_length: int, kernel_size: int, stride: int, dilation: int,
@@ -161,21 +161,28 @@ def backprop_input_crop(input_length: int, kernel_size: int, stride: int, dilati
       not give ``input_length`` outputs (TF: "Size of out_backprop doesn't
       match computed"), naming the lengths that would.
   """
+  if isinstance(padding, str):
+    padding = padding.lower()
+
+  def forward(n):
+    return _forward_length(n, kernel_size, stride, dilation, padding)
+
   k_eff = effective_kernel_size(kernel_size, dilation)
-  computed = _forward_length(length, k_eff, stride, padding)
+  computed = forward(length)
   if computed != input_length:
-    fits = [n for n in range(input_length * stride + k_eff + stride)
-            if _forward_length(n, k_eff, stride, padding) == input_length]
+    fits = [n for n in range(input_length * stride + k_eff + stride) if forward(n) == input_length]
     allowed = (f"{fits[0]} to {fits[-1]}" if len(fits) > 1 else str(fits[0])) if fits else "none"
     raise ValueError(
         f"a forward convolution over {length} pixels (kernel {kernel_size}, dilation "
         f"{dilation}, stride {stride}, padding {padding!r}) gives {computed}, not the "
         f"input's {input_length}: the lengths that map to {input_length} are {allowed}")
-  if isinstance(padding, str) and padding.lower() == "same":
-    pad_before = max(0, (computed - 1) * stride + k_eff - length) // 2
-  else:
-    pad_before = 0 if isinstance(padding, str) else padding[0]
   full = (input_length - 1) * stride + k_eff
+  if padding == "same":  # the forward 'same' convolution's: half of full - length
+    pad_before = max(0, full - length) // 2
+  elif padding == "valid":
+    pad_before = 0
+  else:
+    pad_before = padding[0]
   hi = full - pad_before - length
   return (pad_before, max(hi, 0)), max(-hi, 0)
 

@@ -1469,16 +1469,23 @@ def test_large_strides_lower_to_a_program_that_does_not_grow_with_them(
   forward wrote 1024 convolutions, 29 s; a 1x1 input's k33 input gradient
   1089 GEMMs, 30 s), and its values and gradients equal the reference's."""
   cfg = ConvTransposeConfig(strides, padding, algorithm=algorithm)
-  params, x = _data(x_shape, kernel_shape)
-  step = jax.jit(jax.value_and_grad(
-      lambda p, x, c: jnp.sum(jconvt.conv2d_transpose(p, x, c) ** 2), argnums=(0, 1)),
-      static_argnums=2)
-  lines = step.lower(params, x, cfg).as_text().count("\n")
+  lines = _step_lines_checked_against_reference(*_data(x_shape, kernel_shape), cfg)
   assert lines < 500, lines
+
+
+def _step_lines_checked_against_reference(params, x, cfg):
+  """The StableHLO line count of a training step in ``cfg``, whose values
+  and gradients are checked against the dilated reference's (tolerances of
+  ``x``'s dtype)."""
+  step = jax.jit(jax.value_and_grad(
+      lambda p, x, c: jnp.sum(jconvt.conv2d_transpose(p, x, c).astype(jnp.float32) ** 2),
+      argnums=(0, 1)), static_argnums=2)
+  lines = step.lower(params, x, cfg).as_text().count("\n")
   got = step(params, x, cfg)
   want = step(params, x, cfg.replace(algorithm="dilated"))
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    assert_close(g, w)
+    assert_close(g, w, dtype=x.dtype)
+  return lines
 
 
 def test_bfloat16_latent_with_a_large_kernel_lowers_to_a_small_program():
@@ -1486,17 +1493,9 @@ def test_bfloat16_latent_with_a_large_kernel_lowers_to_a_small_program():
   convolution, not the phase GEMMs, whose slices of an all-padding canvas
   made the step 764 lines (1.3 s to compile, against 0.24); the values
   equal the reference's."""
-  cfg = ConvTransposeConfig(4, "same")
   params, x = _data((2, 1, 1, 16), (33, 33, 16, 16), dtype=jnp.bfloat16)
-  step = jax.jit(jax.value_and_grad(
-      lambda p, x, c: jnp.sum(jconvt.conv2d_transpose(p, x, c).astype(jnp.float32) ** 2),
-      argnums=(0, 1)), static_argnums=2)
-  lines = step.lower(params, x, cfg).as_text().count("\n")
+  lines = _step_lines_checked_against_reference(params, x, ConvTransposeConfig(4, "same"))
   assert lines < 300, lines
-  got = step(params, x, cfg)
-  want = step(params, x, cfg.replace(algorithm="dilated"))
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    assert_close(g, w, dtype=jnp.bfloat16)
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,expected", [

@@ -44,7 +44,7 @@ def _either(name: str, value, other_name: str, other):
 
 def _ints(value, name: str) -> list[int]:
   """``value`` (an int, a sequence or a 1-D array of ints) as a list."""
-  if isinstance(value, (str, bytes, bool)):
+  if isinstance(value, (str, bytes)):
     raise TypeError(f"`{name}` must be an int or a list of ints, got {value!r}.")
   if hasattr(value, "shape"):
     try:
@@ -56,12 +56,19 @@ def _ints(value, name: str) -> list[int]:
     values = value
   values = list(values) if isinstance(values, (list, tuple)) else [values]
   try:
-    out = [operator.index(v) for v in values]
+    if any(isinstance(v, bool) for v in values):
+      raise TypeError
+    return [operator.index(v) for v in values]
   except TypeError:
     raise TypeError(f"`{name}` must be an int or a list of ints, got {value!r}.") from None
-  if any(isinstance(v, bool) for v in values):
-    raise TypeError(f"`{name}` must be an int or a list of ints, got {value!r}.")
-  return out
+
+
+def _outer_and_spatial(values: Sequence, channels_first: bool) -> tuple[tuple, list]:
+  """A 4-D argument in the data format's order (NHWC or NCHW) split into
+  its (batch, channel) entries and its (height, width) ones."""
+  if channels_first:
+    return (values[0], values[1]), list(values[2:])
+  return (values[0], values[3]), list(values[1:3])
 
 
 def _spatial_pair(value, name: str, channels_first: bool) -> tuple[int, int]:
@@ -70,12 +77,11 @@ def _spatial_pair(value, name: str, channels_first: bool) -> tuple[int, int]:
   channel entries are 1; each at least 1."""
   values = [1] if value is None else _ints(value, name)
   if len(values) == 4:
-    outer = (values[0], values[1]) if channels_first else (values[0], values[3])
+    outer, values = _outer_and_spatial(values, channels_first)
     if outer != (1, 1):
       raise ValueError(
           f"`{name}` (={value!r}) must be 1 in the batch and channel dimensions, as in "
           f"TensorFlow: only the spatial ones may differ.")
-    values = values[2:] if channels_first else values[1:3]
   elif len(values) == 1:
     values = values * 2
   elif len(values) != 2:
@@ -102,11 +108,10 @@ def _padding(padding, channels_first: bool):
   if len(pairs) != 4 or any(len(p) != 2 for p in pairs):
     raise ValueError(f"`padding` (={padding!r}) must be 'SAME', 'VALID', or four "
                      f"(before, after) pairs of ints, one per dimension of the input.")
-  outer = (pairs[0], pairs[1]) if channels_first else (pairs[0], pairs[3])
+  outer, spatial = _outer_and_spatial(pairs, channels_first)
   if outer != ((0, 0), (0, 0)):
     raise ValueError(f"`padding` (={padding!r}) must be zero in the batch and channel "
                      f"dimensions, as in TensorFlow.")
-  spatial = pairs[2:] if channels_first else pairs[1:3]
   if min(min(p) for p in spatial) < 0:
     raise ValueError(f"`padding` (={padding!r}) must be >= 0 everywhere.")
   return tuple(spatial)
@@ -227,13 +232,12 @@ def _config_for(x_shape: Sequence[int], kernel_shape: Sequence[int], output_shap
   shape = _ints(output_shape, "output_shape")
   batch, channels = (x_shape[0], kernel_shape[2])
   if len(shape) == 4:
-    given = (shape[0], shape[1]) if channels_first else (shape[0], shape[3])
+    given, shape = _outer_and_spatial(shape, channels_first)
     if given != (batch, channels):
       raise ValueError(
           f"`output_shape` (={output_shape!r}) has batch {given[0]} and {given[1]} channels; "
           f"the input's batch is {batch} and the filter's out_channels (its third "
           f"dimension) {channels}.")
-    shape = shape[2:] if channels_first else shape[1:3]
   elif len(shape) != 2:
     raise ValueError(f"`output_shape` (={output_shape!r}) must hold 4 sizes, or the 2 "
                      f"spatial ones, got {len(shape)}.")
@@ -242,7 +246,7 @@ def _config_for(x_shape: Sequence[int], kernel_shape: Sequence[int], output_shap
   stride = _spatial_pair(strides, "strides", channels_first)
   dilation = _spatial_pair(dilations, "dilations", channels_first)
   pad = _padding(padding, channels_first)
-  in_hw = x_shape[2:] if channels_first else x_shape[1:3]
+  _, in_hw = _outer_and_spatial(x_shape, channels_first)
   crops, extra = [], []
   for axis, what in enumerate(("height", "width")):
     try:
