@@ -10,17 +10,21 @@
 #    GPU), the dilated reference itself, jconvt with the CPU's fast paths
 #    forced (phase, col2im), flax, lax.conv_transpose and PyTorch on CUDA;
 #    writes $OUT/suite.{md,json,png} and $OUT/suite.log;
-# 3. the algorithm plans' training steps, suite layers at 8x and their own
+# 3. the upsample suite (large strides, FCN heads) on the GPU (UPSAMPLE_S,
+#    0 by default; UPSAMPLE_IMPLS, by default jconvt's four names and
+#    PyTorch); writes
+#    $OUT/upsample.{md,json,png} and $OUT/upsample.log;
+# 4. the algorithm plans' training steps, suite layers at 8x and their own
 #    batch (benchmarks/plans.py: the data behind auto's GPU rule); writes
 #    $OUT/plans.{json,md};
-# 4. a sweep of plans over a grid of layers (benchmarks/sweep.py; SWEEP_ARGS,
+# 5. a sweep of plans over a grid of layers (benchmarks/sweep.py; SWEEP_ARGS,
 #    by default the few-filters grid: 1-32 filters, auto against the
 #    reference and col2im/taps/taps); writes $OUT/sweep.{json,md};
-# 5. the correctness tests on the GPU (golden TF fixtures for every
+# 6. the correctness tests on the GPU (golden TF fixtures for every
 #    algorithm, transforms, the Flax layer, the properties), in full float32
 #    (the tests' jax.default_matmul_precision); writes $OUT/tests.log.
 #
-# Each step has its own time limit (BENCH_S, PLANS_S, SWEEP_S, TEST_S
+# Each step has its own time limit (BENCH_S, UPSAMPLE_S, PLANS_S, SWEEP_S, TEST_S
 # seconds; 0 skips it), so a slow step still leaves the next one its turn,
 # and all fit one 10-minute call; a step cut short leaves its log. On an
 # H200 (2026-11-26) the suite took about 2 minutes, the plans 3 and the
@@ -54,6 +58,13 @@ if [ "${BENCH_S:-200}" != 0 ]; then
     --impls "${IMPLS:-jconvt,jconvt-dilated,jconvt-phase,jconvt-col2im,flax,lax.conv_transpose,torch}" \
     ${BENCH_ARGS:-} 2>&1 | tee "$out/suite.log" | grep -v '^|'
   echo "benchmark exit: ${PIPESTATUS[0]}"
+fi
+
+if [ "${UPSAMPLE_S:-0}" != 0 ]; then
+  timeout "${UPSAMPLE_S}" $py -m benchmarks --suite upsample --out "$out/upsample" \
+    --impls "${UPSAMPLE_IMPLS:-jconvt,jconvt-dilated,jconvt-phase,jconvt-col2im,torch}" \
+    2>&1 | tee "$out/upsample.log" | grep -v '^|'
+  echo "upsample exit: ${PIPESTATUS[0]}"
 fi
 
 if [ "${PLANS_S:-200}" != 0 ]; then
