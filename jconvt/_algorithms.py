@@ -2168,17 +2168,38 @@ def cpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
 #     against 0.28 ms): steps under 0.4 ms are launch-bound, and their
 #     times moved by up to 50% between runs.
 # At stride 1 the reference's kernel gradient has no input dilation, and it
-# ran as fast (0.95-1.14x), so it stays. So do the forward and the input
-# gradient: no other algorithm for them (phase, col2im, the GEMMs, the
-# taps) was consistently faster there.
+# ran as fast (0.95-1.14x), so it stays. So does the input gradient: no
+# other algorithm for it (the GEMMs, the taps) was consistently faster.
+#
+# The forward stays the dilated one below 16 phases (``s_h * s_w``:
+# strides 2 and 3, 4x2): at stride 2 the step with the phase forward ran
+# 0.79-1.14x on five suite layers (H200, ``...-h200-plans.md``) and
+# 1.06-1.09x on FCN heads (below). From 16 phases (stride 4x4) on the
+# forward is ``phase`` where the layer is not dilated: on an H100 (2026-11-27,
+# ``benchmarks/sweep.py`` over 21-channel FCN heads at batch 4, one round;
+# ``benchmarks/results/2026-11-27-h100-sweep-upsample.md``), the step with
+# only the forward replaced (``phase/autodiff/conv``) ran 1.09x at k8 s4
+# (16x16 and 32x32 inputs), 1.14-1.18x at k16 s8, 6.5x at k32 s16 and
+# 6.6x at k64 s32 on 16x16 inputs (6.85 -> 1.05 and 25.9 -> 3.9 ms: XLA's
+# dilated forward took 22.5 ms there, the phase forward 0.15), and 0.82x
+# at k32 s16 on 32x32 (2.02 against 1.66 ms). In the upsample suite the
+# phase forward alone ran 1.35-1.42x at strides 4-16 and 91-154x at 32.
+GPU_PHASE_MIN_PHASES = 16
+
+
 def gpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
              geometry) -> AlgorithmPlan:
   """``auto`` on NVIDIA GPUs (CUDA), for an NHWC input of ``x_shape``: at
-  stride > 1, the reference's forward and input gradient (differentiated by
-  JAX inside the fast path's transpose rule) with ``grad_kernel``'s convolution for the
-  kernel gradient; at stride 1, the reference (the rule above)."""
-  if config.strides == (1, 1):
+  stride > 1, the reference's input gradient (differentiated by JAX inside
+  the fast path's transpose rule) with ``grad_kernel``'s convolution for the
+  kernel gradient, and the reference's forward, or ``phase`` from
+  ``GPU_PHASE_MIN_PHASES`` phases (``s_h * s_w``) on where the layer is not
+  dilated; at stride 1, the reference (the rules above)."""
+  sh, sw = config.strides
+  if sh * sw == 1:
     return REFERENCE
+  if sh * sw >= GPU_PHASE_MIN_PHASES and config.dilation_rate == (1, 1):
+    return AlgorithmPlan("phase", "autodiff", "conv")
   return AlgorithmPlan("dilated", "autodiff", "conv")
 
 
@@ -2234,8 +2255,9 @@ def dispatch(x, kernel, config, geometry):
     size), accumulated in float32, unless oneDNN takes bfloat16: then the
     phase forward and both gradients as its convolutions (``cpu_plan``).
     On NVIDIA GPUs
-    (``gpu_plan``): at stride > 1 the dilated forward and its input
-    gradient with ``grad_kernel``'s convolution as the kernel gradient (in
+    (``gpu_plan``): at stride > 1 the dilated forward (``conv_phase`` from
+    ``GPU_PHASE_MIN_PHASES`` phases on) and the dilated input gradient
+    with ``grad_kernel``'s convolution as the kernel gradient (in
     ``_fast_p``), else ``"dilated"``. On other backends (ROCm, TPU),
     ``"dilated"``: unmeasured there. The choice is made per platform at
     lowering (``lax.platform_dependent``).

@@ -955,7 +955,8 @@ def test_algorithm_plan_names_what_runs(x_shape, kernel_shape, kwargs, dtype, ex
 
 def test_algorithm_plan_on_other_platforms():
   """``auto`` on NVIDIA GPUs replaces the reference's kernel gradient at
-  stride > 1 only; it is the dilated reference on ROCm and TPU; an explicit
+  stride > 1, and its forward from 16 phases on; it is the dilated
+  reference on ROCm and TPU; an explicit
   fast path is the CPU's everywhere."""
   cfg = ConvTransposeConfig(2, "same")
   for gpu in ("gpu", "cuda"):
@@ -963,6 +964,14 @@ def test_algorithm_plan_on_other_platforms():
         == ("dilated", "autodiff", "conv")
     assert tuple(jconvt.algorithm_plan((16, 32, 32, 128), (3, 3, 64, 128), cfg.replace(strides=1),
                                        platform=gpu)) == ("dilated", "autodiff", "autodiff")
+    # From 16 phases (s_h * s_w) the forward is the phase one, unless dilated.
+    for strides, dilation, forward in [((4, 4), 1, "phase"), ((32, 32), 1, "phase"),
+                                       ((8, 2), 1, "phase"), ((4, 2), 1, "dilated"),
+                                       ((3, 3), 1, "dilated"), ((5, 3), 1, "dilated"),
+                                       ((4, 4), 2, "dilated")]:
+      big = cfg.replace(strides=strides, dilation_rate=dilation)
+      assert tuple(jconvt.algorithm_plan((1, 16, 16, 21), (8, 8, 21, 21), big, platform=gpu)) \
+          == (forward, "autodiff", "conv"), (strides, dilation)
   for other in ("rocm", "tpu"):
     assert tuple(jconvt.algorithm_plan((16, 32, 32, 128), (4, 4, 64, 128), cfg,
                                        platform=other)) == ("dilated", "autodiff", "autodiff")
@@ -1016,7 +1025,8 @@ def test_cuda_lowering_runs_the_gpu_plan(data_format):
   its input gradient (a strided convolution of ``dy``) and ``grad_kernel``'s
   convolution (the input dilated as its kernel): one input-dilated
   convolution, where the reference (ROCm) has two. At stride 1 CUDA runs
-  the reference: no dilation at all."""
+  the reference: no dilation at all. At stride 4 (16 phases) the forward
+  is the phase convolution, undilated."""
   x_shape = (2, 8, 8, 4) if data_format == "channels_last" else (2, 4, 8, 8)
   params, x = _data(x_shape, (4, 4, 6, 4))
 
@@ -1033,6 +1043,11 @@ def test_cuda_lowering_runs_the_gpu_plan(data_format):
   assert sum("lhs_dilate" in c for c in reference) == 2
   stride1 = _lowered_convolutions(step(cfg.replace(strides=1)), (params, x), "cuda")
   assert len(stride1) == 3 and not any("dilate" in c for c in stride1)
+  # From 16 phases the forward is the phase convolution: no dilation.
+  params4, x4 = _data(x_shape, (8, 8, 6, 4))
+  stride4 = _lowered_convolutions(step(cfg.replace(strides=4)), (params4, x4), "cuda")
+  assert [("lhs_dilate" in c, "rhs_dilate" in c, "stride" in c) for c in stride4] == [
+      (False, False, False), (False, False, True), (False, True, False)]
 
 
 @pytest.mark.parametrize("dtype,preferred", [
@@ -1041,10 +1056,13 @@ def test_cuda_lowering_runs_the_gpu_plan(data_format):
     ((2, 5, 6, 8), (4, 4, 6, 8), {}),
     ((2, 8, 5, 6), (3, 3, 6, 8), {"data_format": "channels_first", "padding": "valid"}),
     ((1, 4, 4, 7), (3, 5, 5, 7), {"strides": (3, 2), "output_padding": (2, 1)}),
+    ((2, 3, 4, 5), (8, 6, 6, 5), {"strides": 4}),  # 16 phases: the phase forward
+    ((1, 3, 2, 5), (5, 3, 4, 5), {"strides": (8, 2), "padding": "valid", "output_padding": (3, 1)}),
 ])
 def test_gpu_plan_matches_the_reference(x_shape, kernel_shape, kwargs, dtype, preferred):
   """The plan ``auto`` runs on NVIDIA GPUs, run here: output and both
-  gradients equal the dilated reference's in every dtype."""
+  gradients equal the dilated reference's in every dtype (the phase
+  forward from 16 phases on)."""
   params, x = _data(x_shape, kernel_shape, dtype=np.float32)
   params, x = jax.tree.map(lambda a: a.astype(dtype), (params, x))
   cfg = ConvTransposeConfig(**{"strides": 2, "padding": "same", **kwargs},
@@ -1060,7 +1078,8 @@ def test_gpu_plan_matches_the_reference(x_shape, kernel_shape, kwargs, dtype, pr
   with gpu_rules():
     plan = jconvt.algorithm_plan(x.shape, kernel_shape, cfg, dtype)
     y, (dparams, dx) = run("auto")
-  assert plan == ("dilated", "autodiff", "conv")
+  strides = cfg.strides
+  assert plan == ("phase" if strides[0] * strides[1] >= 16 else "dilated", "autodiff", "conv")
   y_ref, (dparams_ref, dx_ref) = run("dilated")
   assert y.dtype == y_ref.dtype and dx.dtype == x.dtype
   assert dparams["kernel"].dtype == dparams_ref["kernel"].dtype
