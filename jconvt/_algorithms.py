@@ -2183,7 +2183,7 @@ def cpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
 # 6.6x at k64 s32 on 16x16 inputs (6.85 -> 1.05 and 25.9 -> 3.9 ms: XLA's
 # dilated forward took 22.5 ms there, the phase forward 0.15), and 0.82x
 # at k32 s16 on 32x32 (2.02 against 1.66 ms). In the upsample suite the
-# phase forward alone ran 1.35-1.42x at strides 4-16 and 91-154x at 32.
+# phase forward alone ran 1.03-1.71x at strides 4-16 and 91-154x at 32.
 GPU_PHASE_MIN_PHASES = 16
 
 
