@@ -2,6 +2,8 @@
 the same values as ``lax.conv_general_dilated``, its transforms, the
 switch, and that the fast paths reach it on CPU."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,9 @@ from jax import lax
 import jconvt
 from jconvt import ConvTransposeConfig, _onednn
 from conftest import assert_close, examples, onednn_routes
+
+# The plan auto runs on CPU, on whichever backend the tests run.
+_cpu_plan = functools.partial(jconvt.algorithm_plan, platform="cpu")
 
 on_cpu_with_onednn = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not _onednn.enabled(),
@@ -496,9 +501,9 @@ def test_bfloat16_plan_with_onednn(monkeypatch, x_shape, kernel_shape, expected)
   cfg = ConvTransposeConfig(2, "same")
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
-  assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)) == expected
+  assert tuple(_cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)) == expected
   monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
-  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)
+  plan = _cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)
   assert plan.kernel_gradient == ("conv" if x_shape[1:3] == (1, 1) else "phase_gemm")
 
 
@@ -519,7 +524,7 @@ def test_bfloat16_kernel_gradient_of_small_inputs(monkeypatch, x_shape, kernel_s
   (not the phase GEMMs, whose canvas is all padding there)."""
   cfg = ConvTransposeConfig(strides, "same")
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
-  plan = lambda dtype: jconvt.algorithm_plan(x_shape, kernel_shape, cfg, dtype).kernel_gradient
+  plan = lambda dtype: _cpu_plan(x_shape, kernel_shape, cfg, dtype).kernel_gradient
   monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
   assert plan(jnp.bfloat16) == bf16_onednn
   assert plan(jnp.float32) == float32
@@ -570,7 +575,7 @@ def test_stride1_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
   on 'valid' layers too); the GEMMs stay where oneDNN does not take it."""
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   cfg = ConvTransposeConfig(1, padding)
-  plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32)
+  plan = _cpu_plan(x_shape, kernel_shape, cfg, jnp.float32)
   assert plan.kernel_gradient == expected
 
 
@@ -601,10 +606,10 @@ def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kerne
   GEMMs elsewhere."""
   cfg = ConvTransposeConfig(2, padding)
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
-  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == expected
+  assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == expected
   monkeypatch.setenv("JCONVT_ONEDNN", "0")
   wide_phases = kernel_shape[0] > 4
-  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == (
+  assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == (
       "conv" if wide_phases else "phase_gemm")
 
 
@@ -622,8 +627,8 @@ def test_stride1_bfloat16_kernel_gradient_with_onednn(monkeypatch, x_shape, kern
   cfg = ConvTransposeConfig(1, padding)
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
-  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
+  assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
       expected)
   monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
-  assert jconvt.algorithm_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
+  assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
       "phase_gemm")
