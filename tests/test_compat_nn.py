@@ -302,9 +302,16 @@ def test_conv2d_backprop_input_needs_padding_and_out_backprop():
 
 def test_a_traced_output_shape_is_refused_clearly():
   x, kernel = jnp.ones((1, 3, 3, 2)), jnp.ones((3, 3, 4, 2))
-  with pytest.raises(TypeError, match=r"`output_shape` must be static"):
+  with pytest.raises(TypeError, match=r"`output_shape` must be static.*x\.shape\[0\]"):
     jax.jit(lambda shape: tf_v1.nn.conv2d_transpose(x, kernel, shape, 2))(
         jnp.array([1, 6, 6, 4]))
+  # TF v1's tf.stack([tf.shape(x)[0], ...]) carried over literally is traced
+  # under jit; x.shape[0] is the static form, and it runs.
+  stacked = lambda x: tf_v1.nn.conv2d_transpose(x, kernel, jnp.stack([jnp.shape(x)[0], 6, 6, 4]), 2)
+  with pytest.raises(TypeError, match=r"`output_shape` must be static"):
+    jax.jit(stacked)(x)
+  static = lambda x: tf_v1.nn.conv2d_transpose(x, kernel, [x.shape[0], 6, 6, 4], 2)
+  assert jax.jit(static)(x).shape == (1, 6, 6, 4)
 
 
 @pytest.mark.parametrize("rate", [0, 1.5, True, None])

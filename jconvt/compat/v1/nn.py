@@ -51,7 +51,9 @@ def _ints(value, name: str) -> list[int]:
       values = np.asarray(value).tolist()
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
       raise TypeError(f"`{name}` must be static: a list or tuple of ints, or a concrete "
-                      f"array, not a traced one (got {value!r}).") from None
+                      f"array, not a traced one (got {value!r}). Under jit, build it from "
+                      f"Python ints, e.g. x.shape[0] where TF code has tf.shape(x)[0], and "
+                      f"not with jnp.stack or jnp.array.") from None
   else:
     values = value
   values = list(values) if isinstance(values, (list, tuple)) else [values]
