@@ -15,7 +15,8 @@
 #    PyTorch); writes
 #    $OUT/upsample.{md,json,png} and $OUT/upsample.log;
 # 4. the algorithm plans' training steps, suite layers at 8x and their own
-#    batch (benchmarks/plans.py: the data behind auto's GPU rule); writes
+#    batch (benchmarks/plans.py: the data behind auto's GPU rule; PLANS_S,
+#    0 by default since its H200 run is in benchmarks/results); writes
 #    $OUT/plans.{json,md};
 # 5. a sweep of plans over a grid of layers (benchmarks/sweep.py; SWEEP_ARGS,
 #    by default the few-filters grid: 1-32 filters, auto against the
@@ -30,7 +31,11 @@
 # H200 (2026-11-26) the suite took about 2 minutes, the plans 3 and the
 # tests a little over 2.5; on an H100 the suite with five implementations,
 # again at 8x batch with three, the default sweep and 150 s of tests took
-# 6.5 minutes together.
+# 6.5 minutes together. On an H100 (2026-11-27) the 1978 tests took 3
+# minutes (a 200 s limit cut them off without a summary; TEST_S is 260 by
+# default); the suite at 8x with three implementations and the upsample
+# suite with five took about 75 s together. The device returns at most 8 files
+# from $OUT: print what must come back (the tests' tail) to stdout.
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/jconvt-gpu}
@@ -67,8 +72,8 @@ if [ "${UPSAMPLE_S:-0}" != 0 ]; then
   echo "upsample exit: ${PIPESTATUS[0]}"
 fi
 
-if [ "${PLANS_S:-200}" != 0 ]; then
-  timeout "${PLANS_S:-200}" $py -m benchmarks.plans --batch-scale 8,1 --out "$out/plans" \
+if [ "${PLANS_S:-0}" != 0 ]; then
+  timeout "${PLANS_S}" $py -m benchmarks.plans --batch-scale 8,1 --out "$out/plans" \
     2>&1 | grep -E '^(\[x|machine|wrote)'
   echo "plans exit: ${PIPESTATUS[0]}"
 fi
@@ -82,12 +87,12 @@ fi
 # Twelve test processes share the GPU: none may take 75% of its memory.
 # -W default: the ini's "error" turns a newer jax's deprecation warnings into
 # failures; here they are shown instead, and counted below.
-[ "${TEST_S:-160}" = 0 ] && exit 0
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-160}" \
+[ "${TEST_S:-260}" = 0 ] && exit 0
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-260}" \
   $py -m pytest -n "${WORKERS:-12}" -o addopts="-ra --strict-markers" -W default \
   -p no:cacheprovider -q -m "not slow" ${TESTS:-tests/test_golden.py tests/test_transforms.py \
   tests/test_linen.py tests/test_compat_nn.py tests/test_properties.py} > "$out/tests.log" 2>&1
 echo "tests exit: $?"
-grep -E "passed|failed|error" "$out/tests.log" | tail -3
+tail -c 1500 "$out/tests.log"
 grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -40
 grep -ci "warning" "$out/tests.log" | sed 's/^/lines mentioning warnings: /'
