@@ -292,6 +292,23 @@ def test_bad_arguments_raise_naming_them(kwargs, error, match):
     tf_v1.nn.conv2d_transpose(x, kernel, **kwargs)
 
 
+def test_a_name_that_is_not_a_string_is_refused():
+  """TF2's tf.nn.conv2d_transpose takes `dilations` 7th, where v1 (this
+  signature) takes `name`: TF2 code passing dilations positionally gets an
+  error that says so, not a silently undilated output."""
+  x, kernel = np.ones((1, 4, 4, 2), np.float32), np.ones((3, 3, 3, 2), np.float32)
+  with pytest.raises(TypeError, match=r"`name` must be a string or None, got \[1, 2, 2, 1\]: "
+                     r"in TF v1's signature.*argument 7 is `name`.*`dilations` there"):
+    tf_v1.nn.conv2d_transpose(x, kernel, [1, 4, 4, 3], 1, "SAME", "NHWC", [1, 2, 2, 1])
+  y = tf_v1.nn.conv2d_transpose(x, kernel, [1, 4, 4, 3], 1, "SAME", "NHWC", "up",
+                                dilations=[1, 2, 2, 1])
+  assert y.shape == (1, 4, 4, 3)
+  with pytest.raises(TypeError, match=r"`name` .* got 3: .*argument 6 is `name`\.$"):
+    tf_v1.nn.atrous_conv2d_transpose(x, kernel, [1, 4, 4, 3], 2, "SAME", 3)
+  with pytest.raises(TypeError, match=r"`use_cudnn_on_gpu` must be a bool, got 'NHWC'"):
+    tf_v1.nn.conv2d_backprop_input([1, 4, 4, 3], kernel, x, 1, "SAME", "NHWC")
+
+
 def test_conv2d_backprop_input_needs_padding_and_out_backprop():
   kernel = np.ones((3, 3, 4, 2), np.float32)
   with pytest.raises(TypeError, match=r"`padding` is required"):

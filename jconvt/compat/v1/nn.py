@@ -42,6 +42,18 @@ def _either(name: str, value, other_name: str, other):
   return out
 
 
+def _check_name(name, position: int, v2_argument: str | None = None):
+  """TF's ``name`` is a string (or ``None``). Anything else is refused: the
+  likeliest cause is TF2's signature, which has another argument at
+  ``position``, and ignoring it would silently drop that argument."""
+  if name is None or isinstance(name, str):
+    return
+  hint = (f" TF2's signature has `{v2_argument}` there; pass it by keyword "
+          f"({v2_argument}=...)." if v2_argument else "")
+  raise TypeError(f"`name` must be a string or None, got {name!r}: in TF v1's signature, "
+                  f"which this follows, argument {position} is `name`.{hint}")
+
+
 def _ints(value, name: str) -> list[int]:
   """``value`` (an int, a sequence or a 1-D array of ints) as a list."""
   if isinstance(value, (str, bytes)):
@@ -136,7 +148,7 @@ def conv2d_transpose(value=None, filter=None, output_shape=None, strides=None,  
     padding: ``'SAME'`` or ``'VALID'`` (any case), or explicit padding:
       four (before, after) pairs, zero at the batch and channels.
     data_format: ``'NHWC'`` or ``'NCHW'``.
-    name: accepted for TF's signature; unused.
+    name: accepted for TF's signature (a string or ``None``); unused.
     input: ``value``'s other name.
     filters: ``filter``'s other name.
     dilations: an int, or 1, 2 or 4 ints; ``None`` is 1.
@@ -152,7 +164,7 @@ def conv2d_transpose(value=None, filter=None, output_shape=None, strides=None,  
       size, or whose batch or channels do not match the input and the
       filter, or malformed strides, dilations or padding.
   """
-  del name
+  _check_name(name, 7, "dilations")
   x = _either("value", value, "input", input)
   kernel = _either("filter", filter, "filters", filters)
   if data_format not in _DATA_FORMATS:
@@ -175,13 +187,13 @@ def atrous_conv2d_transpose(value, filters, output_shape, rate, padding, name=No
     output_shape: 4 ints (NHWC) or the 2 spatial ones.
     rate: a positive int.
     padding: ``'SAME'`` or ``'VALID'`` (any case).
-    name: accepted for TF's signature; unused.
+    name: accepted for TF's signature (a string or ``None``); unused.
     algorithm, precision: as in ``conv2d_transpose``.
 
   Returns:
     The output, of ``output_shape``.
   """
-  del name
+  _check_name(name, 6)
   if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
     raise ValueError(f"`rate` (={rate!r}) must be a positive int.")
   if not isinstance(padding, str):
@@ -206,14 +218,18 @@ def conv2d_backprop_input(input_sizes, filter=None, out_backprop=None, strides=N
       here.
     strides, padding, data_format, dilations: as ``conv2d_transpose``'s;
       ``padding`` is required, as in TF.
-    use_cudnn_on_gpu, name: accepted for TF's signature; unused.
+    use_cudnn_on_gpu, name: accepted for TF's signature (a bool; a string
+      or ``None``); unused.
     filters: ``filter``'s other name.
     algorithm, precision: as in ``conv2d_transpose``.
 
   Returns:
     The output, of ``input_sizes``.
   """
-  del use_cudnn_on_gpu, name
+  _check_name(name, 9)
+  if not isinstance(use_cudnn_on_gpu, bool):
+    raise TypeError(f"`use_cudnn_on_gpu` must be a bool, got {use_cudnn_on_gpu!r}: it is "
+                    f"argument 6 in TF v1's signature, which this follows.")
   if padding is None:
     raise TypeError("`padding` is required: 'SAME', 'VALID' or explicit pairs.")
   if out_backprop is None:
