@@ -23,7 +23,13 @@
 #    reference and col2im/taps/taps); writes $OUT/sweep.{json,md};
 # 6. the correctness tests on the GPU (golden TF fixtures for every
 #    algorithm, transforms, the Flax layer, the properties), in full float32
-#    (the tests' jax.default_matmul_precision); writes $OUT/tests.log.
+#    (the tests' jax.default_matmul_precision); writes $OUT/tests.log;
+# 7. the oneDNN encoding check on this machine's CPU and jaxlib
+#    (ONEDNN_S): tests/test_onednn.py with JAX_PLATFORMS=cpu and
+#    JCONVT_ONEDNN=1, which forces the custom call where the jaxlib is not
+#    in _onednn.VERIFIED_JAXLIB (a GPU machine's jaxlib may be newer than
+#    the registry this project's machines see); passing there is what
+#    adding that version needs. Writes $OUT/onednn.log.
 #
 # Each step has its own time limit (BENCH_S, UPSAMPLE_S, PLANS_S, SWEEP_S, TEST_S
 # seconds; 0 skips it), so a slow step still leaves the next one its turn,
@@ -87,12 +93,22 @@ fi
 # Twelve test processes share the GPU: none may take 75% of its memory.
 # -W default: the ini's "error" turns a newer jax's deprecation warnings into
 # failures; here they are shown instead, and counted below.
-[ "${TEST_S:-260}" = 0 ] && exit 0
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-260}" \
-  $py -m pytest -n "${WORKERS:-12}" -o addopts="-ra --strict-markers" -W default \
-  -p no:cacheprovider -q -m "not slow" ${TESTS:-tests/test_golden.py tests/test_transforms.py \
-  tests/test_linen.py tests/test_compat_nn.py tests/test_properties.py} > "$out/tests.log" 2>&1
-echo "tests exit: $?"
-tail -c 1500 "$out/tests.log"
-grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -40
-grep -ci "warning" "$out/tests.log" | sed 's/^/lines mentioning warnings: /'
+if [ "${TEST_S:-260}" != 0 ]; then
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-260}" \
+    $py -m pytest -n "${WORKERS:-12}" -o addopts="-ra --strict-markers" -W default \
+    -p no:cacheprovider -q -m "not slow" ${TESTS:-tests/test_golden.py tests/test_transforms.py \
+    tests/test_linen.py tests/test_compat_nn.py tests/test_properties.py} > "$out/tests.log" 2>&1
+  echo "tests exit: $?"
+  tail -c 1500 "$out/tests.log"
+  grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -40
+  grep -ci "warning" "$out/tests.log" | sed 's/^/lines mentioning warnings: /'
+fi
+
+if [ "${ONEDNN_S:-90}" != 0 ]; then
+  JAX_PLATFORMS=cpu JCONVT_ONEDNN=1 timeout -s INT "${ONEDNN_S:-90}" \
+    $py -m pytest -n 8 -o addopts="-ra --strict-markers" -W default -p no:cacheprovider -q \
+    tests/test_onednn.py > "$out/onednn.log" 2>&1
+  rc=$?
+  echo "oneDNN check (jaxlib $($py -c 'import jaxlib; print(jaxlib.__version__)')) exit: $rc"
+  tail -c 1200 "$out/onednn.log"
+fi
