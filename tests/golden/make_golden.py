@@ -17,13 +17,13 @@ the true gradient, zeros, and ``"tf_grad": false`` in their record.
 """
 
 import itertools
-import json
 import os
 import pathlib
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _fixture  # noqa: E402  (tests/golden/, the script's own folder)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
@@ -160,11 +160,8 @@ def main():
     arrays[f"{i}/dx"] = np.asarray(grads[0], np.float32)
     arrays[f"{i}/dkernel"] = np.asarray(grads[1], np.float32)
     records.append(rec)
-  arrays["records"] = np.array(json.dumps(records))
-  arrays["versions"] = np.array(json.dumps(
-      {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}))
-  np.savez_compressed(OUT, **arrays)
-  print(f"wrote {len(records)} cases to {OUT} ({OUT.stat().st_size} bytes)")
+  _fixture.write(OUT, arrays, records,
+                 {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__})
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ refuses it too (``tests/test_compat_nn.py``).
 """
 
 import itertools
-import json
 import os
 import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _fixture  # noqa: E402  (tests/golden/, the script's own folder)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -144,10 +144,7 @@ def main():
                    f"{i}/dy": dy, f"{i}/dx": dx.astype(np.float32),
                    f"{i}/dkernel": dk.astype(np.float32)})
     records.append(rec)
-  arrays["records"] = np.array(json.dumps(records))
-  arrays["versions"] = np.array(json.dumps({"tensorflow": tf.__version__}))
-  np.savez_compressed(OUT, **arrays)
-  print(f"wrote {len(records)} cases to {OUT} ({OUT.stat().st_size} bytes)")
+  _fixture.write(OUT, arrays, records, {"tensorflow": tf.__version__})
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ For several ``torch.nn.ConvTranspose2d`` settings it records the module's
 settings, weight, bias, an NCHW input and torch's output.
 """
 
-import json
 import pathlib
 
-import numpy as np
+import _fixture  # tests/golden/, the script's own folder
 import torch
 
 OUT = pathlib.Path(__file__).with_name("torch_conv_transpose2d.npz")
@@ -41,10 +40,7 @@ def main():
       arrays[f"{i}/bias"] = module.bias.detach().numpy()
     records.append({"index": i, "stride": module.stride, "padding": module.padding,
                     "output_padding": module.output_padding, "dilation": module.dilation})
-  arrays["records"] = np.array(json.dumps(records))
-  arrays["versions"] = np.array(json.dumps({"torch": torch.__version__}))
-  np.savez_compressed(OUT, **arrays)
-  print(f"wrote {len(records)} cases to {OUT}")
+  _fixture.write(OUT, arrays, records, {"torch": torch.__version__})
 
 
 if __name__ == "__main__":
