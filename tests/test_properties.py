@@ -11,6 +11,19 @@ from conftest import (assert_close, eigen_route, examples, gpu_rules, large_inpu
                       onednn_routes)
 
 
+def _output_padding(draw, strides, kernel_eff, padding):
+  """``None`` or a drawn ``output_padding`` TF accepts: below each stride,
+  and with ``'same'`` 1 where TF rejects 0 (an even effective kernel at
+  stride > 1)."""
+  if not draw(st.booleans()):
+    return None
+  op = tuple(draw(st.integers(0, s - 1)) for s in strides)
+  if isinstance(padding, str) and padding.lower() == "same":
+    op = tuple(1 if (s > 1 and o == 0 and k % 2 == 0) else o
+               for s, o, k in zip(strides, op, kernel_eff))
+  return op
+
+
 @st.composite
 def cases(draw):
   n, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
@@ -24,16 +37,7 @@ def cases(draw):
     # The crops must fit in the full output, (n - 1) * s + k_eff per axis.
     assume(all(sum(p) <= (size - 1) * s + (k - 1) * d + 1 for p, size, s, k, d in
                zip(padding, (h, w), (sh, sw), (kh, kw), (dh, dw))))
-  op = None
-  if draw(st.booleans()):
-    op = (draw(st.integers(0, sh - 1)), draw(st.integers(0, sw - 1)))
-    if isinstance(padding, str) and padding.lower() == "same":
-      # TF rejects output_padding 0 with an even effective kernel at stride > 1.
-      keff = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
-      op = tuple(1 if (s > 1 and o == 0 and k % 2 == 0) else o
-                 for s, o, k in zip((sh, sw), op, keff))
-      if any(s == 1 and o >= 1 for s, o in zip((sh, sw), op)):
-        op = None
+  op = _output_padding(draw, (sh, sw), ((kh - 1) * dh + 1, (kw - 1) * dw + 1), padding)
   data_format = draw(st.sampled_from(["channels_last", "channels_first"]))
   algorithm = draw(st.sampled_from(["dilated", "phase", "col2im", "auto"]))
   if algorithm == "phase" and (dh, dw) != (1, 1):
@@ -133,11 +137,7 @@ def large_stride_cases(draw):
     padding = tuple((draw(st.integers(0, k)), draw(st.integers(0, k))) for k in (kh, kw))
     assume(all(sum(p) < (size - 1) * s + k for p, size, s, k in
                zip(padding, (h, w), (sh, sw), (kh, kw))))
-  op = None
-  if draw(st.booleans()):
-    op = (draw(st.integers(0, sh - 1)), draw(st.integers(0, sw - 1)))
-    if padding == "same":  # TF rejects output_padding 0 with an even kernel
-      op = tuple(1 if o == 0 and k % 2 == 0 else o for o, k in zip(op, (kh, kw)))
+  op = _output_padding(draw, (sh, sw), (kh, kw), padding)
   data_format = draw(st.sampled_from(["channels_last", "channels_first"]))
   c, f = draw(st.integers(1, 3)), draw(st.integers(1, 3))
   cfg = ConvTransposeConfig((sh, sw), padding, op, data_format=data_format)
