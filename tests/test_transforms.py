@@ -719,6 +719,7 @@ def _batch_norm_relu(y):
     ((2, 8, 8, 16), (5, 5, 8, 16), 3, "valid", "col2im", jnp.float32),
     ((4, 16, 16, 32), (3, 3, 32, 32), 2, "same", "phase", jnp.float32),   # exact phases
     ((4, 16, 16, 32), (4, 4, 32, 32), 2, "same", "phase", jnp.float32),
+    ((4, 16, 16, 32), (4, 4, 64, 32), 2, "same", "phase", jnp.float32),   # spread phases
     ((2, 8, 8, 16), (5, 5, 8, 16), 3, "valid", "phase", jnp.float32),     # phase groups
     ((4, 16, 16, 32), (4, 4, 32, 32), 2, "same", "phase", jnp.bfloat16),
     ((4, 8, 8, 64), (4, 4, 32, 64), 2, "same", "auto", jnp.float32),
@@ -1273,6 +1274,68 @@ def test_exact_phases_rule(x_shape, kernel_shape, on_cpu, expected, monkeypatch)
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
   assert _algorithms._exact_phases_pay(x_shape, jnp.float32, kernel_shape, cfg, geometry,
                                        on_cpu) is expected
+
+
+@pytest.mark.parametrize("filters,dtype,strides,training,on_cpu,nchw_after,expected", [
+    (64, jnp.float32, (2, 2), False, True, False, True),
+    (64, jnp.float32, (2, 1), False, True, False, True),
+    (64, jnp.float32, (2, 2), True, True, False, False),   # a training step: the transpose
+    (64, jnp.float32, (2, 2), False, False, False, False),  # not XLA:CPU, where it was measured
+    (64, jnp.float32, (2, 2), False, True, True, False),   # channels_first: fused with NCHW's
+    (64, jnp.bfloat16, (2, 2), False, True, False, False),
+    (32, jnp.float32, (2, 2), False, True, False, False),
+    (128, jnp.float32, (2, 2), False, True, False, False),
+    (3, jnp.float32, (2, 2), False, True, False, False),
+    (64, jnp.float32, (4, 2), False, True, False, False),  # sixteen phases or more spread slowly
+])
+def test_interleave_by_pad_rule(filters, dtype, strides, training, on_cpu, nchw_after,
+                                expected):
+  """``_interleaves_by_pad``: where ``conv_phase`` spreads its phases."""
+  from jconvt import _algorithms
+  assert _algorithms._interleaves_by_pad(filters, dtype, strides, training, on_cpu,
+                                         nchw_after) is expected
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding", [
+    ((2, 6, 5, 3), (4, 4, 64, 3), (2, 2), "same", None),     # k4 s2: the group's canvas
+    ((2, 6, 5, 3), (3, 3, 64, 3), (2, 2), "same", None),     # k3 s2: exact phases
+    ((2, 5, 4, 3), (1, 1, 64, 3), (2, 2), "valid", None),    # phases no tap reaches
+    ((1, 4, 4, 3), (3, 5, 64, 3), (2, 1), "same", (1, 0)),   # output padding, one stride 1
+    ((2, 5, 4, 3), (3, 3, 64, 3), (2, 2), ((0, 2), (3, 1)), None),  # input cropped: canvas
+    ((2, 1, 1, 3), (4, 4, 64, 3), (2, 2), "same", None),     # a 1x1 input
+])
+def test_phase_forward_spreads_the_phases(x_shape, kernel_shape, strides, padding,
+                                          output_padding, monkeypatch):
+  """With 64 float32 filters, on XLA:CPU (``on_cpu``, with oneDNN and
+  without) outside training, ``conv_phase`` interleaves its phases by
+  interior pads and bitwise ORs (``_interleave``) rather than by a
+  depth-to-space transpose (a training step, other platforms' lowering and
+  a channels_first layer's forward transpose them); its output equals, bit
+  for bit, the transposed phases of a training step's forward, and the
+  NumPy reference."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
+  params, x = _data(x_shape, kernel_shape)
+  geometry = jconvt._conv._geometry(x.shape, kernel_shape, cfg)
+  want = jconvt.reference_conv2d_transpose(np.asarray(x), np.asarray(params["kernel"]), None, cfg)
+
+  def phase(training, on_cpu, nchw_after=False):
+    return jax.jit(lambda x, k: _algorithms.conv_phase(x, k, cfg, geometry, on_cpu=on_cpu,
+                                                       training=training,
+                                                       nchw_after=nchw_after))
+
+  for onednn in ("1", "0"):
+    monkeypatch.setenv("JCONVT_ONEDNN", onednn)
+    spread = phase(False, True)
+    # The phases spread as 32-bit words (``_interleave``) there and only there.
+    assert "xui32>" in spread.lower(x, params["kernel"]).as_text()
+    got = spread(x, params["kernel"])
+    for other in (phase(True, True), phase(False, False), phase(False, True, nchw_after=True)):
+      assert "xui32>" not in other.lower(x, params["kernel"]).as_text()
+    # Bit for bit the training step's transposed phases (the same convolutions).
+    np.testing.assert_array_equal(got, phase(True, True)(x, params["kernel"]))
+    assert got.shape == want.shape
+    assert_close(got, want)
 
 
 @pytest.mark.parametrize("length,k,s,out,pad,expected", [
