@@ -30,7 +30,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.layers import DESCRIPTIONS, SUITES  # noqa: E402
+from benchmarks.layers import AFTER, DESCRIPTIONS, SUITES  # noqa: E402
 from benchmarks import runners  # noqa: E402
 
 COOLDOWN_S = 1.0  # pause between implementations, so one's threads idle before the next
@@ -336,6 +336,10 @@ def main(argv=None) -> int:
   parser.add_argument("--tune-malloc", action="store_true",
                       help="call jconvt.tune_malloc() first: glibc keeps freed blocks up to 256 "
                            "MiB (default output: results/latest-malloc-tuned)")
+  parser.add_argument("--after", default="", choices=("",) + AFTER,
+                      help="what reads each layer's output before the loss: batch_norm, a "
+                           "batch norm without scale and a ReLU (default output: "
+                           "results/latest-batch-norm)")
   parser.add_argument("--out", default=None,
                       help="output path prefix (default: results/latest, results/latest-edge)")
   args = parser.parse_args(argv)
@@ -354,8 +358,8 @@ def main(argv=None) -> int:
   if args.batch_scale < 1:
     parser.error(f"--batch-scale must be at least 1, got {args.batch_scale}")
 
-  layers = [dataclasses.replace(l, batch=l.batch * args.batch_scale) for l in SUITES[args.suite]
-            if args.only is None or args.only in l.name]
+  layers = [dataclasses.replace(l, batch=l.batch * args.batch_scale, after=args.after)
+            for l in SUITES[args.suite] if args.only is None or args.only in l.name]
   repeats = args.repeats
   if args.quick:
     layers, repeats = layers[:2], 3
@@ -373,6 +377,10 @@ def main(argv=None) -> int:
     header += f"\n\nEach time is the fastest of {args.passes} passes' medians."
   if args.batch_scale > 1:
     header += f"\n\nEvery layer's batch is {args.batch_scale}x the suite's."
+  if args.after:
+    header += (f"\n\nEvery layer's output is read by a {args.after.replace('_', ' ')} (no "
+               f"scale, statistics over the batch and the image) and a ReLU before the loss, in "
+               f"every implementation: times include it, GFLOP/s count the layer's work only.")
   if args.suite != "main":
     header += (f"\n\nThe {args.suite!r} suite (`benchmarks.layers.{args.suite.upper()}`): "
                f"{DESCRIPTIONS[args.suite]}.")
@@ -380,6 +388,8 @@ def main(argv=None) -> int:
   if not args.quick and args.suite == "main":
     table += compile_sweep()
   default_name = "latest" if args.suite == "main" else f"latest-{args.suite}"
+  if args.after:
+    default_name += "-" + args.after.replace("_", "-")
   if args.tune_malloc:
     default_name += "-malloc-tuned"
   out = pathlib.Path(args.out or RESULTS / default_name)

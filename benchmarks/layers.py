@@ -16,6 +16,9 @@ class Layer:
   data_format: str = "channels_last"
   dtype: str = "float32"
   large: bool = False  # counts towards the roofline target
+  # What reads the output before the loss: "" nothing, or "batch_norm" (a
+  # batch norm without scale and a ReLU, a DCGAN block's: three readers).
+  after: str = ""
 
   @property
   def flops(self) -> float:
@@ -28,11 +31,17 @@ class Layer:
     return (self.kernel, self.kernel, self.filters, self.in_channels)
 
   @property
+  def channel_axis(self) -> int:
+    return 3 if self.data_format == "channels_last" else 1
+
+  @property
   def x_shape(self):
     if self.data_format == "channels_last":
       return (self.batch, self.size, self.size, self.in_channels)
     return (self.batch, self.in_channels, self.size, self.size)
 
+
+AFTER = ("batch_norm",)  # what --after takes
 
 SUITE = (
     # The four layers of the performance issue.

@@ -75,8 +75,32 @@ def page_faults_mib(fn, calls: int = 5, max_s: float = 1.0) -> float:
 
 # --------------------------------------------------------------------- JAX ---
 
+EPS = 1e-5  # the batch norm's (``Layer.after``)
+
+
+def _jax_after(layer: Layer, y):
+  """``layer.after`` applied to a JAX output ``y``: nothing, or a batch
+  norm without scale (statistics over all but the channel axis) and a
+  ReLU."""
+  if not layer.after:
+    return y
+  import jax
+  import jax.numpy as jnp
+  axes = tuple(a for a in range(4) if a != layer.channel_axis)
+  mean = jnp.mean(y, axes, keepdims=True)
+  var = jnp.var(y, axes, keepdims=True)
+  return jax.nn.relu((y - mean) * jax.lax.rsqrt(var + EPS))
+
+
 def _jax_forward(impl: str, layer: Layer):
-  """``f(kernel_or_params, x) -> y`` and its first argument."""
+  """``f(kernel_or_params, x) -> y`` (``layer.after`` applied) and its
+  first argument."""
+  f, params, x = _jax_layer(impl, layer)
+  return (lambda p, x: _jax_after(layer, f(p, x))), params, x
+
+
+def _jax_layer(impl: str, layer: Layer):
+  """The layer alone: ``f(kernel_or_params, x) -> y`` and its first argument."""
   import jax
   import jax.numpy as jnp
   from jax import lax
@@ -176,8 +200,13 @@ def _measure_tf(layer, repeats, median_ms):
 
   @tf.function
   def fwd(x):
-    return tf.nn.conv2d_transpose(x, kernel, out_shape, layer.stride, layer.padding.upper(),
-                                  data_format=fmt)
+    y = tf.nn.conv2d_transpose(x, kernel, out_shape, layer.stride, layer.padding.upper(),
+                               data_format=fmt)
+    if not layer.after:
+      return y
+    axes = [a for a in range(4) if a != layer.channel_axis]
+    mean, var = tf.nn.moments(y, axes, keepdims=True)
+    return tf.nn.relu((y - mean) * tf.math.rsqrt(var + EPS))
 
   @tf.function
   def step(x):
@@ -231,7 +260,9 @@ def _measure_torch(layer, repeats, median_ms):
         .requires_grad_(True))
   w = torch.tensor(kernel.transpose(3, 2, 0, 1), dtype=dtype,  # (in, out, kh, kw)
                    device=device).requires_grad_(True)
-  f = lambda: F.conv_transpose2d(xt, w, stride=s, padding=pad, output_padding=op)  # noqa: E731
+  conv = lambda: F.conv_transpose2d(xt, w, stride=s, padding=pad, output_padding=op)  # noqa: E731
+  f = conv if not layer.after else (  # NCHW to torch, whatever the memory format
+      lambda: F.relu(F.batch_norm(conv(), None, None, training=True, eps=EPS)))
   with torch.no_grad():
     target = torch.randn_like(f())
 

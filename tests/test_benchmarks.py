@@ -182,6 +182,33 @@ def test_edge_suite_writes_its_own_table(tmp_path, capsys):
   assert set(rows[0]["results"]) == {"jconvt", "jconvt-dilated"}
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_after_batch_norm_times_the_layer_with_its_reader(tmp_path, data_format):
+  """``--after batch_norm`` puts a batch norm (no scale, statistics over all
+  but the channel axis) and a ReLU between every implementation's layer
+  and the loss, and says so in the table: the JAX runners' forward is that
+  of the layer alone, normalized per channel."""
+  import dataclasses
+  from benchmarks.layers import EDGE
+  layer = dataclasses.replace(next(l for l in EDGE if "valid 16->64" in l.name),
+                              data_format=data_format, after="batch_norm")
+  for impl in ("jconvt", "flax"):
+    f, params, x = runners._jax_forward(impl, layer)
+    g, _, _ = runners._jax_layer(impl, layer)
+    y, z = np.asarray(f(params, x)), np.asarray(g(params, x))
+    axes = tuple(a for a in range(4) if a != layer.channel_axis)
+    want = np.maximum((z - z.mean(axes, keepdims=True))
+                      / np.sqrt(z.var(axes, keepdims=True) + runners.EPS), 0)
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    assert (y == 0).any() and (y > 0).any()
+  out = tmp_path / "bn"
+  assert main(["--suite", "edge", "--only", layer.name, "--impls", "jconvt,jconvt-dilated",
+               "--repeats", "1", "--after", "batch_norm", "--out", str(out)]) == 0
+  assert "read by a batch norm" in out.with_suffix(".md").read_text()
+  rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+  assert rows[0]["layer"]["after"] == "batch_norm"
+
+
 def test_tune_malloc_flag_calls_jconvt_and_says_so(tmp_path, monkeypatch):
   """``--tune-malloc`` calls ``jconvt.tune_malloc`` before timing anything
   and names it in the machine line; it refuses to run where that changes
