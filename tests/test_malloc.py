@@ -50,6 +50,9 @@ print(json.dumps({"temp": temp, "default": default, "applied": applied, "tuned":
     ({"mmap_threshold": 2 ** 31}, ValueError, r"`mmap_threshold` .*got 2147483648"),
     ({"trim_threshold": -1}, ValueError, r"`trim_threshold` must be between 1 .*got -1"),
     ({"trim_threshold": "x"}, TypeError, r"`trim_threshold` must be an int"),
+    ({"arena_max": "1"}, TypeError, r"`arena_max` must be an int or None, got '1'"),
+    ({"arena_max": True}, TypeError, r"`arena_max` must be an int or None, got True"),
+    ({"arena_max": 0}, ValueError, r"`arena_max` must be between 1 and 2147483647 arenas, got 0"),
 ])
 def test_bad_thresholds_are_refused_before_anything_changes(monkeypatch, kwargs, error, match):
   calls = []
@@ -82,3 +85,48 @@ def test_large_scratch_stops_faulting_in_a_fresh_process():
   thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
   if thp.exists() and "[always]" not in thp.read_text():
     assert r["default"][4] > 16.0, r  # 4 KiB pages: the whole buffer, on every call
+
+
+_ARENA_PROBE = r"""
+import json, resource, sys
+import jconvt
+applied = jconvt.tune_malloc(arena_max=None if sys.argv[1] == "none" else 1)
+import jax, jax.numpy as jnp
+# 4608 x 4608 float32 products (81 MiB): past the 64 MiB heaps of glibc's
+# per-thread arenas, which XLA's threads allocate from.
+a = jnp.ones((4608, 64), jnp.float32)
+compiled = jax.jit(lambda a: jnp.sum(jnp.sin(jnp.dot(a, a.T)), axis=0)).lower(a).compile()
+jax.block_until_ready(compiled(a))
+jax.block_until_ready(compiled(a))
+per_call = []
+for _ in range(9):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  jax.block_until_ready(compiled(a))
+  per_call.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * 4096 / 2 ** 20)
+print(json.dumps({"temp": compiled.memory_analysis().temp_size_in_bytes, "applied": applied,
+                  "faults": sorted(per_call)}))
+"""
+
+
+def test_one_arena_keeps_scratch_past_a_thread_heap_in_a_fresh_process():
+  """Scratch over 64 MiB, the most a thread's own glibc arena holds: with
+  the thresholds alone (``arena_max=None``) every call faulted it in again;
+  with one arena (the default), the median call faults nothing."""
+  if jconvt._malloc._glibc() is None:
+    pytest.skip("the C library is not glibc")
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
+  env.pop("GLIBC_TUNABLES", None)
+
+  def probe(arena):
+    out = subprocess.run([sys.executable, "-c", _ARENA_PROBE, arena], env=env,
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+  one = probe("one")
+  assert one["temp"] > 64 * 2 ** 20 and one["applied"] is True
+  assert one["faults"][4] < 1.0, one
+  thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
+  if thp.exists() and "[always]" not in thp.read_text():
+    threads = probe("none")
+    assert threads["faults"][4] > 32.0, threads  # 4 KiB pages: the whole buffer
