@@ -29,14 +29,19 @@ def _glibc():
   return libc
 
 
-def _check_bytes(name: str, value) -> int:
+def _check_int(name: str, value, expected: str, unit: str) -> int:
+  """``value``, a mallopt argument: an int (``expected`` names what the
+  argument takes) of 1 to ``_INT_MAX`` ``unit``."""
   if isinstance(value, bool) or not isinstance(value, int):
-    raise TypeError(f"`{name}` must be an int (bytes), got {value!r} "
+    raise TypeError(f"`{name}` must be {expected}, got {value!r} "
                     f"of type {type(value).__name__}")
   if not 0 < value <= _INT_MAX:
-    raise ValueError(f"`{name}` must be between 1 and {_INT_MAX} bytes (mallopt takes a C int), "
-                     f"got {value}")
+    raise ValueError(f"`{name}` must be between 1 and {_INT_MAX} {unit}, got {value}")
   return value
+
+
+def _check_bytes(name: str, value) -> int:
+  return _check_int(name, value, "an int (bytes)", "bytes (mallopt takes a C int)")
 
 
 def tune_malloc(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD,
@@ -95,11 +100,7 @@ def tune_malloc(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD,
     trim_threshold = min(2 * mmap_threshold, _INT_MAX)
   _check_bytes("trim_threshold", trim_threshold)
   if arena_max is not None:
-    if isinstance(arena_max, bool) or not isinstance(arena_max, int):
-      raise TypeError(f"`arena_max` must be an int or None, got {arena_max!r} "
-                      f"of type {type(arena_max).__name__}")
-    if not 1 <= arena_max <= _INT_MAX:
-      raise ValueError(f"`arena_max` must be between 1 and {_INT_MAX} arenas, got {arena_max}")
+    _check_int("arena_max", arena_max, "an int or None", "arenas")
   libc = _glibc()
   if libc is None:
     return False
