@@ -12,8 +12,24 @@ import pytest
 
 import jconvt
 
-_PROBE = r"""
-import json, resource, sys
+# Defined before any probe imports JAX: tune_malloc must come first there.
+_FAULTS_MIB = r"""
+def faults_mib(compiled, a, calls=9):
+  # Each call's page faults in MiB, sorted, after two calls that warm up.
+  import resource
+  import jax
+  jax.block_until_ready(compiled(a))
+  jax.block_until_ready(compiled(a))
+  per_call = []
+  for _ in range(calls):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(compiled(a))
+    per_call.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * 4096 / 2 ** 20)
+  return sorted(per_call)
+"""
+
+_PROBE = _FAULTS_MIB + r"""
+import json
 import jax, jax.numpy as jnp
 import jconvt
 
@@ -24,22 +40,31 @@ f = jax.jit(lambda a: jnp.sum(jnp.sin(jnp.dot(a, a.T)), axis=0))
 compiled = f.lower(a).compile()
 temp = compiled.memory_analysis().temp_size_in_bytes
 
-def faults_mib(calls=9):
-  # Each call's page faults, in MiB, sorted.
-  jax.block_until_ready(compiled(a))
-  jax.block_until_ready(compiled(a))
-  per_call = []
-  for _ in range(calls):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    jax.block_until_ready(compiled(a))
-    per_call.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * 4096 / 2 ** 20)
-  return sorted(per_call)
-
-default = faults_mib()
+default = faults_mib(compiled, a)
 applied = jconvt.tune_malloc()
-tuned = faults_mib()
+tuned = faults_mib(compiled, a)
 print(json.dumps({"temp": temp, "default": default, "applied": applied, "tuned": tuned}))
 """
+
+
+def _probe(source, *argv):
+  """The JSON the last line of ``source``, run in a fresh Python on the CPU
+  with ``argv``, prints; skips where the C library is not glibc."""
+  if jconvt._malloc._glibc() is None:
+    pytest.skip("the C library is not glibc")
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
+  env.pop("GLIBC_TUNABLES", None)
+  out = subprocess.run([sys.executable, "-c", source, *argv], env=env, capture_output=True,
+                       text=True, timeout=300, check=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def _small_pages() -> bool:
+  """Whether freshly faulted memory comes in 4 KiB pages (transparent huge
+  pages not ``always``), so a buffer taken afresh counts in full."""
+  thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
+  return thp.exists() and "[always]" not in thp.read_text()
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -68,27 +93,19 @@ def test_without_glibc_it_changes_nothing_and_says_so(monkeypatch):
 
 
 def test_large_scratch_stops_faulting_in_a_fresh_process():
-  if jconvt._malloc._glibc() is None:
-    pytest.skip("the C library is not glibc")
-  root = pathlib.Path(__file__).resolve().parents[1]
-  env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
-  env.pop("GLIBC_TUNABLES", None)
-  out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
-                       timeout=300, check=True).stdout
-  r = json.loads(out.strip().splitlines()[-1])
+  r = _probe(_PROBE)
   assert r["temp"] > 32 * 2 ** 20  # past glibc's dynamic threshold, or the check proves nothing
   assert r["applied"] is True
   # The median call (of 9). Alone, every call ran without faults; with other
   # processes busy on the cores (make test's workers), 1-3 calls in 10 still
   # faulted the whole buffer.
   assert r["tuned"][4] < 1.0, r
-  thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
-  if thp.exists() and "[always]" not in thp.read_text():
+  if _small_pages():
     assert r["default"][4] > 16.0, r  # 4 KiB pages: the whole buffer, on every call
 
 
-_ARENA_PROBE = r"""
-import json, resource, sys
+_ARENA_PROBE = _FAULTS_MIB + r"""
+import json, sys
 import jconvt
 applied = jconvt.tune_malloc(arena_max=None if sys.argv[1] == "none" else 1)
 import jax, jax.numpy as jnp
@@ -96,15 +113,8 @@ import jax, jax.numpy as jnp
 # per-thread arenas, which XLA's threads allocate from.
 a = jnp.ones((4608, 64), jnp.float32)
 compiled = jax.jit(lambda a: jnp.sum(jnp.sin(jnp.dot(a, a.T)), axis=0)).lower(a).compile()
-jax.block_until_ready(compiled(a))
-jax.block_until_ready(compiled(a))
-per_call = []
-for _ in range(9):
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  jax.block_until_ready(compiled(a))
-  per_call.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * 4096 / 2 ** 20)
 print(json.dumps({"temp": compiled.memory_analysis().temp_size_in_bytes, "applied": applied,
-                  "faults": sorted(per_call)}))
+                  "faults": faults_mib(compiled, a)}))
 """
 
 
@@ -114,21 +124,9 @@ def test_one_arena_keeps_scratch_past_a_thread_heap_in_a_fresh_process():
   with one arena (the default) calls run without faults (all 9 of 9 alone,
   4 of 9 with make test's workers busy on the cores: the rest faulted the
   whole buffer, as the thresholds' test above sees too)."""
-  if jconvt._malloc._glibc() is None:
-    pytest.skip("the C library is not glibc")
-  root = pathlib.Path(__file__).resolve().parents[1]
-  env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
-  env.pop("GLIBC_TUNABLES", None)
-
-  def probe(arena):
-    out = subprocess.run([sys.executable, "-c", _ARENA_PROBE, arena], env=env,
-                         capture_output=True, text=True, timeout=300, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-  one = probe("one")
+  one = _probe(_ARENA_PROBE, "one")
   assert one["temp"] > 64 * 2 ** 20 and one["applied"] is True
   assert one["faults"][0] < 1.0, one
-  thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
-  if thp.exists() and "[always]" not in thp.read_text():
-    threads = probe("none")
+  if _small_pages():
+    threads = _probe(_ARENA_PROBE, "none")
     assert threads["faults"][0] > 32.0, threads  # 4 KiB pages: the whole buffer, every call
