@@ -31,8 +31,9 @@ class Layer:
     return (self.kernel, self.kernel, self.filters, self.in_channels)
 
   @property
-  def channel_axis(self) -> int:
-    return 3 if self.data_format == "channels_last" else 1
+  def norm_axes(self) -> tuple[int, ...]:
+    """The output's axes but the channels': a batch norm's statistics."""
+    return (0, 1, 2) if self.data_format == "channels_last" else (0, 2, 3)
 
   @property
   def x_shape(self):

@@ -86,9 +86,8 @@ def _jax_after(layer: Layer, y):
     return y
   import jax
   import jax.numpy as jnp
-  axes = tuple(a for a in range(4) if a != layer.channel_axis)
-  mean = jnp.mean(y, axes, keepdims=True)
-  var = jnp.var(y, axes, keepdims=True)
+  mean = jnp.mean(y, layer.norm_axes, keepdims=True)
+  var = jnp.var(y, layer.norm_axes, keepdims=True)
   return jax.nn.relu((y - mean) * jax.lax.rsqrt(var + EPS))
 
 
@@ -204,8 +203,7 @@ def _measure_tf(layer, repeats, median_ms):
                                data_format=fmt)
     if not layer.after:
       return y
-    axes = [a for a in range(4) if a != layer.channel_axis]
-    mean, var = tf.nn.moments(y, axes, keepdims=True)
+    mean, var = tf.nn.moments(y, list(layer.norm_axes), keepdims=True)
     return tf.nn.relu((y - mean) * tf.math.rsqrt(var + EPS))
 
   @tf.function
