@@ -13,7 +13,20 @@ import pytest
 import jconvt
 
 # Defined before any probe imports JAX: tune_malloc must come first there.
-_FAULTS_MIB = r"""
+_HELPERS = r"""
+def scratch(n):
+  # A program with n x n float32 products (n * n * 4 bytes) in a temporary
+  # buffer, and its input: the products' sines, read by two products. With
+  # one reader (their sum) jaxlib 0.11's XLA:CPU fused the products away and
+  # kept no scratch at all; two products each need them whole.
+  import jax, jax.numpy as jnp
+  def f(a):
+    d = jnp.sin(jnp.dot(a, a.T))
+    return jnp.sum(jnp.dot(d, a), axis=0) + jnp.sum(jnp.dot(a.T, d), axis=1)
+  a = jnp.ones((n, 64), jnp.float32)
+  return jax.jit(f).lower(a).compile(), a
+
+
 def faults_mib(compiled, a, calls=9):
   # Each call's page faults in MiB, sorted, after two calls that warm up.
   import resource
@@ -28,16 +41,12 @@ def faults_mib(compiled, a, calls=9):
   return sorted(per_call)
 """
 
-_PROBE = _FAULTS_MIB + r"""
+_PROBE = _HELPERS + r"""
 import json
-import jax, jax.numpy as jnp
 import jconvt
 
-# 3072 x 3072 float32 products (36 MiB), their sines summed: XLA:CPU keeps them in a
-# temporary buffer past glibc's 32 MiB ceiling for its dynamic threshold.
-a = jnp.ones((3072, 64), jnp.float32)
-f = jax.jit(lambda a: jnp.sum(jnp.sin(jnp.dot(a, a.T)), axis=0))
-compiled = f.lower(a).compile()
+# 36 MiB of scratch: past glibc's 32 MiB ceiling for its dynamic threshold.
+compiled, a = scratch(3072)
 temp = compiled.memory_analysis().temp_size_in_bytes
 
 default = faults_mib(compiled, a)
@@ -104,15 +113,13 @@ def test_large_scratch_stops_faulting_in_a_fresh_process():
     assert r["default"][4] > 16.0, r  # 4 KiB pages: the whole buffer, on every call
 
 
-_ARENA_PROBE = _FAULTS_MIB + r"""
+_ARENA_PROBE = _HELPERS + r"""
 import json, sys
 import jconvt
 applied = jconvt.tune_malloc(arena_max=None if sys.argv[1] == "none" else 1)
-import jax, jax.numpy as jnp
-# 4608 x 4608 float32 products (81 MiB): past the 64 MiB heaps of glibc's
-# per-thread arenas, which XLA's threads allocate from.
-a = jnp.ones((4608, 64), jnp.float32)
-compiled = jax.jit(lambda a: jnp.sum(jnp.sin(jnp.dot(a, a.T)), axis=0)).lower(a).compile()
+# 81 MiB of scratch: past the 64 MiB heaps of glibc's per-thread arenas,
+# which XLA's threads allocate from.
+compiled, a = scratch(4608)
 print(json.dumps({"temp": compiled.memory_analysis().temp_size_in_bytes, "applied": applied,
                   "faults": faults_mib(compiled, a)}))
 """
