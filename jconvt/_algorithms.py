@@ -1986,18 +1986,35 @@ def _assembles(plan, x_shape, dtype, kernel_shape, config, geometry, on_cpu) -> 
 
 def _materializes(plan, x_shape, dtype, kernel_shape, config, geometry, on_cpu, nchw_after,
                   training) -> bool:
-  """Whether ``_forward`` runs ``_materialized``: on XLA:CPU, outside
-  training steps, where the output is assembled and not transposed to
-  NCHW next (``_forward`` says why).
+  """Whether ``_forward`` runs ``_materialized``: on XLA:CPU, where the
+  output is assembled and not transposed to NCHW next (``_forward`` says
+  why); in a training step only where the forward is col2im.
 
-  Training steps whose forward is col2im, interleaved A/B with and without
-  the branch, a loss right after the layer: dcgan 8->16 1.0x, dcgan 4->8
-  0.97x, batch 1 0.95x, 2x2 -> 4x4 k5 s2 0.84x, 4x4 -> 8x8 k9 s2 0.77x
-  (10.7 -> 14.0 ms); with a batch norm between: 1.16x, 1.01x, 0.90x,
-  1.19x, 2.9x (32.3 -> 11.0 ms, 51 -> 1.5 MiB). Which consumer a layer has
-  is not known here, so training steps keep no branch."""
-  if not on_cpu or nchw_after or training:
+  In training steps XLA fuses the assembly into the step's readers of the
+  output as well. Interleaved A/B with and without the branch, on an Intel
+  Xeon (2026-11-28; steps of the batch-norm suite's col2im layers and two
+  edge layers, ``value_and_grad``):
+    * a loss right after the layer (``0.5 * sum((y - t) ** 2)``): 0.87x-1.17x
+      between runs (batch 1) and 0.99x-1.06x elsewhere, the same scratch
+      or less;
+    * a batch norm and a ReLU between: 4x4 -> 8x8 k9 s2 1.84x (32.1 ->
+      17.5 ms, 51 -> 1.5 MiB), 2x2 -> 4x4 k5 s2 1.22x (19 -> 6.3 MiB),
+      dcgan 8->16 1.14x (31 -> 16 MiB), batch 1 0.91x-1.18x between runs,
+      dcgan 4->8 0.99x-1.02x;
+    * a ReLU and a 3x3 convolution (a decoder block): k9 s2 1.44x (50.5 ->
+      1 MiB), k5 s2 1.13x, dcgan 8->16 1.03x (31 -> 16 MiB), batch 1 1.01x.
+  On an AMD EPYC (2026-11-27) the loss right after the layer had run
+  0.77x-1.0x with the branch (k9 s2 10.7 -> 14.0 ms; the main suite's
+  col2im layers 0.95x-1.0x) and the batch norm 0.90x-2.9x: a layer's output
+  read by one linear loss is the benchmark's case, rarely a model's.
+  Training steps whose forward is the phases' keep no branch: the loss reads
+  the phases where they lie (unet k3s2 on the EPYC: 29.8 against 23.2 ms
+  with it); on the Xeon with a batch norm or a ReLU and a convolution
+  after, 0.97x-1.03x and the same scratch."""
+  if not on_cpu or nchw_after:
     return False
+  if training:
+    return plan.forward == "col2im"
   return _assembles(plan, x_shape, dtype, kernel_shape, config, geometry, on_cpu)
 
 
@@ -2028,9 +2045,8 @@ def _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training):
   output is ``_materialized``, unless the caller transposes it to NCHW next
   (``nchw_after``: XLA fuses the assembly into that transpose, which is
   then what the consumers read; materialized, the channels_first forward
-  held 16 MiB instead of 8.5, as fast); in a training step the loss reads
-  the pieces where they lie (a step of unet k3s2 with the branch: 29.8
-  against 23.2 ms)."""
+  held 16 MiB instead of 8.5, as fast); in a training step only col2im's
+  (``_materializes``)."""
   forward = {"phase": functools.partial(conv_phase, on_cpu=on_cpu, training=training,
                                         nchw_after=nchw_after),
              "phase_gemm": conv_phase_gemm, "col2im": conv_col2im,
