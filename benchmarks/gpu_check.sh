@@ -38,10 +38,13 @@
 # tests a little over 2.5; on an H100 the suite with five implementations,
 # again at 8x batch with three, the default sweep and 150 s of tests took
 # 6.5 minutes together. On an H100 (2026-11-27) the 1978 tests took 3
-# minutes (a 200 s limit cut them off without a summary; TEST_S is 260 by
-# default); the suite at 8x with three implementations and the upsample
-# suite with five took about 75 s together. The device returns at most 8 files
-# from $OUT: print what must come back (the tests' tail) to stdout.
+# minutes (a 200 s limit cut them off without a summary); on 2026-11-28
+# 240 s ran 2000 of them, about 95% (the layer-sized property test had
+# joined), so TEST_S is 330 by default. That day the suite at 8x with three
+# implementations, the upsample suite with four, the tests (240 s) and the
+# oneDNN check took 353 s. The device returns at most 8 files from $OUT:
+# print what must come back (the tests' tail) to stdout, and copy the files
+# wanted from a scratch OUT.
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/jconvt-gpu}
@@ -93,8 +96,8 @@ fi
 # Twelve test processes share the GPU: none may take 75% of its memory.
 # -W default: the ini's "error" turns a newer jax's deprecation warnings into
 # failures; here they are shown instead, and counted below.
-if [ "${TEST_S:-260}" != 0 ]; then
-  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-260}" \
+if [ "${TEST_S:-330}" != 0 ]; then
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "${TEST_S:-330}" \
     $py -m pytest -n "${WORKERS:-12}" -o addopts="-ra --strict-markers" -W default \
     -p no:cacheprovider -q -m "not slow" ${TESTS:-tests/test_golden.py tests/test_transforms.py \
     tests/test_linen.py tests/test_compat_nn.py tests/test_properties.py} > "$out/tests.log" 2>&1
