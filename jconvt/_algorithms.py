@@ -2002,7 +2002,9 @@ def _materializes(plan, x_shape, dtype, kernel_shape, config, geometry, on_cpu, 
       dcgan 8->16 1.14x (31 -> 16 MiB), batch 1 0.91x-1.18x between runs,
       dcgan 4->8 0.99x-1.02x;
     * a ReLU and a 3x3 convolution (a decoder block): k9 s2 1.44x (50.5 ->
-      1 MiB), k5 s2 1.13x, dcgan 8->16 1.03x (31 -> 16 MiB), batch 1 1.01x.
+      1 MiB), k5 s2 1.13x, dcgan 8->16 1.03x (31 -> 16 MiB), batch 1 1.01x;
+    * the edge suite's latent layers and FCN upscore2 (``jax.grad``): the
+      loss right after 0.96x-1.43x, a batch norm 0.97x-1.22x.
   On an AMD EPYC (2026-11-27) the loss right after the layer had run
   0.77x-1.0x with the branch (k9 s2 10.7 -> 14.0 ms; the main suite's
   col2im layers 0.95x-1.0x) and the batch norm 0.90x-2.9x: a layer's output
