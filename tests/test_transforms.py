@@ -764,10 +764,10 @@ def test_col2im_training_step_read_by_several_consumers_holds_no_extra_scratch(
   """A training step whose forward is col2im, with a batch norm (or a ReLU
   and a 3x3 convolution) between the layer and the loss, holds about the
   temporary memory of the reference's step with the same readers (compiled,
-  not run). XLA:CPU had fused the
-  assembly into every reader of the output, the backward's included, and
-  kept the tap blocks for them: 4x4 -> 8x8 k9 s2 at batch 16 held 51 MiB
-  against 1.5 with the branch (``_materializes``)."""
+  not run). XLA:CPU had fused the assembly into every reader of the output,
+  the backward's included, and kept the tap blocks for them: 4x4 -> 8x8 k9
+  s2 at batch 16 held 51 MiB against 1.5 with the branch
+  (``_materializes``)."""
   cfg = ConvTransposeConfig(strides, padding, algorithm="col2im")
   filters = kernel_shape[2]
   w2 = jnp.ones((3, 3, filters, filters), jnp.float32)
