@@ -182,6 +182,13 @@ def test_edge_suite_writes_its_own_table(tmp_path, capsys):
   assert set(rows[0]["results"]) == {"jconvt", "jconvt-dilated"}
 
 
+def _batch_norm_relu(z, axes):
+  """The runners' batch norm (no scale) and ReLU in NumPy, statistics over
+  ``axes``."""
+  return np.maximum((z - z.mean(axes, keepdims=True))
+                    / np.sqrt(z.var(axes, keepdims=True) + runners.EPS), 0)
+
+
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_after_batch_norm_times_the_layer_with_its_reader(tmp_path, data_format):
   """``--after batch_norm`` puts a batch norm (no scale, statistics over all
@@ -197,9 +204,7 @@ def test_after_batch_norm_times_the_layer_with_its_reader(tmp_path, data_format)
     g, _, _ = runners._jax_layer(impl, layer)
     y, z = np.asarray(f(params, x)), np.asarray(g(params, x))
     axes = (0, 1, 2) if data_format == "channels_last" else (0, 2, 3)  # all but the channels
-    want = np.maximum((z - z.mean(axes, keepdims=True))
-                      / np.sqrt(z.var(axes, keepdims=True) + runners.EPS), 0)
-    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y, _batch_norm_relu(z, axes), rtol=1e-4, atol=1e-4)
     assert (y == 0).any() and (y > 0).any()
   out = tmp_path / "bn"
   assert main(["--suite", "edge", "--only", layer.name, "--impls", "jconvt,jconvt-dilated",
@@ -351,8 +356,6 @@ def test_batch_norm_of_a_16_bit_layer_is_computed_in_float32():
   y = jnp.asarray(z, jnp.bfloat16)
   got = runners._jax_after(layer, y)
   assert got.dtype == jnp.bfloat16
-  zf = np.asarray(y, np.float32)
-  want = np.maximum((zf - zf.mean((0, 1, 2), keepdims=True))
-                    / np.sqrt(zf.var((0, 1, 2), keepdims=True) + runners.EPS), 0)
+  want = _batch_norm_relu(np.asarray(y, np.float32), (0, 1, 2))
   # One rounding to bfloat16: within half its spacing (2**-8 relative).
   np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2 ** -8, atol=1e-6)
