@@ -81,16 +81,24 @@ def enabled() -> bool:
 
 
 @functools.cache
-def _cpu_has_bfloat16() -> bool:
-  """Whether the CPU computes bfloat16 products natively (AVX512_BF16 or
-  AMX-BF16, from ``/proc/cpuinfo``), which oneDNN's bfloat16 convolution
-  needs to be fast (and, on some ISAs, to exist)."""
+def _cpu_flags() -> frozenset:
+  """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be
+  read)."""
   try:
     with open("/proc/cpuinfo") as f:
-      flags = f.read()
+      for line in f:
+        if line.startswith("flags"):
+          return frozenset(line.split(":", 1)[1].split())
   except OSError:
-    return False
-  return " avx512_bf16" in flags or " amx_bf16" in flags
+    pass
+  return frozenset()
+
+
+def _cpu_has_bfloat16() -> bool:
+  """Whether the CPU computes bfloat16 products natively (AVX512_BF16 or
+  AMX-BF16), which oneDNN's bfloat16 convolution needs to be fast (and, on
+  some ISAs, to exist)."""
+  return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
 def takes_dtype(dtype) -> bool:
@@ -99,6 +107,16 @@ def takes_dtype(dtype) -> bool:
   dtype = jnp.dtype(dtype)
   return enabled() and (dtype == jnp.float32
                         or (dtype == jnp.bfloat16 and _cpu_has_bfloat16()))
+
+
+def takes_channels_first(dtype) -> bool:
+  """Whether ``conv`` runs a channels-first ``lhs_spec`` fast: ``takes_dtype``
+  on a CPU with AVX-512 (avx512f, bw, vl and dq: oneDNN's ``avx512_core``),
+  where oneDNN wraps its channels-last convolution in reorders
+  (``jit_uni_ncsp_convolution``). Where it has no such wrapper it may run
+  its reference code, 1000x slower (as it did for a permuted layout);
+  machines without AVX-512 are unmeasured."""
+  return takes_dtype(dtype) and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags()
 
 
 def supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dtype,
@@ -139,11 +157,12 @@ def miscomputed(rhs_shape, window_strides) -> bool:
 
 
 def conv(lhs, rhs, window_strides, padding, rhs_dilation=None, preferred_element_type=None,
-         rhs_spec=None):
-  """The convolution of a channels-last ``lhs`` with a ``rhs`` laid out as
-  ``rhs_spec`` says, as ``lax.conv_general_dilated`` with these arguments
-  computes it; oneDNN's on CPU (products accumulated in float32, the output
-  in ``preferred_element_type`` or ``lhs``'s dtype).
+         rhs_spec=None, lhs_spec=None):
+  """The convolution of an ``lhs`` laid out as ``lhs_spec`` says (default
+  channels-last) with a ``rhs`` laid out as ``rhs_spec`` says, as
+  ``lax.conv_general_dilated`` with these arguments computes it; oneDNN's on
+  CPU (products accumulated in float32, the output in
+  ``preferred_element_type`` or ``lhs``'s dtype).
 
   Two spatial axes: ``lhs`` NHWC (n, h, w, i), ``rhs_spec`` a permutation
   of ``"HWIO"`` with H before W (default ``"HWIO"``, (kh, kw, i, o)) ->
@@ -154,8 +173,21 @@ def conv(lhs, rhs, window_strides, padding, rhs_dilation=None, preferred_element
   kernel into a layout of its own choosing before it runs, so a ``rhs`` in
   another layout costs no copy that the default would not. ``supported``
   and the rules take the kernel's shape in the default layout
-  (``hwio_shape``)."""
+  (``hwio_shape``).
+
+  ``lhs_spec``: ``"NHWC"`` (``"NDHWC"``; the default) or channels-first,
+  ``"NCHW"`` (``"NCDHW"``); the output is laid out as ``lhs``. oneDNN runs a
+  channels-first convolution (``takes_channels_first``) by reordering its
+  input to channels-last and its output back inside the call, faster than
+  XLA:CPU's transposes around a channels-last call (Intel Xeon with AMX,
+  2026-11-28: a 16x128x32x32 -> 256 k4 s2 convolution 13.0 ms against 10.8
+  channels-last, 18.3 with XLA's transposes around it).
+  ``supported`` and the rules take the channels-last shapes."""
   spatial = _spatial_letters(lhs.ndim)
+  lhs_spec = lhs_spec or "N" + spatial + "C"
+  if lhs_spec not in ("N" + spatial + "C", "NC" + spatial):
+    raise ValueError(f"lhs_spec must be {'N' + spatial + 'C'!r} or {'NC' + spatial!r} for a "
+                     f"{lhs.ndim}-D lhs, got {lhs_spec!r}")
   rhs_spec = rhs_spec or spatial + "IO"
   if (sorted(rhs_spec) != sorted(spatial + "IO")
       or [d for d in rhs_spec if d in spatial] != list(spatial)):
@@ -170,7 +202,8 @@ def conv(lhs, rhs, window_strides, padding, rhs_dilation=None, preferred_element
   out_dtype = jnp.dtype(preferred_element_type or lhs.dtype)
   return _conv_p.bind(lhs, rhs, window_strides=tuple(window_strides),
                       padding=tuple(tuple(p) for p in padding),
-                      rhs_dilation=tuple(rhs_dilation), out_dtype=out_dtype, rhs_spec=rhs_spec)
+                      rhs_dilation=tuple(rhs_dilation), out_dtype=out_dtype, rhs_spec=rhs_spec,
+                      lhs_spec=lhs_spec)
 
 
 def _spatial_letters(ndim: int) -> str:
@@ -192,30 +225,44 @@ def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
   return (lhs_shape[0], *out, rhs_shape[-1])
 
 
-def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
-  layout = "N" + _spatial_letters(lhs.ndim) + "C"
+def _channels_last(shape, lhs_spec):
+  """A shape laid out as ``lhs_spec``, channels-last."""
+  return tuple(shape[lhs_spec.index(d)] for d in "N" + _spatial_letters(len(shape)) + "C")
+
+
+def _laid_out(channels_last_shape, lhs_spec):
+  """A channels-last shape laid out as ``lhs_spec``."""
+  return tuple(channels_last_shape[("N" + _spatial_letters(len(channels_last_shape)) + "C").index(d)]
+               for d in lhs_spec)
+
+
+def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec, lhs_spec):
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding,
                                   rhs_dilation=rhs_dilation,
-                                  dimension_numbers=(layout, rhs_spec, layout),
+                                  dimension_numbers=(lhs_spec, rhs_spec, lhs_spec),
                                   precision=lax.Precision.HIGHEST,
                                   preferred_element_type=out_dtype)
 
 
-def _abstract_eval(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
-  shape = _output_shape(lhs.shape, hwio_shape(rhs.shape, rhs_spec), window_strides, padding,
-                        rhs_dilation)
-  return jax.core.ShapedArray(shape, out_dtype)
+def _abstract_eval(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec,
+                   lhs_spec):
+  shape = _output_shape(_channels_last(lhs.shape, lhs_spec), hwio_shape(rhs.shape, rhs_spec),
+                        window_strides, padding, rhs_dilation)
+  return jax.core.ShapedArray(_laid_out(shape, lhs_spec), out_dtype)
 
 
-def backend_config(window_strides, padding, rhs_dilation, rhs_spec="HWIO") -> str:
-  """The ``BackendConfig`` JSON of the custom call: channels-last input and
-  output (NHWC, or NDHWC for a ``"DHWIO"`` ``rhs_spec``), the kernel laid
-  out as ``rhs_spec``; the window as jaxlib 0.10's oneDNN runtime reads it
-  (strides and padding as they are, dilations plus one: it subtracts one to
-  get oneDNN's, where 0 is undilated)."""
+def backend_config(window_strides, padding, rhs_dilation, rhs_spec="HWIO", lhs_spec=None) -> str:
+  """The ``BackendConfig`` JSON of the custom call: input and output laid
+  out as ``lhs_spec`` (default channels-last: NHWC, or NDHWC for a
+  ``"DHWIO"`` ``rhs_spec``), the kernel as ``rhs_spec``; the window as
+  jaxlib 0.10's oneDNN runtime reads it (strides and padding as they are,
+  dilations plus one: it subtracts one to get oneDNN's, where 0 is
+  undilated)."""
   dims = len(rhs_spec)
   spatial = _spatial_letters(dims)
-  data = {"batch_dim": 0, "feature_dim": dims - 1, "spatial_dims": list(range(1, dims - 1))}
+  lhs_spec = lhs_spec or "N" + spatial + "C"
+  data = {"batch_dim": lhs_spec.index("N"), "feature_dim": lhs_spec.index("C"),
+          "spatial_dims": [lhs_spec.index(d) for d in spatial]}
   return json.dumps({"onednn_conv_config": {
       "dims": dims,
       "input": {"dims": dims, "data": data},
@@ -230,7 +277,7 @@ def backend_config(window_strides, padding, rhs_dilation, rhs_spec="HWIO") -> st
       "feature_groups": 1}})
 
 
-def _sharding_rule(rhs_spec="HWIO"):
+def _sharding_rule(rhs_spec="HWIO", lhs_spec=None):
   """Shardy's rule for the convolution, as ``custom_partitioning`` takes it:
   ``(rule, need_replication_factors)``. The batch ``b`` is parallel and
   the contracted channels ``i`` are a reduction (``_partitioned`` sums the
@@ -238,11 +285,14 @@ def _sharding_rule(rhs_spec="HWIO"):
   halos), the output channels ``o`` too (``_partitioned`` keeps the kernel
   whole but for ``i``)."""
   spatial = _spatial_letters(len(rhs_spec)).lower()
+  lhs_spec = (lhs_spec or "N" + spatial.upper() + "C").lower()
   kernel = {d: "k" + d for d in spatial} | {"i": "i", "o": "o"}
   kernel = [kernel[d] for d in rhs_spec.lower()]
+  lhs = [{"n": "b", "c": "i"}.get(d, d) for d in lhs_spec]
+  out = [{"n": "b", "c": "o"}.get(d, "o" + d) for d in lhs_spec]
   outputs = ["o" + d for d in spatial]
   factors = ["b", *spatial, "i"] + [f for f in kernel if f != "i"] + outputs
-  rule = f"b {' '.join(spatial)} i, {' '.join(kernel)} -> b {' '.join(outputs)} o"
+  rule = f"{' '.join(lhs)}, {' '.join(kernel)} -> {' '.join(out)}"
   return rule, tuple(f for f in factors if f not in ("b", "i"))
 
 
@@ -257,25 +307,28 @@ def _entry(axes):
   return None if not axes else axes[0] if len(axes) == 1 else axes
 
 
-def _partition_specs(mesh, lhs, ndim, rhs_spec):
+def _partition_specs(mesh, lhs, rhs_spec, lhs_spec):
   """The shardings ``_partitioned`` runs the convolution with, from the
-  input's (``lhs``, a ``ShapeDtypeStruct`` with its sharding): the batch
-  as the input's, the contracted channels as the input's where they split
-  evenly (the kernel's ``I`` likewise; an uneven split would sum the
-  partitioner's padding), the rest whole; ``(lhs, rhs, out)``
-  ``PartitionSpec``s and the contracted channels' mesh axes."""
+  input's (``lhs``, a ``ShapeDtypeStruct`` with its sharding, laid out as
+  ``lhs_spec``): the batch as the input's, the contracted channels as the
+  input's where they split evenly (the kernel's ``I`` likewise; an uneven
+  split would sum the partitioner's padding), the rest whole; ``(lhs, rhs,
+  out)`` ``PartitionSpec``s and the contracted channels' mesh axes."""
+  ndim = len(lhs_spec)
   spec = tuple(getattr(lhs.sharding, "spec", ())) + (None,) * ndim
-  batch, contracted = spec_axes(spec[0]), spec_axes(spec[ndim - 1])
-  if lhs.shape[-1] % math.prod(mesh.shape[a] for a in contracted):
+  batch = spec_axes(spec[lhs_spec.index("N")])
+  contracted = spec_axes(spec[lhs_spec.index("C")])
+  if lhs.shape[lhs_spec.index("C")] % math.prod(mesh.shape[a] for a in contracted):
     contracted = ()
-  middle = (None,) * (ndim - 2)
-  return (P(_entry(batch), *middle, _entry(contracted)),
+  lhs_entries = {"N": _entry(batch), "C": _entry(contracted)}
+  out_entries = {"N": _entry(batch)}
+  return (P(*[lhs_entries.get(d) for d in lhs_spec]),
           P(*[_entry(contracted) if d == "I" else None for d in rhs_spec]),
-          P(_entry(batch), *middle, None), contracted)
+          P(*[out_entries.get(d) for d in lhs_spec]), contracted)
 
 
 @functools.cache
-def _partitioned(window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
+def _partitioned(window_strides, padding, rhs_dilation, out_dtype, rhs_spec, lhs_spec):
   """The custom call as a ``custom_partitioning`` function: on one device
   the call itself; under a sharded ``jit`` each device convolves its own
   share of the batch (without this XLA's partitioner gathers the whole
@@ -283,8 +336,7 @@ def _partitioned(window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
   of the contracted channels (a kernel gradient's batch) is summed
   across devices (``lax.psum``)."""
   params = dict(window_strides=window_strides, padding=padding, rhs_dilation=rhs_dilation,
-                out_dtype=out_dtype, rhs_spec=rhs_spec)
-  ndim = len(rhs_spec)
+                out_dtype=out_dtype, rhs_spec=rhs_spec, lhs_spec=lhs_spec)
 
   @custom_partitioning
   def conv(lhs, rhs):
@@ -292,11 +344,11 @@ def _partitioned(window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
 
   def infer(mesh, arg_shapes, result_shape):
     del result_shape
-    return NamedSharding(mesh, _partition_specs(mesh, arg_shapes[0], ndim, rhs_spec)[2])
+    return NamedSharding(mesh, _partition_specs(mesh, arg_shapes[0], rhs_spec, lhs_spec)[2])
 
   def partition(mesh, arg_shapes, result_shape):
     del result_shape
-    lhs, rhs, out, contracted = _partition_specs(mesh, arg_shapes[0], ndim, rhs_spec)
+    lhs, rhs, out, contracted = _partition_specs(mesh, arg_shapes[0], rhs_spec, lhs_spec)
 
     def lower(lhs, rhs):
       y = _raw_p.bind(lhs, rhs, **params)
@@ -305,24 +357,25 @@ def _partitioned(window_strides, padding, rhs_dilation, out_dtype, rhs_spec):
     return (mesh, lower, NamedSharding(mesh, out),
             (NamedSharding(mesh, lhs), NamedSharding(mesh, rhs)))
 
-  rule, replicated = _sharding_rule(rhs_spec)
+  rule, replicated = _sharding_rule(rhs_spec, lhs_spec)
   conv.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
                      reduction_factors=("i",), need_replication_factors=replicated)
   return conv
 
 
 def _custom_call_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype,
-                          rhs_spec):
+                          rhs_spec, lhs_spec):
   rule = jax.ffi.ffi_lowering(
-      TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation, rhs_spec),
+      TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation, rhs_spec,
+                                            lhs_spec),
       api_version=1)
   return rule(ctx, lhs, rhs)
 
 
 def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype,
-                  rhs_spec):
+                  rhs_spec, lhs_spec):
   params = dict(window_strides=window_strides, padding=padding, rhs_dilation=rhs_dilation,
-                out_dtype=out_dtype, rhs_spec=rhs_spec)
+                out_dtype=out_dtype, rhs_spec=rhs_spec, lhs_spec=lhs_spec)
   if (miscomputed(hwio_shape(ctx.avals_in[1].shape, rhs_spec), window_strides)
       or ctx.module_context.lowering_parameters.for_export):
     # ``jax.export``: a serialized program must not hold the custom call,
@@ -343,7 +396,7 @@ def _batch(args, dims, **params):
 
 
 @functools.partial(jax.jit, static_argnames=("window_strides", "padding", "rhs_dilation",
-                                             "out_dtype", "rhs_spec"))
+                                             "out_dtype", "rhs_spec", "lhs_spec"))
 def _impl(lhs, rhs, **params):  # outside jit: compiled, as lax's primitives are
   return _conv_p.bind(lhs, rhs, **params)
 

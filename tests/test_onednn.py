@@ -120,6 +120,57 @@ def test_kernel_layout_rejected():
       _onednn.conv(lhs, rhs, (1, 1), ((0, 0), (0, 0)), rhs_spec=spec)
 
 
+@pytest.mark.parametrize("lhs_shape,rhs_shape,strides,padding,dilation", CASES[:5])
+def test_channels_first_lhs(lhs_shape, rhs_shape, strides, padding, dilation):
+  """A channels-first ``lhs`` (``lhs_spec="NCHW"``; the output laid out as
+  it): lax's convolution with those dimension numbers, its gradients and
+  its ``vmap``; on CPU with oneDNN the custom call reads it as it is, its
+  configuration naming the channels as dimension 1, and the module holds
+  no transpose."""
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+  lhs = jnp.transpose(lhs, (0, 3, 1, 2))
+  conv = lambda l, r: _onednn.conv(l, r, strides, padding, dilation, lhs_spec="NCHW")
+  ref = lambda l, r: lax.conv_general_dilated(l, r, strides, padding, rhs_dilation=dilation,
+                                              dimension_numbers=("NCHW", "HWIO", "NCHW"),
+                                              precision=lax.Precision.HIGHEST)
+  expected = ref(lhs, rhs)
+  nhwc = _reference(jnp.transpose(lhs, (0, 2, 3, 1)), rhs, strides, padding, dilation)
+  assert_close(expected, jnp.transpose(nhwc, (0, 3, 1, 2)))  # what lax's spec means
+  for got in (jax.jit(conv)(lhs, rhs), conv(lhs, rhs)):
+    assert got.shape == expected.shape
+    assert_close(got, expected)
+  loss = lambda f: lambda l, r: jnp.sum(jnp.sin(f(l, r)))
+  for a, b in zip(jax.grad(loss(conv), (0, 1))(lhs, rhs), jax.grad(loss(ref), (0, 1))(lhs, rhs)):
+    assert_close(a, b)
+  batch = jnp.stack([lhs, -lhs])
+  assert_close(jax.vmap(conv, (0, None))(batch, rhs), jnp.stack([expected, ref(-lhs, rhs)]))
+  if jax.default_backend() == "cpu" and _onednn.enabled() and not _onednn.miscomputed(
+      rhs_shape, strides):
+    hlo = jax.jit(conv).lower(lhs, rhs).compile().as_text()
+    assert _onednn.TARGET in hlo and "transpose(" not in hlo
+    assert '"input":{"data":{"batch_dim":0,"feature_dim":1' in hlo.replace(" ", "")
+
+
+def test_channels_first_three_spatial_axes():
+  """``"NCDHW"``: lax's 3-D convolution with those dimension numbers."""
+  lhs_shape, rhs_shape, strides, padding, dilation = CASES_3D[1]
+  lhs, rhs = _operands(lhs_shape, rhs_shape)
+  lhs = jnp.transpose(lhs, (0, 4, 1, 2, 3))
+  got = jax.jit(lambda l, r: _onednn.conv(l, r, strides, padding, dilation,
+                                          lhs_spec="NCDHW"))(lhs, rhs)
+  expected = lax.conv_general_dilated(lhs, rhs, strides, padding, rhs_dilation=dilation,
+                                      dimension_numbers=("NCDHW", "DHWIO", "NCDHW"),
+                                      precision=lax.Precision.HIGHEST)
+  assert_close(got, expected)
+
+
+def test_lhs_layout_rejected():
+  lhs, rhs = _operands(*CASES[0][:2])
+  for spec in ("NHCW", "CNHW", "NCDHW"):
+    with pytest.raises(ValueError, match=f"lhs_spec must be 'NHWC' or 'NCHW' .* got '{spec}'"):
+      _onednn.conv(lhs, rhs, (1, 1), ((0, 0), (0, 0)), lhs_spec=spec)
+
+
 CASES_3D = [  # lhs (NDHWC), rhs (DHWIO), window strides, padding, rhs dilation
     ((1, 9, 8, 6, 5), (3, 2, 1, 5, 7), (1, 1, 1), ((1, 1), (0, 1), (0, 0)), (1, 1, 1)),
     ((2, 9, 8, 6, 5), (3, 2, 2, 5, 7), (2, 1, 1), ((1, 0), (1, 1), (0, 1)), (2, 1, 1)),
@@ -412,6 +463,68 @@ def test_supported(monkeypatch):
                                jnp.float32)  # empty output
   monkeypatch.setenv("JCONVT_ONEDNN", "0")
   assert not _onednn.supported(*ok, jnp.float32)
+
+
+def test_takes_channels_first(monkeypatch):
+  """Channels-first convolutions need oneDNN's ``avx512_core`` (its
+  reordering wrapper) on top of what ``takes_dtype`` needs."""
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  avx512 = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2"})
+  monkeypatch.setattr(_onednn, "_cpu_flags", lambda: avx512)
+  assert _onednn.takes_channels_first(jnp.float32)
+  assert not _onednn.takes_channels_first(jnp.float16)
+  monkeypatch.setattr(_onednn, "_cpu_flags", lambda: avx512 - {"avx512bw"})
+  assert not _onednn.takes_channels_first(jnp.float32)
+  monkeypatch.setattr(_onednn, "_cpu_flags", lambda: avx512)
+  monkeypatch.setenv("JCONVT_ONEDNN", "0")
+  assert not _onednn.takes_channels_first(jnp.float32)
+
+
+def test_nchw_input_grad_rule(monkeypatch):
+  """A channels_first layer's input gradient runs channels-first from 8
+  images and 8 filters on, in float32 (``dy`` NHWC here)."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_onednn, "takes_channels_first", lambda dtype: True)
+  assert _algorithms._nchw_input_grad((8, 32, 32, 8), jnp.float32)
+  assert _algorithms._nchw_input_grad((16, 32, 32, 128), jnp.float32)
+  assert not _algorithms._nchw_input_grad((4, 32, 32, 128), jnp.float32)  # 0.91x
+  assert not _algorithms._nchw_input_grad((16, 64, 64, 3), jnp.float32)  # RGB: 0.95x
+  assert not _algorithms._nchw_input_grad((16, 32, 32, 128), jnp.bfloat16)
+  monkeypatch.setattr(_onednn, "takes_channels_first", lambda dtype: False)
+  assert not _algorithms._nchw_input_grad((16, 32, 32, 128), jnp.float32)
+
+
+@on_cpu_with_onednn
+@pytest.mark.parametrize("strides,kernel,padding", [(2, 4, "same"), (2, 3, "valid"), (1, 3, "same")])
+def test_channels_first_input_gradient_runs_channels_first(monkeypatch, strides, kernel,
+                                                            padding):
+  """A channels_first layer's training step (8x16x9x9 -> 16) runs its input
+  gradient's convolution on NCHW ``dy`` (the custom call's input channels
+  at dimension 1) where ``_onednn.takes_channels_first``, and channels-last
+  with ``NCHW_INPUT_GRAD_MIN_BATCH`` above its batch; each equals the
+  dilated reference."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding, data_format="channels_first")
+  rng = np.random.default_rng(0)
+  params = {"kernel": jnp.asarray(rng.standard_normal((kernel, kernel, 16, 16)), jnp.float32)}
+  x = jnp.asarray(rng.standard_normal((8, 16, 9, 9)), jnp.float32)
+  dy = jnp.asarray(rng.standard_normal(
+      jconvt.output_shape(x.shape, params["kernel"].shape, cfg)), jnp.float32)
+
+  def step(algorithm):  # a new function each time: traced afresh
+    c = cfg.replace(algorithm=algorithm)
+    return jax.jit(jax.grad(
+        lambda p, x: 0.5 * jnp.sum((jconvt.conv2d_transpose(p, x, c) - dy) ** 2),
+        argnums=(0, 1)))
+
+  ref = step("dilated")(params, x)
+  for min_batch, channels_first in ((8, _onednn.takes_channels_first(jnp.float32)), (9, False)):
+    monkeypatch.setattr(_algorithms, "NCHW_INPUT_GRAD_MIN_BATCH", min_batch)
+    hlo = step("auto").lower(params, x).compile().as_text().replace(" ", "")
+    assert _onednn.TARGET in hlo
+    assert ('"input":{"data":{"batch_dim":0,"feature_dim":1' in hlo) == channels_first
+    for a, b in zip(jax.tree.leaves(step("auto")(params, x)), jax.tree.leaves(ref)):
+      assert_close(a, b)
 
 
 def test_onednn_rule():

@@ -2070,7 +2070,8 @@ def test_multi_device_batch_sharding():
   images: no input is gathered whole onto every device, and each oneDNN
   convolution reads an eighth of the input it reads on one device
   (``_onednn._partitioned``; XLA's partitioner gathered the custom call's
-  inputs before, and every device convolved all 16 images)."""
+  inputs before, and every device convolved all 16 images); a
+  channels_first layer's input gradient on NCHW ``dy`` likewise."""
   code = textwrap.dedent("""
       import re
       import jax, jax.numpy as jnp, numpy as np, jconvt
@@ -2079,12 +2080,15 @@ def test_multi_device_batch_sharding():
       assert jax.device_count() == 8, jax.devices()
       mesh = Mesh(np.array(jax.devices()), ("batch",))
       rng = np.random.default_rng(0)
-      for c, f, alg in [(3, 2, "dilated"), (3, 2, "phase"), (3, 2, "auto"), (8, 8, "auto"),
-                        (16, 3, "auto"), (8, 8, "phase")]:
-          x = jnp.asarray(rng.standard_normal((16, 6, 5, c)), jnp.float32)
+      for c, f, alg, fmt in [(3, 2, "dilated", "channels_last"), (3, 2, "phase", "channels_last"),
+                             (3, 2, "auto", "channels_last"), (8, 8, "auto", "channels_last"),
+                             (16, 3, "auto", "channels_last"), (8, 8, "phase", "channels_last"),
+                             (8, 8, "auto", "channels_first")]:
+          x = jnp.asarray(rng.standard_normal(
+              (16, 6, 5, c) if fmt == "channels_last" else (16, c, 6, 5)), jnp.float32)
           params = {"kernel": jnp.asarray(rng.standard_normal((4, 4, f, c)), jnp.float32),
                     "bias": jnp.zeros(f)}
-          cfg = jconvt.ConvTransposeConfig(2, "same", algorithm=alg)
+          cfg = jconvt.ConvTransposeConfig(2, "same", algorithm=alg, data_format=fmt)
           loss = lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2)
           step = jax.jit(jax.value_and_grad(loss))
           xs = jax.device_put(x, NamedSharding(mesh, P("batch")))
@@ -2101,6 +2105,12 @@ def test_multi_device_batch_sharding():
                       r"__onednn.convolution., operand_layout_constraints=.f32.([0-9,]+)", t)))
           if _onednn.enabled() and c == 8:
               assert sizes[1], (c, f, alg)  # the check below then has something to check
+          if fmt == "channels_first" and _onednn.takes_channels_first(jnp.float32):
+              # the input gradient's convolution on NCHW dy, split by batch too
+              grad_x = jax.jit(jax.grad(loss, argnums=1))
+              t = grad_x.lower(ps, xs).compile().as_text()
+              assert '"feature_dim":1' in t.replace(" ", "") and " all-gather(" not in t
+              np.testing.assert_allclose(grad_x(ps, xs), grad_x(params, x), rtol=1e-4, atol=1e-3)
           assert [8 * n for n in sizes[0]] == sizes[1], (sizes, c, f, alg)
           y = forward(ps, xs, cfg)
           assert y.sharding.spec[0] == "batch", y.sharding
