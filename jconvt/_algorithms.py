@@ -2374,6 +2374,8 @@ def dispatch(x, kernel, config, geometry):
     are the GEMMs (the input gradient when each stride divides its kernel
     size), accumulated in float32, unless oneDNN takes bfloat16: then the
     phase forward and both gradients as its convolutions (``cpu_plan``).
+    A channels_first layer's input gradient on oneDNN runs on NCHW ``dy``
+    where ``_nchw_input_grad``.
     On NVIDIA GPUs
     (``gpu_plan``): at stride > 1 the dilated forward (``conv_phase`` from
     ``GPU_PHASE_MIN_PHASES`` phases on) and the dilated input gradient
