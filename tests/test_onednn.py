@@ -120,6 +120,20 @@ def test_kernel_layout_rejected():
       _onednn.conv(lhs, rhs, (1, 1), ((0, 0), (0, 0)), rhs_spec=spec)
 
 
+def _assert_as_reference(conv, ref, lhs, rhs):
+  """``conv`` gives ``ref``'s values (jitted and eager), gradients (of a
+  sine's sum) and ``vmap`` over the input."""
+  expected = ref(lhs, rhs)
+  for got in (jax.jit(conv)(lhs, rhs), conv(lhs, rhs)):
+    assert got.shape == expected.shape
+    assert_close(got, expected)
+  loss = lambda f: lambda l, r: jnp.sum(jnp.sin(f(l, r)))
+  for a, b in zip(jax.grad(loss(conv), (0, 1))(lhs, rhs), jax.grad(loss(ref), (0, 1))(lhs, rhs)):
+    assert_close(a, b)
+  batch = jnp.stack([lhs, -lhs])
+  assert_close(jax.vmap(conv, (0, None))(batch, rhs), jnp.stack([expected, ref(-lhs, rhs)]))
+
+
 @pytest.mark.parametrize("lhs_shape,rhs_shape,strides,padding,dilation", CASES[:5])
 def test_channels_first_lhs(lhs_shape, rhs_shape, strides, padding, dilation):
   """A channels-first ``lhs`` (``lhs_spec="NCHW"``; the output laid out as
@@ -136,14 +150,7 @@ def test_channels_first_lhs(lhs_shape, rhs_shape, strides, padding, dilation):
   expected = ref(lhs, rhs)
   nhwc = _reference(jnp.transpose(lhs, (0, 2, 3, 1)), rhs, strides, padding, dilation)
   assert_close(expected, jnp.transpose(nhwc, (0, 3, 1, 2)))  # what lax's spec means
-  for got in (jax.jit(conv)(lhs, rhs), conv(lhs, rhs)):
-    assert got.shape == expected.shape
-    assert_close(got, expected)
-  loss = lambda f: lambda l, r: jnp.sum(jnp.sin(f(l, r)))
-  for a, b in zip(jax.grad(loss(conv), (0, 1))(lhs, rhs), jax.grad(loss(ref), (0, 1))(lhs, rhs)):
-    assert_close(a, b)
-  batch = jnp.stack([lhs, -lhs])
-  assert_close(jax.vmap(conv, (0, None))(batch, rhs), jnp.stack([expected, ref(-lhs, rhs)]))
+  _assert_as_reference(conv, ref, lhs, rhs)
   if jax.default_backend() == "cpu" and _onednn.enabled() and not _onednn.miscomputed(
       rhs_shape, strides):
     hlo = jax.jit(conv).lower(lhs, rhs).compile().as_text()
@@ -196,15 +203,7 @@ def test_three_spatial_axes(lhs_shape, rhs_shape, strides, padding, dilation, rh
   assert _onednn.hwio_shape(rhs.shape, rhs_spec) == rhs_shape
   conv = lambda l, r: _onednn.conv(l, r, strides, padding, dilation, rhs_spec=rhs_spec)
   ref = lambda l, r: _reference_3d(l, r, strides, padding, dilation, rhs_spec)
-  expected = ref(lhs, rhs)
-  for got in (jax.jit(conv)(lhs, rhs), conv(lhs, rhs)):
-    assert got.shape == expected.shape
-    assert_close(got, expected)
-  loss = lambda f: lambda l, r: jnp.sum(jnp.sin(f(l, r)))
-  for a, b in zip(jax.grad(loss(conv), (0, 1))(lhs, rhs), jax.grad(loss(ref), (0, 1))(lhs, rhs)):
-    assert_close(a, b)
-  batch = jnp.stack([lhs, -lhs])
-  assert_close(jax.vmap(conv, (0, None))(batch, rhs), jnp.stack([expected, ref(-lhs, rhs)]))
+  _assert_as_reference(conv, ref, lhs, rhs)
   if jax.default_backend() == "cpu" and _onednn.enabled():
     hlo = jax.jit(conv).lower(lhs, rhs).compile().as_text()
     assert _onednn.TARGET in hlo and '"dims":5' in hlo.replace(" ", "")
