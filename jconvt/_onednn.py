@@ -184,10 +184,10 @@ def conv(lhs, rhs, window_strides, padding, rhs_dilation=None, preferred_element
   channels-last, 18.3 with XLA's transposes around it).
   ``supported`` and the rules take the channels-last shapes."""
   spatial = _spatial_letters(lhs.ndim)
-  lhs_spec = lhs_spec or "N" + spatial + "C"
-  if lhs_spec not in ("N" + spatial + "C", "NC" + spatial):
-    raise ValueError(f"lhs_spec must be {'N' + spatial + 'C'!r} or {'NC' + spatial!r} for a "
-                     f"{lhs.ndim}-D lhs, got {lhs_spec!r}")
+  lhs_spec = lhs_spec or _channels_last_spec(lhs.ndim)
+  if lhs_spec not in (_channels_last_spec(lhs.ndim), "NC" + spatial):
+    raise ValueError(f"lhs_spec must be {_channels_last_spec(lhs.ndim)!r} or {'NC' + spatial!r} "
+                     f"for a {lhs.ndim}-D lhs, got {lhs_spec!r}")
   rhs_spec = rhs_spec or spatial + "IO"
   if (sorted(rhs_spec) != sorted(spatial + "IO")
       or [d for d in rhs_spec if d in spatial] != list(spatial)):
@@ -225,15 +225,20 @@ def _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation):
   return (lhs_shape[0], *out, rhs_shape[-1])
 
 
+def _channels_last_spec(ndim: int) -> str:
+  """The default ``lhs_spec`` of a ``ndim``-D operand: NHWC or NDHWC."""
+  return "N" + _spatial_letters(ndim) + "C"
+
+
 def _channels_last(shape, lhs_spec):
   """A shape laid out as ``lhs_spec``, channels-last."""
-  return tuple(shape[lhs_spec.index(d)] for d in "N" + _spatial_letters(len(shape)) + "C")
+  return tuple(shape[lhs_spec.index(d)] for d in _channels_last_spec(len(shape)))
 
 
 def _laid_out(channels_last_shape, lhs_spec):
   """A channels-last shape laid out as ``lhs_spec``."""
-  return tuple(channels_last_shape[("N" + _spatial_letters(len(channels_last_shape)) + "C").index(d)]
-               for d in lhs_spec)
+  default = _channels_last_spec(len(channels_last_shape))
+  return tuple(channels_last_shape[default.index(d)] for d in lhs_spec)
 
 
 def _lax_conv(lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype, rhs_spec, lhs_spec):
@@ -260,7 +265,7 @@ def backend_config(window_strides, padding, rhs_dilation, rhs_spec="HWIO", lhs_s
   undilated)."""
   dims = len(rhs_spec)
   spatial = _spatial_letters(dims)
-  lhs_spec = lhs_spec or "N" + spatial + "C"
+  lhs_spec = lhs_spec or _channels_last_spec(dims)
   data = {"batch_dim": lhs_spec.index("N"), "feature_dim": lhs_spec.index("C"),
           "spatial_dims": [lhs_spec.index(d) for d in spatial]}
   return json.dumps({"onednn_conv_config": {
@@ -285,7 +290,7 @@ def _sharding_rule(rhs_spec="HWIO", lhs_spec=None):
   halos), the output channels ``o`` too (``_partitioned`` keeps the kernel
   whole but for ``i``)."""
   spatial = _spatial_letters(len(rhs_spec)).lower()
-  lhs_spec = (lhs_spec or "N" + spatial.upper() + "C").lower()
+  lhs_spec = (lhs_spec or _channels_last_spec(len(rhs_spec))).lower()
   kernel = {d: "k" + d for d in spatial} | {"i": "i", "o": "o"}
   kernel = [kernel[d] for d in rhs_spec.lower()]
   lhs = [{"n": "b", "c": "i"}.get(d, d) for d in lhs_spec]

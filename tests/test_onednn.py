@@ -494,7 +494,8 @@ def test_nchw_input_grad_rule(monkeypatch):
 
 
 @on_cpu_with_onednn
-@pytest.mark.parametrize("strides,kernel,padding", [(2, 4, "same"), (2, 3, "valid"), (1, 3, "same")])
+@pytest.mark.parametrize("strides,kernel,padding",
+                         [(2, 4, "same"), (2, 3, "valid"), (1, 3, "same")])
 def test_channels_first_input_gradient_runs_channels_first(monkeypatch, strides, kernel,
                                                             padding):
   """A channels_first layer's training step (8x16x9x9 -> 16) runs its input
