@@ -267,17 +267,26 @@ def _convolutions(draw):
 @on_cpu_with_onednn
 @settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(_convolutions())
-def test_random_convolutions_as_lax(case):
-  """Random small convolutions: ``supported`` takes all but the
-  ``miscomputed`` ones, and ``conv`` (the custom call, or lax's lowering
-  for those) computes lax's values."""
+@given(_convolutions(), st.booleans())
+def test_random_convolutions_as_lax(case, channels_first):
+  """Random small convolutions, channels-last or channels-first
+  (``lhs_spec``): ``supported`` takes all but the ``miscomputed`` ones,
+  and ``conv`` (the custom call, or lax's lowering for those) computes
+  lax's values."""
   lhs_shape, rhs_shape, strides, padding, dilation = case
   assert _onednn.supported(lhs_shape, rhs_shape, strides, padding, dilation, jnp.float32) == (
       not _onednn.miscomputed(rhs_shape, strides))
   lhs, rhs = _operands(lhs_shape, rhs_shape)
-  got = jax.jit(lambda l, r: _onednn.conv(l, r, strides, padding, dilation))(lhs, rhs)
-  assert_close(got, _lax_reference(lhs, rhs, strides, padding, dilation))
+  expected = _lax_reference(lhs, rhs, strides, padding, dilation)
+  if channels_first:  # the same convolution, its lhs and output moved to NC...
+    lhs_spec = "NC" + "DHW"[5 - lhs.ndim:]
+    to_first = (0, lhs.ndim - 1, *range(1, lhs.ndim - 1))
+    lhs, expected = jnp.transpose(lhs, to_first), jnp.transpose(expected, to_first)
+  else:
+    lhs_spec = None
+  got = jax.jit(lambda l, r: _onednn.conv(l, r, strides, padding, dilation,
+                                          lhs_spec=lhs_spec))(lhs, rhs)
+  assert_close(got, expected)
 
 
 def test_three_spatial_axes_rejected():
