@@ -279,7 +279,7 @@ def test_random_convolutions_as_lax(case, channels_first):
   lhs, rhs = _operands(lhs_shape, rhs_shape)
   expected = _lax_reference(lhs, rhs, strides, padding, dilation)
   if channels_first:  # the same convolution, its lhs and output moved to NC...
-    lhs_spec = "NC" + "DHW"[5 - lhs.ndim:]
+    lhs_spec = "NC" + _onednn._spatial_letters(lhs.ndim)
     to_first = (0, lhs.ndim - 1, *range(1, lhs.ndim - 1))
     lhs, expected = jnp.transpose(lhs, to_first), jnp.transpose(expected, to_first)
   else:
