@@ -377,9 +377,64 @@ def _kernel_grad_onednn(lhs, rhs, window_strides, padding, rhs_dilation):
   axis (a permuted layout), oneDNN fell back to its reference code, 1000x
   slower.
   """
-  dk = _onednn.conv(jnp.transpose(lhs, (1, 2, 3, 0))[None], rhs[:, :, :, None, :],
-                    (*window_strides, 1), (*padding, (0, 0)), (*rhs_dilation, 1), rhs_spec="IDHWO")
-  return dk[0]
+  lhs = jnp.transpose(lhs, (1, 2, 3, 0))[None]
+  conv = lambda rhs: _onednn.conv(lhs, rhs[:, :, :, None, :], (*window_strides, 1),
+                                  (*padding, (0, 0)), (*rhs_dilation, 1), rhs_spec="IDHWO")[0]
+  out = rhs.shape[-1]
+  chunk = _kernel_grad_channel_chunk(rhs.shape, rhs.dtype)
+  if chunk == out:
+    return conv(rhs)
+  # One chunk of the kernel operand copied out at a time (a scan): sliced
+  # side by side, XLA copied every chunk first (8x32x32x256 -> 128 k3 s2:
+  # 40 MiB of step scratch, 33 in the scan, as fast).
+  chunk_of = lambda i: lax.dynamic_slice_in_dim(rhs, i * chunk, chunk, axis=3)
+  _, dk = lax.scan(lambda carry, i: (carry, conv(chunk_of(i))), 0, jnp.arange(out // chunk))
+  dk = jnp.moveaxis(dk, 0, -2)  # (..., out // chunk, chunk)
+  return dk.reshape(*dk.shape[:-2], out)
+
+
+def _kernel_grad_channel_chunk(rhs_shape, dtype) -> int:
+  """How many of ``_kernel_grad_onednn``'s output channels (its kernel
+  operand's last axis: the layer's input channels, or its filters where
+  swapped) one oneDNN convolution computes: ``ONEDNN_KERNEL_GRAD_CHANNEL_CHUNK``
+  (128) where oneDNN on an Intel Xeon with AMX (``_onednn.cpu_has_amx``)
+  ran the whole convolution at half speed, else all of them. That is
+  float32 with a multiple of ``ONEDNN_KERNEL_GRAD_CHUNKED_MULTIPLE`` (256)
+  output channels, a batch (the contracted channels) of at most
+  ``ONEDNN_KERNEL_GRAD_CHUNKED_MAX_BATCH`` (8) and images (the window) of at
+  least ``ONEDNN_KERNEL_GRAD_CHUNKED_MIN_PIXELS`` (32x32). There oneDNN
+  blocks the output channels by 32 (weights format ``Acdeb32a``, from
+  ``ONEDNN_VERBOSE``; by 64 with 128 of them, by 48 with 384).
+  Kernel gradients alone (2026-11-28; k3 s2 unless said, the whole
+  convolution's ms against 128 at a time):
+
+  * 8 images of 32x32: 256 -> 128 32.3 against 15.9 ms, 256 -> 64 15.2
+    against 9.5, 256 -> 256 76.6 against 36.5, 256 -> 512 160 against 74,
+    k4 s2 256 -> 128 58.4 against 26.7, 512 -> 256 243 against 112, k3 s1
+    256 -> 256 59.0 against 27.5, 512 -> 512 219 against 113;
+  * 8 images of 48x48 and 64x64: 1.19-1.23x; 24x24 0.99-1.08x;
+  * slower on 16x16 and 8x8 images (8x16x16x256 -> 128 k4 s2 7.6 against
+    10.1 ms; 8x8x8x1024 -> 512 21.7 against 39.3), with 12 or 32 images
+    (0.61-0.83x) and with 384 channels (0.90x, blocked by 48); 16 images
+    0.86-1.10x between runs, 4 images 1.00-1.13x.
+
+  Training steps (``auto``'s plan, interleaved, 4 rounds), 8 images of
+  32x32: 256 -> 128 k3 s2 69.8 -> 50.7 ms, 256 -> 256 k3 s2 142 -> 103,
+  256 -> 64 k4 s2 53.1 -> 37.5, 256 -> 256 k3 s1 105 -> 72.5, 512 -> 256
+  k4 s2 428 -> 293 (1.38x-1.46x); unet k3s2 (128 channels, untouched)
+  1.06x, noise. The chunks run in a ``lax.scan`` (``_kernel_grad_onednn``),
+  so the step's scratch stays at or under the dilated reference's (33
+  against 40 MiB; 18 against 24). On the AMD EPYC the other rules were
+  measured on, these layers' whole convolution trained 1.0-1.27x as fast as
+  the phase GEMMs (``_kernel_grad_is_gemm``), not half as fast as here;
+  chunks are unmeasured there, and it keeps one convolution."""
+  n, h, w, out = rhs_shape
+  if (jnp.dtype(dtype) == jnp.float32 and _onednn.cpu_has_amx()
+      and out % ONEDNN_KERNEL_GRAD_CHUNKED_MULTIPLE == 0
+      and n <= ONEDNN_KERNEL_GRAD_CHUNKED_MAX_BATCH
+      and h * w >= ONEDNN_KERNEL_GRAD_CHUNKED_MIN_PIXELS):
+    return ONEDNN_KERNEL_GRAD_CHANNEL_CHUNK
+  return out
 
 
 def _kernel_grad_by_phase(config: ConvTransposeConfig, x_shape, dy_shape, kernel_hw,
@@ -1542,6 +1597,10 @@ ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_gr
 ONEDNN_KERNEL_GRAD_MAX_DY_BYTES = 16 * 2 ** 20  # dy, filters >= in_channels: _kernel_grad_by_phase
 ONEDNN_BF16_STRIDE1_MIN_BATCH = 4  # the same rule's, at stride 1 in bfloat16
 ONEDNN_KERNEL_GRAD_SPATIAL_BATCH = 8  # filters (input channels if swapped): _kernel_grad_onednn
+ONEDNN_KERNEL_GRAD_CHANNEL_CHUNK = 128  # _kernel_grad_channel_chunk
+ONEDNN_KERNEL_GRAD_CHUNKED_MULTIPLE = 256
+ONEDNN_KERNEL_GRAD_CHUNKED_MAX_BATCH = 8
+ONEDNN_KERNEL_GRAD_CHUNKED_MIN_PIXELS = 1024
 EIGEN_DILATION = 2
 EIGEN_MIN_CONTRACTED = 8
 EIGEN_MIN_FEATURES = 32

@@ -101,6 +101,12 @@ def _cpu_has_bfloat16() -> bool:
   return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
+def cpu_has_amx() -> bool:
+  """Whether the CPU has AMX tiles (Intel Xeon, Sapphire Rapids and later):
+  where ``_algorithms._kernel_grad_out_chunk``'s rule was measured."""
+  return "amx_tile" in _cpu_flags()
+
+
 def takes_dtype(dtype) -> bool:
   """Whether ``conv`` takes inputs of ``dtype``: float32, or bfloat16 on a
   CPU with native bfloat16 products; and ``enabled()``."""

@@ -81,15 +81,20 @@ def large_input_paths():
       "UNPADDED_DEEP_CHANNELS": 0})
 
 
-def onednn_routes(by_phase=True, spatial_batch=True, large_kernels=True):
+@contextlib.contextmanager
+def onednn_routes(by_phase=True, spatial_batch=True, large_kernels=True, channel_chunks=True):
   """Lowers the thresholds in front of oneDNN (``jconvt._algorithms``) so
   that small test layers take its routes: any channel counts, exact phases
   with any filters, a channels_first input gradient on NCHW ``dy`` with any
   batch and filters; with ``by_phase`` the kernel gradient by phase
   whatever the size of ``dy``, with ``spatial_batch`` the kernel
   gradient's three-dimensional form with any filters, with
-  ``large_kernels`` the large-kernel rules on any image. oneDNN itself
-  still runs only where ``_onednn.enabled()``. Restores them on exit."""
+  ``large_kernels`` the large-kernel rules on any image, with
+  ``channel_chunks`` that three-dimensional form 4 output channels at a
+  time wherever they are a multiple of 4, on any CPU
+  (``_kernel_grad_channel_chunk``). oneDNN itself still runs only where
+  ``_onednn.enabled()``. Restores them on exit."""
+  from jconvt import _onednn
   forced = {"ONEDNN_MIN_FEATURES": 1, "ONEDNN_MIN_CONTRACTED": 1,
             "EXACT_PHASES_MIN_FILTERS": 1, "NCHW_INPUT_GRAD_MIN_BATCH": 1,
             "NCHW_INPUT_GRAD_MIN_FILTERS": 1}
@@ -99,7 +104,18 @@ def onednn_routes(by_phase=True, spatial_batch=True, large_kernels=True):
     forced["ONEDNN_KERNEL_GRAD_SPATIAL_BATCH"] = 1
   if large_kernels:
     forced["ONEDNN_LARGE_KERNEL_MIN_SIDE"] = 1
-  return _thresholds_forced(forced)
+  if channel_chunks:
+    forced.update(ONEDNN_KERNEL_GRAD_CHANNEL_CHUNK=4, ONEDNN_KERNEL_GRAD_CHUNKED_MULTIPLE=4,
+                  ONEDNN_KERNEL_GRAD_CHUNKED_MAX_BATCH=10**9,
+                  ONEDNN_KERNEL_GRAD_CHUNKED_MIN_PIXELS=0)
+  saved = _onednn.cpu_has_amx
+  if channel_chunks:
+    _onednn.cpu_has_amx = lambda: True
+  try:
+    with _thresholds_forced(forced):
+      yield
+  finally:
+    _onednn.cpu_has_amx = saved
 
 
 @contextlib.contextmanager

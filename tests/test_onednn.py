@@ -374,6 +374,60 @@ def test_kernel_gradient_by_phase(x_shape, kernel_shape, strides, padding, outpu
   assert_close(grad(True)(x, dy), want)
 
 
+@on_cpu_with_onednn
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,by_phase", [
+    ((2, 6, 5, 16), (3, 3, 8, 16), 2, False),   # 16 input channels, 4 at a time
+    ((2, 6, 5, 16), (4, 4, 8, 16), 2, False),   # k4 s2
+    ((2, 6, 5, 8), (3, 3, 16, 8), 1, False),    # swapped: 16 filters, 4 at a time
+    ((2, 6, 5, 16), (3, 3, 16, 16), 2, True),   # in each phase's branch
+])
+def test_kernel_gradient_in_channel_chunks(x_shape, kernel_shape, strides, by_phase,
+                                           monkeypatch):
+  """``_kernel_grad_onednn`` where ``_kernel_grad_channel_chunk`` says so
+  (its thresholds lowered, the CPU taken for one with AMX): one oneDNN
+  convolution of 4 output channels in a ``lax.scan`` over the chunks (one
+  chunk of the kernel operand copied at a time), equal to XLA's own
+  convolution; swapped (stride 1, fewer input channels than filters) the
+  chunks are the filters', and by phase each phase's."""
+  from jconvt import _algorithms
+  for name, value in (("ONEDNN_KERNEL_GRAD_CHANNEL_CHUNK", 4),
+                      ("ONEDNN_KERNEL_GRAD_CHUNKED_MULTIPLE", 8),
+                      ("ONEDNN_KERNEL_GRAD_CHUNKED_MIN_PIXELS", 1),
+                      ("ONEDNN_KERNEL_GRAD_MAX_DY_BYTES", 1 if by_phase else 2 ** 40)):
+    monkeypatch.setattr(_algorithms, name, value)
+  monkeypatch.setattr(_onednn, "cpu_has_amx", lambda: True)
+  cfg = ConvTransposeConfig(strides, "same")
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  dy_shape = (x_shape[0], geometry[0][0], geometry[1][0], kernel_shape[2])
+  x, dy = _operands(x_shape, dy_shape)
+  grad = lambda on_cpu: jax.jit(lambda x, dy: _algorithms.grad_kernel(
+      x, dy, kernel_shape[:2], cfg, geometry, on_cpu=on_cpu))
+  text = grad(True).lower(x, dy).as_text().replace('"', "")
+  calls = [line for line in text.splitlines() if f"@{_onednn.TARGET}(" in line]
+  phases = strides * strides if by_phase else 1
+  assert len(calls) == phases and "stablehlo.while" in text
+  # The kernel operand, (n, h, w, 1, 4): x's channels or (swapped) dy's filters.
+  assert all("x1x4xf32>" in call for call in calls), calls
+  assert_close(grad(True)(x, dy), grad(False)(x, dy))
+
+
+def test_kernel_gradient_channel_chunk_rule(monkeypatch):
+  """``_kernel_grad_channel_chunk``: 128 output channels at a time on a CPU
+  with AMX, in float32, where there are a multiple of 256 of them, at most
+  8 images and images of at least 32x32; else all of them."""
+  from jconvt._algorithms import _kernel_grad_channel_chunk as chunk
+  f32 = jnp.float32
+  monkeypatch.setattr(_onednn, "cpu_has_amx", lambda: True)
+  for shape in ((8, 32, 32, 256), (8, 32, 32, 512), (4, 64, 64, 256), (2, 48, 48, 1024)):
+    assert chunk(shape, f32) == 128, shape
+  for shape in ((8, 32, 32, 128), (8, 32, 32, 384), (12, 32, 32, 256), (8, 16, 16, 256),
+                (8, 32, 16, 256)):
+    assert chunk(shape, f32) == shape[3], shape
+  assert chunk((8, 32, 32, 256), jnp.bfloat16) == 256
+  monkeypatch.setattr(_onednn, "cpu_has_amx", lambda: False)
+  assert chunk((8, 32, 32, 256), f32) == 256
+
+
 def test_kernel_gradient_by_phase_rule():
   """``_kernel_grad_by_phase``: strided, undilated, a stride not dividing
   its kernel size, filters >= input channels, ``dy`` of 16 MiB or more."""

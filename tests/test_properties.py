@@ -175,9 +175,10 @@ def test_gpu_plan_at_large_strides_matches_the_reference(case):
 
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(), st.sampled_from([1, 3, 8, 12]), st.sampled_from([1, 3, 8, 12]),
-       st.booleans(), st.booleans(), st.booleans(), st.sampled_from(["float32", "bfloat16"]))
+       st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+       st.sampled_from(["float32", "bfloat16"]))
 def test_onednn_routes_match_the_reference(case, c, f, by_phase, spatial_batch, large_kernels,
-                                           dtype):
+                                           channel_chunks, dtype):
   """The routes to oneDNN's convolution, their thresholds lowered so that
   small random layers take them (``onednn_routes``): the forward (inference,
   where the interleaved phase forward may run) equals the NumPy reference,
@@ -212,7 +213,7 @@ def test_onednn_routes_match_the_reference(case, c, f, by_phase, spatial_batch, 
                                                      jnp.asarray(x, dtype))
 
   ref = grads(cfg.replace(algorithm="dilated"), jnp.float32)
-  with onednn_routes(by_phase, spatial_batch, large_kernels):
+  with onednn_routes(by_phase, spatial_batch, large_kernels, channel_chunks):
     y = jax.jit(lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg))(
         jnp.asarray(kernel, dtype), jnp.asarray(x, dtype))
     got = grads(cfg, dtype)
