@@ -87,10 +87,23 @@ UPSAMPLE = (
     Layer("k8 s4 64 channels", 4, 32, 64, 64, 8, 4),
 )
 
-SUITES = {"main": SUITE, "edge": EDGE, "upsample": UPSAMPLE}
+# U-Net decoder blocks on 8 images with 256 and more input channels, 32x32
+# inputs and larger, where oneDNN's kernel gradient needs chunks of the
+# channels on some CPUs (``_algorithms._kernel_grad_channel_chunk``).
+DEEP = (
+    Layer("unet 256->128 k3s2", 8, 32, 256, 128, 3, 2, large=True),
+    Layer("unet 256->256 k3s2", 8, 32, 256, 256, 3, 2, large=True),
+    Layer("256->64 k4s2", 8, 32, 256, 64, 4, 2, large=True),
+    Layer("256->256 k3 stride 1", 8, 32, 256, 256, 3, 1, large=True),
+    Layer("512->256 k4s2 16x16", 8, 16, 512, 256, 4, 2, large=True),
+    Layer("unet 64->64 k3s2 64x64", 8, 64, 64, 64, 3, 2, large=True),
+)
+
+SUITES = {"main": SUITE, "edge": EDGE, "upsample": UPSAMPLE, "deep": DEEP}
 DESCRIPTIONS = {  # for --suite's help and a table's header
     "main": "decoder layers",
     "edge": ("tiny images whose kernels exceed them; GFLOP/s count every tap of every input "
              "pixel, also those TF's 'same' crop drops"),
     "upsample": "large strides (2-32) with kernels twice the stride, as segmentation heads use",
+    "deep": "U-Net decoder blocks on 8 images with 256 or more input channels (and one 64x64)",
 }
