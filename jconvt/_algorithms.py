@@ -1975,6 +1975,14 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   the transposed ``dy``: 1.10-1.14x as fast as the GEMMs on 5 such layers,
   unet k3s2 at 29 MiB. On 64x64 images k3 s2 the
   convolution still lost or tied (8x64x64x64 -> 32 1.22x, -> 64 1.00x).
+  On an Intel Xeon with AMX (``_onednn.cpu_has_amx``; 2026-11-28, default
+  malloc, interleaved, 4 rounds) it won on every k3 s2 layer over 32x32
+  timed, so there the image size does not matter: 1.07x-1.43x (8x64x64x32
+  -> 32 1.07x, 8x64x64x64 -> 64 1.23x, -> 32 1.49x, 8x64x64x128 -> 64
+  1.11x, 16x64x64x64 -> 64 1.23x, 4x64x64x64 -> 64 1.36x, 8x48x48x64 -> 64
+  1.33x, 4x96x96x64 -> 64 1.33x, 2x128x128x64 -> 32 1.43x), with the
+  same scratch or less but on two (8x64x64x32 -> 32: 32 against 28 MiB;
+  8x64x64x128 -> 64: 64 against 56).
   Also the convolution, with or without
   oneDNN, where a phase has more than 2 taps along an axis (k5-k7 at s2,
   with padding): the GEMMs' stacks grow with the taps, past the reference's
@@ -2033,7 +2041,7 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     if (x_shape[0] < ONEDNN_MIN_CONTRACTED and not wide_phases
         and kernel_shape[2] * kernel_shape[3] <= SINGLE_IMAGE_GEMM_MAX_CHANNELS ** 2):
       return True  # one image: the convolution contracts one channel, off oneDNN
-    small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
+    small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS or _onednn.cpu_has_amx()
     conv_wins = not unpadded and (wide_phases or (
         (small_image or _strides_divide_kernel(config, kernel_shape)) and on_onednn()))
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins

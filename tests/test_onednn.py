@@ -779,14 +779,33 @@ def test_strided_float32_kernel_gradient_with_onednn(monkeypatch, x_shape, kerne
   16 MiB with at least as many filters as input channels:
   ``_kernel_grad_by_phase``) or with the stride dividing the kernel, and with
   or without oneDNN where a phase has more than 2 taps along an axis; the
-  GEMMs elsewhere."""
+  GEMMs elsewhere (on a CPU without AMX: the next test has one)."""
   cfg = ConvTransposeConfig(2, padding)
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  monkeypatch.setattr(_onednn, "cpu_has_amx", lambda: False)
   assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == expected
   monkeypatch.setenv("JCONVT_ONEDNN", "0")
   wide_phases = kernel_shape[0] > 4
   assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == (
       "conv" if wide_phases else "phase_gemm")
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
+    ((8, 64, 64, 64), (3, 3, 64, 64), "same", "conv"),     # 1.23x
+    ((8, 64, 64, 64), (3, 3, 32, 64), "same", "conv"),     # 1.49x
+    ((2, 128, 128, 64), (3, 3, 32, 64), "same", "conv"),   # 1.43x
+    ((8, 32, 32, 128), (3, 3, 128, 128), "same", "conv"),  # unet k3s2, as without AMX
+    ((8, 32, 32, 256), (2, 2, 128, 256), "valid", "phase_gemm"),  # no padding
+])
+def test_strided_float32_kernel_gradient_with_onednn_and_amx(monkeypatch, x_shape, kernel_shape,
+                                                             padding, expected):
+  """On a CPU with AMX (an Intel Xeon, where it was measured) the kernel
+  gradient of a padded strided layer whose convolution runs on oneDNN is
+  that convolution on images of any size: k3 s2 on 64x64 and larger too."""
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  monkeypatch.setattr(_onednn, "cpu_has_amx", lambda: True)
+  cfg = ConvTransposeConfig(2, padding)
+  assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == expected
 
 
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
