@@ -783,7 +783,7 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
                                       config.preferred_element_type))
 
 
-def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=False):
+def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=False, nchw=False):
   """``conv_phase`` at stride > 1 as one convolution per phase that
   computes only the rows and columns TF's window keeps (``_exact_phases``):
   no pixel of the canvas past the window (a row and a column more per
@@ -791,22 +791,20 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
   ``s_h * s_w`` outputs of exactly the output's size between them (dcgan
   32->64: 16 MiB, 17 with the canvas). Each phase's rows and columns are
   zero-padded to ``ceil(out / s)``, interleaved by their slot and cut to the
-  output, or with ``spread`` spread to their slots (``_interleave``)."""
+  output, or with ``spread`` spread to their slots (``_interleave``); with
+  ``nchw`` channels-first throughout (``_conv_phase_exact_nchw``)."""
+  if nchw:
+    return _conv_phase_exact_nchw(x, kernel, config, phases_h, phases_w)
   n, h, w, _ = x.shape
   f = kernel.shape[2]
   sh, sw = config.strides
   out_dtype = config.preferred_element_type or x.dtype
   mh = max(count for _, _, count, _ in phases_h)
   mw = max(count for _, _, count, _ in phases_w)
-  parts = []  # (z, (slot_h, slot_w)) for the phases that meet a tap and the output
-  for rh, (ch, first_h, count_h, slot_h) in enumerate(phases_h):
-    for rw, (cw, first_w, count_w, slot_w) in enumerate(phases_w):
-      if ch and cw and count_h and count_w:
-        # Taps q * s + r, as an HWIO kernel with the q axes flipped.
-        sub = jnp.transpose(kernel[rh::sh, rw::sw][::-1, ::-1], (0, 1, 3, 2))
-        padding = ((ch - 1 - first_h, first_h + count_h - h),
-                   (cw - 1 - first_w, first_w + count_w - w))
-        parts.append((_phase_convolve(x, sub, padding, config, on_cpu), (slot_h, slot_w)))
+  # (z, (slot_h, slot_w)) for the phases that meet a tap and the output
+  parts = [(_phase_convolve(x, _exact_phase_kernel(kernel, config.strides, rh, rw), padding,
+                            config, on_cpu), slot)
+           for rh, rw, _, padding, slot in _exact_phase_windows(phases_h, phases_w, h, w)]
   (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
   if spread:
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
@@ -816,6 +814,114 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
                                        (0, 0)))
   full = jnp.stack([jnp.stack(row, axis=3) for row in grid], axis=2)  # (n, mh, sh, mw, sw, f)
   return full.reshape(n, mh * sh, mw * sw, f)[:, :out_h, :out_w]
+
+
+def _exact_phase_windows(phases_h, phases_w, h: int, w: int):
+  """``_conv_phase_exact``'s convolutions over an input of ``h`` x ``w``:
+  ``(rh, rw, taps, padding, slot)`` per phase ``(rh, rw)`` that meets a tap
+  and the output, ``taps`` its (rows, columns) of taps, ``padding`` its
+  stride-1 convolution's and ``slot`` its first output row and column
+  (``_exact_phases``)."""
+  out = []
+  for rh, (ch, first_h, count_h, slot_h) in enumerate(phases_h):
+    for rw, (cw, first_w, count_w, slot_w) in enumerate(phases_w):
+      if ch and cw and count_h and count_w:
+        padding = ((ch - 1 - first_h, first_h + count_h - h),
+                   (cw - 1 - first_w, first_w + count_w - w))
+        out.append((rh, rw, (ch, cw), padding, (slot_h, slot_w)))
+  return out
+
+
+def _exact_phase_kernel(kernel, strides, rh: int, rw: int):
+  """Phase ``(rh, rw)``'s taps ``q * s + r`` of a (kh, kw, f, c) kernel, as an
+  HWIO kernel with the q axes flipped (a convolution written as a
+  correlation)."""
+  return jnp.transpose(kernel[rh::strides[0], rw::strides[1]][::-1, ::-1], (0, 1, 3, 2))
+
+
+def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
+                        nchw_after) -> bool:
+  """Whether ``conv_phase`` runs ``_conv_phase_exact_nchw`` for a
+  channels_first layer (``nchw_after``; ``x_shape`` NHWC) whose exact phases
+  it computes: on oneDNN (``on_cpu``), float32 where
+  ``_onednn.takes_channels_first``, at stride > 1 (at most
+  ``PHASE_PROGRAMS_MAX`` phases), with every phase of more than one tap on
+  oneDNN, and an output of at least ``NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES``
+  (2 MiB) per image. Not where ``_phase_slots`` writes the output
+  interleaved itself (k2 s2, k4 s2 'valid'), which ``conv_phase`` tries
+  first.
+
+  The NHWC phases are interleaved and transposed to NCHW in one loop of
+  XLA:CPU's, which gathers each output row from the phases a filter's
+  stride apart: 5.3 ms of a 13.3 ms forward on 8x32x32x128 -> 128 k3 s2
+  (16 MiB out), where a plain transpose of that size takes 1.3. Given NCHW
+  oneDNN reorders the input and the phases itself, and the phases
+  interleave along rows (1.1 ms). Forwards timed interleaved (Intel Xeon
+  with AMX, 2026-11-28, 4 rounds; the NHWC route's ms against this one's):
+  8 images: 32x32x128 -> 128 k3 s2 14.3 -> 11.4, 32x32x256 -> 128 k3 s2
+  21.5 -> 18.9, k4 s2 32x32x128 -> 128 18.9 -> 14.6, 48x48x64 -> 64 k3 s2
+  14.7 -> 9.9, 64x64x64 -> 64 k3 s2 50.7 -> 27.7 (its page faults
+  included), 64x64x64 -> 32 k4 s2 10.3 -> 9.7; 1x64x64x64 -> 64 k3 s2 3.90
+  -> 2.74, 2x32x32x128 -> 128 4.11 -> 2.93, 4x64x64x32 -> 32 3.77 -> 3.32,
+  4x32x32x64 -> 128 k5 s2 7.76 -> 6.05, 16x32x32x128 -> 128 k4 s2 45.3 ->
+  36.7 (1.05x-1.48x). Slower with less output per image: 1-1.1 MiB
+  (16x32x32x128 -> 64 k3 s2 0.84x-0.89x, 8x32x32x64 -> 64 0.78x,
+  16x32x32x128 -> 64 k4 s2 0.96x, 8x24x24x128 -> 128 0.96x, 16x16x16x256 ->
+  256 0.96x), 0.5 MiB (the suite's 16x16x16x256 -> 128 k4 s2 0.91x-0.96x,
+  k3 s2 0.96x, k5 s2 0.98x): each phase's convolution reorders the input
+  again, which only a large output's slow transpose outweighs. Training
+  steps: 0.98x-1.00x at k3 s2 on 32x32 inputs (XLA fuses the NHWC route's
+  transpose into the loss), 1.09x at k4 s2, 1.23x on 64x64 inputs."""
+  n, h, w, c = x_shape
+  kh, kw, f, _ = kernel_shape
+  (sh, sw), ((out_h, pad_h), (out_w, pad_w)) = config.strides, geometry
+  if not (nchw_after and on_cpu and jnp.dtype(dtype) == jnp.float32
+          and config.dilation_rate == (1, 1) and 1 < sh * sw <= PHASE_PROGRAMS_MAX
+          and _onednn.takes_channels_first(dtype)
+          and out_h * out_w * f * jnp.dtype(dtype).itemsize >= NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES):
+    return False
+  phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
+  phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
+  if phases_h is None or phases_w is None:
+    return False
+  return all(taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, f), (1, 1), padding, (1, 1),
+                                            dtype, config.preferred_element_type)
+             for _, _, taps, padding, _ in _exact_phase_windows(phases_h, phases_w, h, w))
+
+
+def _conv_phase_exact_nchw(x, kernel, config, phases_h, phases_w):
+  """``_conv_phase_exact`` channels-first (``_nchw_phase_forward``): the
+  NHWC ``x`` transposed to NCHW (which cancels the caller's transpose of
+  a channels_first input), each phase's convolution on oneDNN reading and
+  writing NCHW (``lhs_spec="NCHW"``; one tap: a GEMM written
+  (f, n, h, w)), interleaved along the rows and columns of each filter's
+  plane, and transposed back to NHWC (which cancels the caller's transpose
+  to NCHW)."""
+  n, h, w, _ = x.shape
+  f = kernel.shape[2]
+  sh, sw = config.strides
+  out_dtype = config.preferred_element_type or x.dtype
+  xc = jnp.transpose(x, (0, 3, 1, 2))
+  mh = max(count for _, _, count, _ in phases_h)
+  mw = max(count for _, _, count, _ in phases_w)
+  grid = [[jnp.zeros((n, f, mh, mw), out_dtype)] * sw for _ in range(sh)]
+  for rh, rw, taps, padding, (slot_h, slot_w) in _exact_phase_windows(phases_h, phases_w, h, w):
+    sub = _exact_phase_kernel(kernel, config.strides, rh, rw)
+    if taps == (1, 1):
+      xp = lax.pad(xc, jnp.zeros((), xc.dtype),
+                   ((0, 0, 0), (0, 0, 0), (*padding[0], 0), (*padding[1], 0)))
+      z = jnp.transpose(lax.dot_general(
+          sub[0, 0], xp, (((0,), (1,)), ((), ())), precision=config.precision,
+          preferred_element_type=config.preferred_element_type), (1, 0, 2, 3))
+    else:
+      z = _onednn.conv(xc, sub, (1, 1), padding, lhs_spec="NCHW",
+                       preferred_element_type=config.preferred_element_type)
+    grid[slot_h][slot_w] = jnp.pad(z, ((0, 0), (0, 0), (0, mh - z.shape[2]),
+                                       (0, mw - z.shape[3])))
+  full = jnp.stack([jnp.stack(row, axis=4) for row in grid], axis=3)  # (n, f, mh, sh, mw, sw)
+  (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
+  y = full.reshape(n, f, mh * sh, mw * sw)[:, :, :out_h, :out_w]
+  return jnp.transpose(y, (0, 2, 3, 1))
 
 
 def _slot_window(length: int, k: int, s: int, out: int, pad: int):
@@ -928,6 +1034,8 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False, nchw_a
   (gh, kqh), (gw, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   out_dtype = config.preferred_element_type or x.dtype
   spread = _interleaves_by_pad(f, out_dtype, config.strides, training, on_cpu, nchw_after)
+  if _nchw_phase_forward(x.shape, x.dtype, kernel.shape, config, geometry, on_cpu, nchw_after):
+    return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, nchw=True)
   if (phases_h is not None and phases_w is not None
       and _exact_phases_pay(x.shape, x.dtype, kernel.shape, config, geometry, on_cpu)):
     return _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread)
@@ -1590,6 +1698,7 @@ EXACT_PHASES_MIN_EXTRA = 0.1
 # with s * s (``_exact_phases_pay``, ``_kernel_grad_by_phase``).
 PHASE_PROGRAMS_MAX = 9
 INTERLEAVE_BY_PAD_FILTERS = 64  # _interleaves_by_pad
+NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES = 2 * 2 ** 20  # _nchw_phase_forward
 ONEDNN_MIN_CONTRACTED = 2
 SINGLE_IMAGE_GEMM_MAX_CHANNELS = 128  # _kernel_grad_is_gemm, one image
 ONEDNN_LARGE_KERNEL_MIN_SIDE = 4  # input pixels a side: _large_kernel_on_onednn

@@ -86,7 +86,8 @@ def onednn_routes(by_phase=True, spatial_batch=True, large_kernels=True, channel
   """Lowers the thresholds in front of oneDNN (``jconvt._algorithms``) so
   that small test layers take its routes: any channel counts, exact phases
   with any filters, a channels_first input gradient on NCHW ``dy`` with any
-  batch and filters; with ``by_phase`` the kernel gradient by phase
+  batch and filters and a channels_first phase forward on NCHW with any
+  output; with ``by_phase`` the kernel gradient by phase
   whatever the size of ``dy``, with ``spatial_batch`` the kernel
   gradient's three-dimensional form with any filters, with
   ``large_kernels`` the large-kernel rules on any image, with
@@ -97,7 +98,7 @@ def onednn_routes(by_phase=True, spatial_batch=True, large_kernels=True, channel
   from jconvt import _onednn
   forced = {"ONEDNN_MIN_FEATURES": 1, "ONEDNN_MIN_CONTRACTED": 1,
             "EXACT_PHASES_MIN_FILTERS": 1, "NCHW_INPUT_GRAD_MIN_BATCH": 1,
-            "NCHW_INPUT_GRAD_MIN_FILTERS": 1}
+            "NCHW_INPUT_GRAD_MIN_FILTERS": 1, "NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES": 0}
   if by_phase:
     forced["ONEDNN_KERNEL_GRAD_MAX_DY_BYTES"] = 0
   if spatial_batch:

@@ -590,6 +590,83 @@ def test_channels_first_input_gradient_runs_channels_first(monkeypatch, strides,
       assert_close(a, b)
 
 
+def test_nchw_phase_forward_rule(monkeypatch):
+  """A channels_first layer's phase forward runs channels-first from 2 MiB
+  of float32 output per image on, at stride > 1, where its exact phases of
+  more than one tap run on oneDNN (``x`` NHWC here)."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_onednn, "takes_channels_first", lambda dtype: True)
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+
+  def rule(x_shape, kernel_shape, strides=2, dtype=jnp.float32, nchw_after=True, **kw):
+    cfg = ConvTransposeConfig(strides, "same", **kw)
+    geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+    return _algorithms._nchw_phase_forward(x_shape, dtype, kernel_shape, cfg, geometry, True,
+                                           nchw_after)
+
+  assert rule((8, 32, 32, 128), (3, 3, 128, 128))  # 2 MiB an image: 1.26x
+  assert rule((1, 64, 64, 64), (3, 3, 64, 64))     # 4 MiB: 1.42x
+  assert rule((8, 32, 32, 128), (4, 4, 128, 128))  # k4 s2: 1.30x
+  assert not rule((16, 32, 32, 128), (3, 3, 64, 128))  # 1 MiB: 0.84x-0.89x
+  assert not rule((16, 16, 16, 256), (4, 4, 128, 256))  # the suite's, 0.5 MiB
+  assert not rule((8, 32, 32, 128), (3, 3, 128, 128), nchw_after=False)  # channels_last
+  assert not rule((8, 32, 32, 128), (3, 3, 128, 128), dtype=jnp.bfloat16)
+  assert not rule((8, 64, 64, 128), (3, 3, 128, 128), strides=1)
+  assert not rule((8, 32, 32, 128), (3, 3, 128, 128), strides=4)  # 16 phases
+  assert not rule((8, 64, 64, 128), (3, 3, 4, 128))  # 4 filters: not on oneDNN
+  monkeypatch.setattr(_onednn, "takes_channels_first", lambda dtype: False)
+  assert not rule((8, 32, 32, 128), (3, 3, 128, 128))
+
+
+@on_cpu_with_onednn
+@pytest.mark.parametrize("kernel,strides,padding,output_padding,bias", [
+    (3, 2, "same", None, False),   # phases of 4, 2, 2 and 1 taps (a GEMM)
+    (4, 2, "same", None, True),    # four phases of 4 taps
+    (5, 2, "valid", None, False),
+    (4, 3, "same", None, True),    # nine phases
+    (4, 2, "same", 1, False),      # output padding: one more row and column
+    (3, (2, 3), "same", None, False),  # uneven strides
+])
+def test_channels_first_phase_forward_runs_channels_first(monkeypatch, kernel, strides, padding,
+                                                         output_padding, bias):
+  """A channels_first layer's phase forward (``algorithm="phase"``; ``auto``
+  runs col2im on so small an input) under ``_nchw_phase_forward`` (its
+  threshold lowered to reach a 2x8x7x6 -> 16 layer): every phase of
+  more than one tap is a oneDNN convolution reading and writing NCHW (its
+  input channels at dimension 1), with no transpose of the input or the
+  output left in the program; the output equals the NumPy reference and a
+  training step's gradients the dilated reference's."""
+  from jconvt import _algorithms
+  if not _onednn.takes_channels_first(jnp.float32):
+    pytest.skip("oneDNN's channels-first convolution needs AVX-512 here")
+  monkeypatch.setattr(_algorithms, "NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES", 0)
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding,
+                            data_format="channels_first", algorithm="phase")
+  rng = np.random.default_rng(0)
+  params = {"kernel": jnp.asarray(rng.standard_normal((kernel, kernel, 16, 8)), jnp.float32)}
+  if bias:
+    params["bias"] = jnp.asarray(rng.standard_normal(16), jnp.float32)
+  x = jnp.asarray(rng.standard_normal((2, 8, 7, 6)), jnp.float32)
+  forward = jax.jit(lambda p, x: jconvt.conv2d_transpose(p, x, cfg))
+  hlo = forward.lower(params, x).compile().as_text().replace(" ", "")
+  calls = [line for line in hlo.splitlines() if _onednn.TARGET in line and "custom-call(" in line]
+  assert calls and all('"input":{"data":{"batch_dim":0,"feature_dim":1' in c for c in calls)
+  assert "f32[2,7,6,8]" not in hlo  # x as NHWC
+  y = forward(params, x)
+  assert_close(y, jconvt.reference_conv2d_transpose(
+      np.asarray(x), np.asarray(params["kernel"]), np.asarray(params["bias"]) if bias else None,
+      cfg))
+  dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+
+  def grads(algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    return jax.jit(jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, c) * dy),
+                            argnums=(0, 1)))(params, x)
+
+  for a, b in zip(jax.tree.leaves(grads("phase")), jax.tree.leaves(grads("dilated"))):
+    assert_close(a, b)
+
+
 def test_onednn_rule():
   """The fast paths hand a convolution to oneDNN with at least 8 output and
   2 contracted channels, and not a 1x1 kernel or output (XLA:CPU's own is
