@@ -871,7 +871,9 @@ def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
   k3 s2 0.96x, k5 s2 0.98x): each phase's convolution reorders the input
   again, which only a large output's slow transpose outweighs. Training
   steps: 0.98x-1.00x at k3 s2 on 32x32 inputs (XLA fuses the NHWC route's
-  transpose into the loss), 1.09x at k4 s2, 1.23x on 64x64 inputs."""
+  transpose into the loss), 1.09x at k4 s2, 1.23x on 64x64 inputs. Not
+  measured on the AMD EPYC, whose oneDNN takes NCHW the same way (its
+  ``avx512_core`` reorders: the NCHW input gradient, ``_nchw_input_grad``)."""
   n, h, w, c = x_shape
   kh, kw, f, _ = kernel_shape
   (sh, sw), ((out_h, pad_h), (out_w, pad_w)) = config.strides, geometry
