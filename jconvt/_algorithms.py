@@ -880,7 +880,8 @@ def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
   if not (nchw_after and on_cpu and jnp.dtype(dtype) == jnp.float32
           and config.dilation_rate == (1, 1) and 1 < sh * sw <= PHASE_PROGRAMS_MAX
           and _onednn.takes_channels_first(dtype)
-          and out_h * out_w * f * jnp.dtype(dtype).itemsize >= NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES):
+          and out_h * out_w * f * jnp.dtype(dtype).itemsize
+          >= NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES):
     return False
   phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
   phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
@@ -2152,9 +2153,11 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     if (x_shape[0] < ONEDNN_MIN_CONTRACTED and not wide_phases
         and kernel_shape[2] * kernel_shape[3] <= SINGLE_IMAGE_GEMM_MAX_CHANNELS ** 2):
       return True  # one image: the convolution contracts one channel, off oneDNN
-    small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS or _onednn.cpu_has_amx()
+    small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
+    any_image = _onednn.cpu_has_amx()  # the Xeon's clause above
     conv_wins = not unpadded and (wide_phases or (
-        (small_image or _strides_divide_kernel(config, kernel_shape)) and on_onednn()))
+        (small_image or any_image or _strides_divide_kernel(config, kernel_shape))
+        and on_onednn()))
     return _pixels(x_shape, config) > GEMM_KERNEL_GRAD_PIXELS and not conv_wins
   if float32 and on_onednn():
     return False

@@ -103,7 +103,8 @@ def _cpu_has_bfloat16() -> bool:
 
 def cpu_has_amx() -> bool:
   """Whether the CPU has AMX tiles (Intel Xeon, Sapphire Rapids and later):
-  where ``_algorithms._kernel_grad_out_chunk``'s rule was measured."""
+  the machine ``_algorithms._kernel_grad_channel_chunk``'s rule and the AMX
+  clause of ``_algorithms._kernel_grad_is_gemm`` were measured on."""
   return "amx_tile" in _cpu_flags()
 
 
