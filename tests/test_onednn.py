@@ -613,7 +613,8 @@ def test_nchw_phase_forward_rule(monkeypatch):
   assert not rule((8, 32, 32, 128), (3, 3, 128, 128), dtype=jnp.bfloat16)
   assert not rule((8, 64, 64, 128), (3, 3, 128, 128), strides=1)
   assert not rule((8, 32, 32, 128), (3, 3, 128, 128), strides=4)  # 16 phases
-  assert not rule((8, 64, 64, 128), (3, 3, 4, 128))  # 4 filters: not on oneDNN
+  assert rule((1, 256, 256, 128), (3, 3, 8, 128))  # 8 filters, 8 MiB an image
+  assert not rule((1, 256, 256, 128), (3, 3, 4, 128))  # 4 filters, 4 MiB: not on oneDNN
   monkeypatch.setattr(_onednn, "takes_channels_first", lambda dtype: False)
   assert not rule((8, 32, 32, 128), (3, 3, 128, 128))
 
