@@ -700,23 +700,32 @@ def _phase_groups(k: int, s: int):
   return groups, kq
 
 
-def _phase_convolve(x, sub, padding, config, on_cpu):
-  """A phase forward's stride-1 convolution of an NHWC ``x`` with an HWIO
-  ``sub``: a 1x1 ``sub`` as one GEMM of ``x`` padded (XLA:CPU's
-  convolution is slower), else oneDNN's with ``on_cpu`` where
+def _phase_convolve(x, sub, padding, config, on_cpu, nchw=False):
+  """A phase forward's stride-1 convolution of an NHWC ``x`` (NCHW with
+  ``nchw``; the output laid out as ``x``) with an HWIO ``sub``: a 1x1
+  ``sub`` as one GEMM of ``x`` padded (XLA:CPU's convolution is slower;
+  with ``nchw`` written (f, n, h, w), so that moving the batch to the front
+  copies whole planes), else oneDNN's with ``on_cpu`` where
   ``_onednn.supported``."""
+  spec = "NCHW" if nchw else "NHWC"
   if sub.shape[:2] == (1, 1):
-    xp = lax.pad(x, jnp.zeros((), x.dtype),
-                 ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
+    pads = [(0, 0, 0)] * 4
+    pads[spec.index("H")], pads[spec.index("W")] = (*padding[0], 0), (*padding[1], 0)
+    xp = lax.pad(x, jnp.zeros((), x.dtype), pads)
+    if nchw:
+      return jnp.transpose(lax.dot_general(
+          sub[0, 0], xp, (((0,), (1,)), ((), ())), precision=config.precision,
+          preferred_element_type=config.preferred_element_type), (1, 0, 2, 3))
     return lax.dot_general(xp, sub[0, 0], (((3,), (0,)), ((), ())), precision=config.precision,
                            preferred_element_type=config.preferred_element_type)
-  if on_cpu and _onednn_runs(x.shape, sub.shape, (1, 1), padding, (1, 1), x.dtype,
+  nhwc_shape = tuple(x.shape[spec.index(d)] for d in "NHWC")
+  if on_cpu and _onednn_runs(nhwc_shape, sub.shape, (1, 1), padding, (1, 1), x.dtype,
                              config.preferred_element_type):
-    return _onednn.conv(x, sub, (1, 1), padding,
+    return _onednn.conv(x, sub, (1, 1), padding, lhs_spec=spec,
                         preferred_element_type=config.preferred_element_type)
   return lax.conv_general_dilated(
       x, sub, window_strides=(1, 1), padding=padding,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=config.precision,
+      dimension_numbers=(spec, "HWIO", spec), precision=config.precision,
       preferred_element_type=config.preferred_element_type)
 
 
@@ -791,28 +800,43 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
   ``s_h * s_w`` outputs of exactly the output's size between them (dcgan
   32->64: 16 MiB, 17 with the canvas). Each phase's rows and columns are
   zero-padded to ``ceil(out / s)``, interleaved by their slot and cut to the
-  output, or with ``spread`` spread to their slots (``_interleave``); with
-  ``nchw`` channels-first throughout (``_conv_phase_exact_nchw``)."""
-  if nchw:
-    return _conv_phase_exact_nchw(x, kernel, config, phases_h, phases_w)
+  output, or with ``spread`` spread to their slots (``_interleave``).
+
+  With ``nchw`` (``_nchw_phase_forward``; not with ``spread``) it runs
+  channels-first throughout: the NHWC ``x`` transposed to NCHW (which
+  cancels the caller's transpose of a channels_first input), each phase's
+  convolution reading and writing NCHW (``_phase_convolve``), the phases
+  interleaved along the rows and columns of each filter's plane, and the
+  output transposed back to NHWC (which cancels the caller's transpose to
+  NCHW)."""
   n, h, w, _ = x.shape
   f = kernel.shape[2]
   sh, sw = config.strides
   out_dtype = config.preferred_element_type or x.dtype
   mh = max(count for _, _, count, _ in phases_h)
   mw = max(count for _, _, count, _ in phases_w)
-  # (z, (slot_h, slot_w)) for the phases that meet a tap and the output
-  parts = [(_phase_convolve(x, _exact_phase_kernel(kernel, config.strides, rh, rw), padding,
-                            config, on_cpu), slot)
-           for rh, rw, _, padding, slot in _exact_phase_windows(phases_h, phases_w, h, w)]
+  if nchw:
+    x = jnp.transpose(x, (0, 3, 1, 2))
+  parts = []  # (z, (slot_h, slot_w)) for the phases that meet a tap and the output
+  for rh, rw, _, padding, slot in _exact_phase_windows(phases_h, phases_w, h, w):
+    # Taps q * s + r, as an HWIO kernel with the q axes flipped.
+    sub = jnp.transpose(kernel[rh::sh, rw::sw][::-1, ::-1], (0, 1, 3, 2))
+    parts.append((_phase_convolve(x, sub, padding, config, on_cpu, nchw), slot))
   (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
   if spread:
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
-  grid = [[jnp.zeros((n, mh, mw, f), out_dtype)] * sw for _ in range(sh)]
+  rows = 2 if nchw else 1  # the axis of the rows; the columns' is next
+  grid = [[jnp.zeros((n, f, mh, mw) if nchw else (n, mh, mw, f), out_dtype)] * sw
+          for _ in range(sh)]
   for z, (slot_h, slot_w) in parts:
-    grid[slot_h][slot_w] = jnp.pad(z, ((0, 0), (0, mh - z.shape[1]), (0, mw - z.shape[2]),
-                                       (0, 0)))
-  full = jnp.stack([jnp.stack(row, axis=3) for row in grid], axis=2)  # (n, mh, sh, mw, sw, f)
+    pad = [(0, 0)] * 4
+    pad[rows], pad[rows + 1] = (0, mh - z.shape[rows]), (0, mw - z.shape[rows + 1])
+    grid[slot_h][slot_w] = jnp.pad(z, pad)
+  # (n, mh, sh, mw, sw, f), or with nchw (n, f, mh, sh, mw, sw)
+  full = jnp.stack([jnp.stack(row, axis=rows + 2) for row in grid], axis=rows + 1)
+  if nchw:
+    y = full.reshape(n, f, mh * sh, mw * sw)[:, :, :out_h, :out_w]
+    return jnp.transpose(y, (0, 2, 3, 1))
   return full.reshape(n, mh * sh, mw * sw, f)[:, :out_h, :out_w]
 
 
@@ -832,18 +856,11 @@ def _exact_phase_windows(phases_h, phases_w, h: int, w: int):
   return out
 
 
-def _exact_phase_kernel(kernel, strides, rh: int, rw: int):
-  """Phase ``(rh, rw)``'s taps ``q * s + r`` of a (kh, kw, f, c) kernel, as an
-  HWIO kernel with the q axes flipped (a convolution written as a
-  correlation)."""
-  return jnp.transpose(kernel[rh::strides[0], rw::strides[1]][::-1, ::-1], (0, 1, 3, 2))
-
-
 def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
                         nchw_after) -> bool:
-  """Whether ``conv_phase`` runs ``_conv_phase_exact_nchw`` for a
-  channels_first layer (``nchw_after``; ``x_shape`` NHWC) whose exact phases
-  it computes: on oneDNN (``on_cpu``), float32 where
+  """Whether ``conv_phase`` runs ``_conv_phase_exact`` channels-first (its
+  ``nchw``) for a channels_first layer (``nchw_after``; ``x_shape`` NHWC)
+  whose exact phases it computes: on oneDNN (``on_cpu``), float32 where
   ``_onednn.takes_channels_first``, at stride > 1 (at most
   ``PHASE_PROGRAMS_MAX`` phases), with every phase of more than one tap on
   oneDNN, and an output of at least ``NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES``
@@ -890,41 +907,6 @@ def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
   return all(taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, f), (1, 1), padding, (1, 1),
                                             dtype, config.preferred_element_type)
              for _, _, taps, padding, _ in _exact_phase_windows(phases_h, phases_w, h, w))
-
-
-def _conv_phase_exact_nchw(x, kernel, config, phases_h, phases_w):
-  """``_conv_phase_exact`` channels-first (``_nchw_phase_forward``): the
-  NHWC ``x`` transposed to NCHW (which cancels the caller's transpose of
-  a channels_first input), each phase's convolution on oneDNN reading and
-  writing NCHW (``lhs_spec="NCHW"``; one tap: a GEMM written
-  (f, n, h, w)), interleaved along the rows and columns of each filter's
-  plane, and transposed back to NHWC (which cancels the caller's transpose
-  to NCHW)."""
-  n, h, w, _ = x.shape
-  f = kernel.shape[2]
-  sh, sw = config.strides
-  out_dtype = config.preferred_element_type or x.dtype
-  xc = jnp.transpose(x, (0, 3, 1, 2))
-  mh = max(count for _, _, count, _ in phases_h)
-  mw = max(count for _, _, count, _ in phases_w)
-  grid = [[jnp.zeros((n, f, mh, mw), out_dtype)] * sw for _ in range(sh)]
-  for rh, rw, taps, padding, (slot_h, slot_w) in _exact_phase_windows(phases_h, phases_w, h, w):
-    sub = _exact_phase_kernel(kernel, config.strides, rh, rw)
-    if taps == (1, 1):
-      xp = lax.pad(xc, jnp.zeros((), xc.dtype),
-                   ((0, 0, 0), (0, 0, 0), (*padding[0], 0), (*padding[1], 0)))
-      z = jnp.transpose(lax.dot_general(
-          sub[0, 0], xp, (((0,), (1,)), ((), ())), precision=config.precision,
-          preferred_element_type=config.preferred_element_type), (1, 0, 2, 3))
-    else:
-      z = _onednn.conv(xc, sub, (1, 1), padding, lhs_spec="NCHW",
-                       preferred_element_type=config.preferred_element_type)
-    grid[slot_h][slot_w] = jnp.pad(z, ((0, 0), (0, 0), (0, mh - z.shape[2]),
-                                       (0, mw - z.shape[3])))
-  full = jnp.stack([jnp.stack(row, axis=4) for row in grid], axis=3)  # (n, f, mh, sh, mw, sw)
-  (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
-  y = full.reshape(n, f, mh * sh, mw * sw)[:, :, :out_h, :out_w]
-  return jnp.transpose(y, (0, 2, 3, 1))
 
 
 def _slot_window(length: int, k: int, s: int, out: int, pad: int):
