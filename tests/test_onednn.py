@@ -302,6 +302,14 @@ def test_three_spatial_axes_rejected():
     _onednn.conv(lhs[0, 0], rhs, (1,), ((0, 0),))
 
 
+def _grad_kernel(kernel_hw, cfg, geometry, on_cpu):
+  """``_algorithms.grad_kernel`` jitted, ``(x, dy) -> dk``: on oneDNN's routes
+  with ``on_cpu``, on XLA's own convolution without."""
+  from jconvt import _algorithms
+  return jax.jit(lambda x, dy: _algorithms.grad_kernel(x, dy, kernel_hw, cfg, geometry,
+                                                       on_cpu=on_cpu))
+
+
 @on_cpu_with_onednn
 @pytest.mark.parametrize("filters,dims", [(8, 5), (4, 4)])
 def test_kernel_gradient_reads_its_operand_untransposed(filters, dims):
@@ -317,8 +325,7 @@ def test_kernel_gradient_reads_its_operand_untransposed(filters, dims):
   x_shape, kernel_shape = (4, 8, 8, 16), (4, 4, filters, 16)
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
   x, dy = _operands(x_shape, (4, 16, 16, filters))
-  grad = lambda on_cpu: jax.jit(lambda x, dy: _algorithms.grad_kernel(
-      x, dy, kernel_shape[:2], cfg, geometry, on_cpu=on_cpu))
+  grad = functools.partial(_grad_kernel, kernel_shape[:2], cfg, geometry)
   text = grad(True).lower(x, dy).as_text().replace('"', "")
   call = next(line for line in text.splitlines() if _onednn.TARGET in line)
   if dims == 5:
@@ -365,8 +372,7 @@ def test_kernel_gradient_by_phase(x_shape, kernel_shape, strides, padding, outpu
   assert "stablehlo.while" in text and "stablehlo.case" in text
   reached = min(kernel_shape[0], strides[0]) * min(kernel_shape[1], strides[1])
   assert text.count(f"@{_onednn.TARGET}(") == reached
-  grad = lambda on_cpu: jax.jit(lambda x, dy: _algorithms.grad_kernel(
-      x, dy, kernel_shape[:2], cfg, geometry, on_cpu=on_cpu))
+  grad = functools.partial(_grad_kernel, kernel_shape[:2], cfg, geometry)
   want = grad(False)(x, dy)
   assert_close(by_phase(x, dy), want)
   routed = "stablehlo.case" in grad(True).lower(x, dy).as_text()
@@ -400,8 +406,7 @@ def test_kernel_gradient_in_channel_chunks(x_shape, kernel_shape, strides, by_ph
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
   dy_shape = (x_shape[0], geometry[0][0], geometry[1][0], kernel_shape[2])
   x, dy = _operands(x_shape, dy_shape)
-  grad = lambda on_cpu: jax.jit(lambda x, dy: _algorithms.grad_kernel(
-      x, dy, kernel_shape[:2], cfg, geometry, on_cpu=on_cpu))
+  grad = functools.partial(_grad_kernel, kernel_shape[:2], cfg, geometry)
   text = grad(True).lower(x, dy).as_text().replace('"', "")
   calls = [line for line in text.splitlines() if f"@{_onednn.TARGET}(" in line]
   phases = strides * strides if by_phase else 1
