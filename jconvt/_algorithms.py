@@ -1328,23 +1328,65 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   return _kernel_from_phase_taps(jnp.concatenate(rows_out, axis=2), kernel_hw)
 
 
-def conv_col2im(x, kernel, config, geometry):
-  """``_col2im`` over chunks of the batch of about ``SMALL_INPUT_PIXELS``
-  input pixels each (``lax.map``; the batch zero-padded to whole chunks,
-  the padding's outputs dropped), which bounds its columns to one chunk's:
-  on larger inputs chunks ran 1.0-2.0x as fast as one GEMM over the whole
-  batch with 2-5x less temporary memory (16x32x32x128 -> 64 k4 s2: 87 ->
-  46 ms, 64 -> 13 MiB; 256x4x4x64 k9 s1: 52 -> 26 ms, 81 -> 21 MiB)."""
-  n, h, w, _ = x.shape
-  chunks = min(-(-n * h * w // max(SMALL_INPUT_PIXELS, 1)), n)
-  if chunks <= 1:
+def conv_col2im(x, kernel, config, geometry, training=False):
+  """``_col2im`` over chunks of the batch (``lax.map``; the batch
+  zero-padded to whole chunks, the padding's outputs dropped) of
+  ``_col2im_chunk_images`` images each, which bounds its columns to one
+  chunk's: on larger inputs chunks ran 1.0-2.0x as fast as one GEMM over
+  the whole batch with 2-5x less temporary memory (16x32x32x128 -> 64 k4
+  s2: 87 -> 46 ms, 64 -> 13 MiB; 256x4x4x64 k9 s1: 52 -> 26 ms, 81 -> 21
+  MiB). ``training``: in a training step's forward (smaller chunks)."""
+  n = x.shape[0]
+  per = _col2im_chunk_images(config, x.shape, kernel.shape, x.dtype, training)
+  if per >= n:
     return _col2im(x, kernel, config, geometry)
-  per = -(-n // chunks)
   chunks = -(-n // per)
+  per = -(-n // chunks)  # the same number of chunks, as even as they go
   xs = jnp.pad(x, ((0, chunks * per - n), (0, 0), (0, 0), (0, 0)))
   ys = lax.map(lambda xc: _col2im(xc, kernel, config, geometry),
                xs.reshape(chunks, per, *x.shape[1:]))
   return ys.reshape(chunks * per, *ys.shape[2:])[:n]
+
+
+def _col2im_chunk_images(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+                         training=False) -> int:
+  """How many images ``conv_col2im`` gives one ``_col2im`` (at least one):
+  at most ``SMALL_INPUT_PIXELS`` input pixels, whose columns (one kernel
+  row's under ``_col2im_row_loop``, in the accumulation dtype) take at most
+  ``COL2IM_CHUNK_COLUMN_BYTES`` (16 MiB), and in a training step
+  (``training``) at most the kernel's bytes or
+  ``COL2IM_TRAINING_CHUNK_COLUMN_BYTES`` (8 MiB), the larger.
+
+  * The byte cap keeps the columns, a temporary buffer of every call, well
+    under glibc's largest mmap threshold (32 MiB), past which malloc maps
+    them afresh from the kernel on each call (README: ``tune_malloc``).
+    128x4x4x256 -> 128 k9 s2 (Intel Xeon with AMX, 2026-11-28), chunks of
+    1024 pixels (42 MiB of columns) against 256: forward 46.8 -> 37.4 ms,
+    step 106 -> 94 ms; after ``tune_malloc()`` 36.8 against 37.8 and 91.1
+    against 89.6.
+  * In a training step, columns no larger than the kernel fit the kernel
+    gradient's output buffer, which XLA reuses for them: dcgan 8->16
+    (16x8x8x512 -> 256 k4 s2, 16 MiB of columns) trains in 4 MiB of scratch
+    instead of 16 (the dilated reference: 14) in two chunks, as fast (33.2
+    against 33.3 ms, 35.5 against 35.4; with a batch norm after 36.8 against
+    36.7, 12 MiB); 128x4x4x256 -> 128 k9 s2 in 4 MiB instead of 41 (the
+    reference: 16). Its forward alone keeps one chunk: two ran 0.94x as
+    fast (12.3 against 11.6 ms). The loop's own work (the stacked output's
+    zeros, each chunk's copy of the input: about 0.3 ms) cost smaller
+    layers 5-6% of a step for a few MiB (16x8x8x256 -> 128 k4 s2, 8 MiB of
+    columns: 8.97 against 9.46 ms, 8 against 2 MiB; 4x16x16x256 -> 128 9.43
+    against 10.07; 8x8x8x256 -> 256 k3 s2 5.63 against 5.97), hence the
+    8 MiB floor."""
+  n, h, w, _ = x_shape
+  kh, kw, f, c = kernel_shape
+  rows = 1 if _col2im_row_loop(config, x_shape, kernel_shape) else kh
+  per_pixel = rows * kw * f * jnp.dtype(_accumulation_dtype(dtype)).itemsize
+  cap = COL2IM_CHUNK_COLUMN_BYTES
+  if training:
+    kernel_bytes = kh * kw * f * c * jnp.dtype(dtype).itemsize
+    cap = min(cap, max(kernel_bytes, COL2IM_TRAINING_CHUNK_COLUMN_BYTES))
+  pixels = min(SMALL_INPUT_PIXELS, cap // max(per_pixel, 1))
+  return max(1, min(n, pixels // max(h * w, 1)))
 
 
 def _col2im(x, kernel, config, geometry):
@@ -1656,6 +1698,8 @@ COL2IM_DEEP_INPUT = 128
 COL2IM_MAX_TAPS = 25
 COL2IM_MAX_COLUMN_BYTES = 32 * 2 ** 20  # _col2im_columns_outgrow
 COL2IM_COLUMNS_PER_KERNEL = 4
+COL2IM_CHUNK_COLUMN_BYTES = 16 * 2 ** 20  # _col2im_chunk_images
+COL2IM_TRAINING_CHUNK_COLUMN_BYTES = 8 * 2 ** 20
 # The tap-window gradients (``grad_input_taps``, ``grad_kernel_taps``) hold
 # ``kh * kw`` slices of ``dy`` as col2im's GEMM holds ``kh * kw`` column
 # blocks: the same cap on their scratch, and the rules above were measured
@@ -2253,7 +2297,8 @@ def _forward(x, kernel, config, geometry, plan, on_cpu, nchw_after, training):
   (``_materializes``)."""
   forward = {"phase": functools.partial(conv_phase, on_cpu=on_cpu, training=training,
                                         nchw_after=nchw_after),
-             "phase_gemm": conv_phase_gemm, "col2im": conv_col2im,
+             "phase_gemm": conv_phase_gemm,
+             "col2im": functools.partial(conv_col2im, training=training),
              "dilated": conv_dilated}[plan.forward]
   run = lambda x, kernel: forward(x, kernel, config, geometry)
   if _materializes(plan, x.shape, x.dtype, kernel.shape, config, geometry, on_cpu, nchw_after,

@@ -687,13 +687,17 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
     ((8, 64, 64, 64), 32, 3, "same"),       # one image per chunk
     ((8, 32, 32, 256), 128, 2, "valid"),    # unet k2s2
     ((8, 32, 32, 128), 64, 7, "same"),      # 4 taps a phase: the convolution, 20 MiB
+    ((16, 8, 8, 512), 256, 4, "same"),      # dcgan 8->16, col2im: 4 MiB, one chunk 16
+    ((128, 4, 4, 256), 128, 9, "same"),     # col2im: 4 MiB, in chunks of 1024 pixels 41
 ])
 def test_training_step_scratch_within_the_reference(x_shape, filters, kernel, padding):
   """The issue's memory target on layers whose kernel gradient is the
   chunked GEMMs, or the convolution where they would take more (k7: 29
-  MiB, the reference 20): XLA's temporary buffers for ``auto``'s training
-  step are no larger than for the dilated reference's (compiled, not
-  run)."""
+  MiB, the reference 20), and on col2im's, whose columns in a training step
+  come in chunks no larger than the kernel (``_col2im_chunk_images``; the
+  reference: 14 and 16 MiB): XLA's temporary buffers for ``auto``'s
+  training step are no larger than for the dilated reference's (compiled,
+  not run)."""
   kernel_shape = (kernel, kernel, filters, x_shape[3])
 
   def temp_bytes(algorithm):
@@ -1609,6 +1613,24 @@ def test_col2im_chunks_its_batch(x_shape, kernel_shape, strides, dilation):
                _algorithms._col2im(x, params["kernel"], cfg, geometry))
   assert_close(chunked(x, params["kernel"]),
                _algorithms.conv_dilated(x, params["kernel"], cfg, geometry))
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,forward,training", [
+    ((16, 8, 8, 512), (4, 4, 256, 512), 2, 16, 8),      # dcgan 8->16: 16 MiB of columns
+    ((128, 4, 4, 256), (9, 9, 128, 256), 2, 25, 16),    # 40 KiB a pixel; the kernel 10 MiB
+    ((16, 8, 8, 256), (4, 4, 128, 256), 2, 16, 16),     # 8 MiB: the training floor
+    ((64, 8, 8, 128), (9, 9, 128, 128), 1, 16, 16),     # row loop: a kernel row's columns
+    ((4, 64, 64, 256), (4, 4, 256, 256), 2, 1, 1),      # an image past the caps
+    ((2, 4, 4, 8), (3, 3, 4, 8), 2, 2, 2),              # small: the whole batch
+])
+def test_col2im_chunk_rule(x_shape, kernel_shape, strides, forward, training):
+  """``_col2im_chunk_images``: at most ``SMALL_INPUT_PIXELS`` pixels and 16
+  MiB of columns a chunk, and in a training step no more columns than the
+  kernel's bytes or 8 MiB, the larger; at least one image."""
+  from jconvt._algorithms import _col2im_chunk_images
+  cfg = ConvTransposeConfig(strides, "same")
+  assert _col2im_chunk_images(cfg, x_shape, kernel_shape, jnp.float32) == forward
+  assert _col2im_chunk_images(cfg, x_shape, kernel_shape, jnp.float32, training=True) == training
 
 
 @pytest.mark.parametrize("k,s,d", [
