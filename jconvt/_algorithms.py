@@ -2268,9 +2268,11 @@ def _materializes(plan, x_shape, dtype, kernel_shape, config, geometry, on_cpu, 
 
 def _materialized(forward, x, kernel):
   """``forward(x, kernel)``, its output written whole before anything reads
-  it: the forward inside a ``lax.cond`` on a predicate XLA cannot fold
-  (the kernel's first tap equals itself; both branches are the forward,
-  so a NaN there changes nothing).
+  it, and its operands before it reads them: the forward inside a
+  ``lax.cond`` on a predicate XLA cannot fold (the kernel's first tap, or
+  the second operand's first element, equals itself; both branches are the
+  forward, so a NaN there changes nothing). A branch that XLA finds cheap
+  (an identity) it turns into a select, and the cond is gone.
 
   XLA:CPU fuses an assembled output (pads, transposes and sums of the
   pieces) into its consumers. With one consumer that is one loop; with
@@ -2365,8 +2367,49 @@ def _fast_transpose(dy, x, kernel, *, config, geometry, plan, on_cpu, nchw_after
     return [dx.astype(dtype), None]
   grad_k = {"conv": functools.partial(grad_kernel, on_cpu=on_cpu),
             "phase_gemm": grad_kernel_phase, "taps": grad_kernel_taps}[plan.kernel_gradient]
-  dk = grad_k(x, dy, kernel.aval.shape[:2], config, geometry)
+  run = lambda dy, x: grad_k(x, dy, kernel.aval.shape[:2], config, geometry)
+  if _kernel_grad_reads_nchw_dy(plan, config, x.shape, kernel.aval.shape, dtype, geometry,
+                                on_cpu, nchw_after):
+    # The NCHW cotangent (the caller's, transposes cancelling) is the
+    # branch's operand, written whole; the branch transposes it back.
+    dy_nchw = jnp.transpose(dy, (0, 3, 1, 2))
+    dk = _materialized(lambda d, x: run(jnp.transpose(d, (0, 2, 3, 1)), x), dy_nchw, x)
+  else:
+    dk = run(dy, x)
   return [None, dk.astype(kernel.aval.dtype)]
+
+
+def _kernel_grad_reads_nchw_dy(plan, config, x_shape, kernel_shape, dtype, geometry, on_cpu,
+                               nchw_after) -> bool:
+  """Whether ``_fast_transpose`` runs a channels_first layer's kernel
+  gradient (``nchw_after``; ``x_shape`` NHWC) on its NCHW cotangent written
+  whole (``_materialized``): where its input gradient reads that NCHW ``dy``
+  too (the ``conv`` input gradient on oneDNN under ``_nchw_input_grad``),
+  so XLA writes it once for both.
+
+  Left to itself, XLA:CPU fuses whatever computes ``dy`` (the loss's
+  subtraction, a batch norm's backward) into the kernel gradient's
+  transpose of it, to (h, w, f, n) with the batch innermost: a loop that
+  reads every one of those inputs a batch apart, NCHW ones across the whole
+  array. Behind a batch norm that loop took 6.7 ms of the suite's
+  channels_first step (16x16x16x256 -> 128 k4 s2, 64 ms), where the NCHW
+  ``dy`` is written in 1.3 ms and transposed in about as much. Training
+  steps interleaved against the fused loop (Intel Xeon with AMX,
+  2026-11-28; channels_first, k4 s2 unless said):
+
+  * a batch norm and a ReLU after the layer: 16x16x16x256 -> 128 64.2 ->
+    58.5 ms (1.10x, 36 -> 32 MiB), 16x32x32x128 -> 64 92.8 -> 80.7
+    (1.15x), 8x32x32x128 -> 128 k3 s2 1.06x, 8x32x32x64 -> 64 k3 s1 1.04x;
+  * the loss right after: 0.97x-1.03x between runs on those layers.
+
+  Where the input gradient does not read NCHW ``dy`` the branch writes it
+  for the kernel gradient alone: 4 images (4x16x16x256 -> 128) 0.90x, 3
+  filters (16x32x32x64 -> 3) 0.94x-0.96x, so not there."""
+  if not (nchw_after and on_cpu and plan.input_gradient == "conv"):
+    return False
+  (out_h, _), (out_w, _) = geometry
+  return (_input_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype, geometry)
+          and _nchw_input_grad((x_shape[0], out_h, out_w, kernel_shape[2]), dtype))
 
 
 def _fast_batch(args, dims, **params):

@@ -595,6 +595,71 @@ def test_channels_first_input_gradient_runs_channels_first(monkeypatch, strides,
       assert_close(a, b)
 
 
+def test_kernel_gradient_reads_nchw_dy_rule(monkeypatch):
+  """A channels_first layer's kernel gradient reads its NCHW ``dy`` written
+  whole where the input gradient reads that ``dy`` too: the oneDNN
+  convolution under ``_nchw_input_grad`` (8 images and 8 filters on, in
+  float32; ``x`` NHWC here)."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_onednn, "takes_channels_first", lambda dtype: True)
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+
+  def rule(x_shape, kernel_shape, strides=2, dtype=jnp.float32, nchw_after=True, on_cpu=True,
+           plan=None):
+    cfg = ConvTransposeConfig(strides, "same")
+    geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+    plan = plan or _algorithms.AlgorithmPlan("phase", "conv", "conv")
+    return _algorithms._kernel_grad_reads_nchw_dy(plan, cfg, x_shape, kernel_shape, dtype,
+                                                  geometry, on_cpu, nchw_after)
+
+  assert rule((16, 16, 16, 256), (4, 4, 128, 256))  # the suite's: 1.10x behind a batch norm
+  assert rule((8, 32, 32, 64), (3, 3, 64, 64), strides=1)
+  assert not rule((4, 16, 16, 256), (4, 4, 128, 256))  # 4 images: 0.90x
+  assert not rule((16, 32, 32, 64), (4, 4, 3, 64))  # RGB: 0.94x-0.96x
+  assert not rule((16, 16, 16, 256), (4, 4, 128, 256), nchw_after=False)  # channels_last
+  assert not rule((16, 16, 16, 256), (4, 4, 128, 256), on_cpu=False)
+  assert not rule((16, 16, 16, 256), (4, 4, 128, 256), dtype=jnp.bfloat16)
+  assert not rule((16, 16, 16, 256), (4, 4, 128, 256),
+                  plan=_algorithms.AlgorithmPlan("phase", "phase_gemm", "conv"))
+
+
+@on_cpu_with_onednn
+@pytest.mark.parametrize("strides,kernel", [(2, 4), (2, 3), (1, 3)])
+@pytest.mark.parametrize("argnums", [(0, 1), (0,)])
+def test_channels_first_kernel_gradient_reads_written_dy(monkeypatch, strides, kernel,
+                                                        argnums):
+  """A channels_first layer's training step (8x16x9x9 -> 16, a batch norm
+  after) runs its kernel gradient in one branch more, on the NCHW ``dy``
+  written whole (``_kernel_grad_reads_nchw_dy``), with the input gradient or
+  without; the gradients equal the dilated reference's either way."""
+  from jconvt import _algorithms
+  monkeypatch.setattr(_onednn, "takes_channels_first", lambda dtype: True)
+  cfg = ConvTransposeConfig(strides, "same", data_format="channels_first")
+  rng = np.random.default_rng(0)
+  params = {"kernel": jnp.asarray(rng.standard_normal((kernel, kernel, 16, 16)), jnp.float32)}
+  x = jnp.asarray(rng.standard_normal((8, 16, 9, 9)), jnp.float32)
+
+  def step(algorithm):  # a new function each time: traced afresh
+    c = cfg.replace(algorithm=algorithm)
+
+    def loss(p, x):
+      y = jconvt.conv2d_transpose(p, x, c)
+      m, v = jnp.mean(y, (0, 2, 3), keepdims=True), jnp.var(y, (0, 2, 3), keepdims=True)
+      return jnp.sum(jax.nn.relu((y - m) * lax.rsqrt(v + 1e-5)) ** 2)
+    return jax.jit(jax.grad(loss, argnums=argnums))
+
+  ref = step("dilated")(params, x)
+  branches = {}
+  for reads in (True, False):
+    rule = _algorithms._kernel_grad_reads_nchw_dy if reads else (lambda *a: False)
+    with monkeypatch.context() as m:
+      m.setattr(_algorithms, "_kernel_grad_reads_nchw_dy", rule)
+      branches[reads] = step("auto").lower(params, x).compile().as_text().count(" conditional(")
+      for a, b in zip(jax.tree.leaves(step("auto")(params, x)), jax.tree.leaves(ref)):
+        assert_close(a, b)
+  assert branches[True] == branches[False] + 1, branches
+
+
 def test_nchw_phase_forward_rule(monkeypatch):
   """A channels_first layer's phase forward runs channels-first from 2 MiB
   of float32 output per image on, at stride > 1, where its exact phases of
