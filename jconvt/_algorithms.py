@@ -1362,7 +1362,7 @@ def _col2im_chunk_images(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     them afresh from the kernel on each call (README: ``tune_malloc``).
     128x4x4x256 -> 128 k9 s2 (Intel Xeon with AMX, 2026-11-28), chunks of
     1024 pixels (42 MiB of columns) against 256: forward 46.8 -> 37.4 ms,
-    step 106 -> 94 ms; after ``tune_malloc()`` 36.8 against 37.8 and 91.1
+    step 107 -> 95 ms; after ``tune_malloc()`` 36.8 against 37.8 and 91.1
     against 89.6.
   * In a training step, columns no larger than the kernel fit the kernel
     gradient's output buffer, which XLA reuses for them: dcgan 8->16
