@@ -1633,6 +1633,37 @@ def test_col2im_chunk_rule(x_shape, kernel_shape, strides, forward, training):
   assert _col2im_chunk_images(cfg, x_shape, kernel_shape, jnp.float32, training=True) == training
 
 
+@pytest.mark.parametrize("x_hw,k,s,padding,dtype", [
+    ((5, 4), (4, 4), (2, 2), "same", jnp.float32),     # strides divide: by row phase
+    ((3, 3), (8, 4), (4, 2), "valid", jnp.float32),
+    ((2, 3), (4, 4), (2, 2), "same", jnp.bfloat16),    # words, two filters each
+    ((4, 4), (3, 3), (2, 2), "same", jnp.float32),     # k3 s2: the transpose
+    ((4, 5), (4, 3), (2, 1), "valid", jnp.float32),
+])
+def test_dy_canvas_folds_the_output_cotangent_space_to_depth(x_hw, k, s, padding, dtype):
+  """``_dy_canvas``: ``dy`` placed on the phase canvas (TF's padding
+  before it, zeros past it) and folded space-to-depth, phase by phase,
+  equals NumPy's pad, reshape and transpose, by row phase or by the
+  transpose (16-bit values as words)."""
+  from jconvt import _algorithms, _shapes
+  f = 4
+  cfg = ConvTransposeConfig(s, padding)
+  x_shape = (2, *x_hw, 3)
+  geometry = jconvt._conv._geometry(x_shape, (*k, f, 3), cfg)
+  (out_h, pad_h), (out_w, pad_w) = geometry
+  dy = np.random.default_rng(0).standard_normal((2, out_h, out_w, f)).astype(dtype)
+  got = _algorithms._dy_canvas(jnp.asarray(dy), k, cfg, geometry, x_hw)
+  if jnp.dtype(dtype).itemsize == 2:
+    got = lax.bitcast_convert_type(got, dtype).reshape(*got.shape[:-1], -1)
+  th = _shapes.phase_canvas_length(x_hw[0], k[0], s[0])
+  tw = _shapes.phase_canvas_length(x_hw[1], k[1], s[1])
+  canvas = np.zeros((2, max(th * s[0], pad_h + out_h), max(tw * s[1], pad_w + out_w), f), dtype)
+  canvas[:, pad_h:pad_h + out_h, pad_w:pad_w + out_w] = dy
+  canvas = canvas[:, :th * s[0], :tw * s[1]]
+  want = canvas.reshape(2, th, s[0], tw, s[1], f).transpose(0, 1, 3, 2, 4, 5)
+  np.testing.assert_array_equal(np.asarray(got), want.reshape(2, th, tw, -1))
+
+
 @pytest.mark.parametrize("k,s,d", [
     (4, 2, 1), (3, 2, 1), (64, 32, 1), (17, 16, 1), (2, 4, 1), (5, 1, 1), (3, 1, 2),
     (3, 3, 2), (5, 2, 3), (4, 2, 2)])
