@@ -1138,7 +1138,7 @@ def _dy_canvas(dy, kernel_hw, config, geometry, in_hw):
   d = lax.pad(dy, jnp.zeros((), dy.dtype),
               ((0, 0, 0), (pad_h, th * sh - pad_h - out_h, 0),
                (pad_w, tw * sw - pad_w - out_w, 0), (0, 0, 0)))
-  if sh > 1 and kh % sh == 0 and kw % sw == 0:
+  if sh > 1 and _strides_divide_kernel(config, kernel_hw):
     d = d.reshape(n, th, sh, tw * sw * f)
     return jnp.concatenate([d[:, :, r].reshape(n, th, tw, sw * f) for r in range(sh)], axis=-1)
   d = d.reshape(n, th, sh, tw, sw, f).transpose(0, 1, 3, 2, 4, 5)
