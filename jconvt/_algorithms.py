@@ -252,11 +252,12 @@ def grad_input(dy, kernel, config, geometry, in_hw, on_cpu=False, nchw=False):
   on either side."""
   padding = _forward_conv_padding(in_hw, kernel.shape[:2], config, geometry)
   x_shape = (dy.shape[0], *in_hw, kernel.shape[3])
+  if on_cpu and nchw and _input_grad_reads_nchw_dy(config, x_shape, kernel.shape, dy.dtype,
+                                                   geometry):
+    dx = _onednn.conv(jnp.transpose(dy, (0, 3, 1, 2)), kernel, config.strides, padding,
+                      config.dilation_rate, lhs_spec="NCHW")
+    return jnp.transpose(dx[:, :, :in_hw[0], :in_hw[1]], (0, 2, 3, 1))
   if on_cpu and _input_grad_conv_on_onednn(config, x_shape, kernel.shape, dy.dtype, geometry):
-    if nchw and _nchw_input_grad(dy.shape, dy.dtype):
-      dx = _onednn.conv(jnp.transpose(dy, (0, 3, 1, 2)), kernel, config.strides, padding,
-                        config.dilation_rate, lhs_spec="NCHW")
-      return jnp.transpose(dx[:, :, :in_hw[0], :in_hw[1]], (0, 2, 3, 1))
     dx = _onednn.conv(dy, kernel, config.strides, padding, config.dilation_rate)
     return dx[:, :in_hw[0], :in_hw[1]]
   if _pads_odd_filters(config, kernel.shape):  # one zero filter more: exact
@@ -275,6 +276,17 @@ def grad_input(dy, kernel, config, geometry, in_hw, on_cpu=False, nchw=False):
 # (``grad_input``'s ``nchw``) from this many images and filters on.
 NCHW_INPUT_GRAD_MIN_BATCH = 8
 NCHW_INPUT_GRAD_MIN_FILTERS = 8
+
+
+def _input_grad_reads_nchw_dy(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
+                              geometry) -> bool:
+  """Whether a channels_first layer's ``conv`` input gradient (``grad_input``
+  with ``nchw``, on CPU; ``x_shape`` NHWC) runs its convolution on NCHW
+  ``dy``: on oneDNN (``_input_grad_conv_on_onednn``) under
+  ``_nchw_input_grad``. ``_kernel_grad_reads_nchw_dy`` asks it too."""
+  (out_h, _), (out_w, _) = geometry
+  return (_input_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype, geometry)
+          and _nchw_input_grad((x_shape[0], out_h, out_w, kernel_shape[2]), dtype))
 
 
 def _nchw_input_grad(dy_shape, dtype) -> bool:
@@ -2402,8 +2414,7 @@ def _kernel_grad_reads_nchw_dy(plan, config, x_shape, kernel_shape, dtype, geome
   """Whether ``_fast_transpose`` runs a channels_first layer's kernel
   gradient (``nchw_after``; ``x_shape`` NHWC) on its NCHW cotangent written
   whole (``_materialized``): where its input gradient reads that NCHW ``dy``
-  too (the ``conv`` input gradient on oneDNN under ``_nchw_input_grad``),
-  so XLA writes it once for both.
+  too (``_input_grad_reads_nchw_dy``), so XLA writes it once for both.
 
   Left to itself, XLA:CPU fuses whatever computes ``dy`` (the loss's
   subtraction, a batch norm's backward) into the kernel gradient's
@@ -2423,11 +2434,8 @@ def _kernel_grad_reads_nchw_dy(plan, config, x_shape, kernel_shape, dtype, geome
   Where the input gradient does not read NCHW ``dy`` the branch writes it
   for the kernel gradient alone: 4 images (4x16x16x256 -> 128) 0.90x, 3
   filters (16x32x32x64 -> 3) 0.94x-0.96x, so not there."""
-  if not (nchw_after and on_cpu and plan.input_gradient == "conv"):
-    return False
-  (out_h, _), (out_w, _) = geometry
-  return (_input_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype, geometry)
-          and _nchw_input_grad((x_shape[0], out_h, out_w, kernel_shape[2]), dtype))
+  return (nchw_after and on_cpu and plan.input_gradient == "conv"
+          and _input_grad_reads_nchw_dy(config, x_shape, kernel_shape, dtype, geometry))
 
 
 def _fast_batch(args, dims, **params):
