@@ -763,7 +763,8 @@ def _exact_phases(length: int, k: int, s: int, out: int, pad: int):
 
 
 def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) -> bool:
-  """Whether ``conv_phase`` computes one convolution per phase without the
+  """Whether ``conv_phase`` computes one convolution per phase (past
+  ``PHASE_PROGRAMS_MAX`` phases, per run of phases) without the
   canvas's extra pixels (``_conv_phase_exact``) rather than one per group
   of phases with equal tap counts: with at least
   ``EXACT_PHASES_MIN_FILTERS`` filters, where that adds no convolution
@@ -781,15 +782,40 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
   XLA:CPU's own convolution ran dcgan 32->64's four phases 0.85x as fast as
   their group, unet k3s2's 1.12x. With 3 filters (RGB k4s2) four
   convolutions of 3 outputs, which oneDNN does not take, ran 0.63x.
-  Never with more than ``PHASE_PROGRAMS_MAX`` phases (strides up to 3 both
-  ways): at stride 4 the groups ran as fast (four layers of 2-8 16x16 or
-  8x8 images, k4 to k12, 0.95-1.5x) and at 8 and beyond the phases'
-  programs made compile time grow with ``s * s`` (a k64 s32 layer's 1024
-  convolutions: 29 s; its groups' one: 0.04 s, and 2-3x faster)."""
+  Past ``PHASE_PROGRAMS_MAX`` phases (strides of 4 and more) a convolution
+  per phase ran no faster than the groups (four layers of 2-8 16x16 or 8x8
+  images, k4 to k12, 0.95-1.5x) and made compile time grow with ``s * s``
+  (a k64 s32 layer's 1024 convolutions: 29 s; its group's one: 0.04 s, and
+  2-3x faster). There the convolutions are per run of phases that meet
+  the same input rows (``_exact_phase_runs``: two runs per axis at k = 2s
+  'same'), on oneDNN (``on_cpu``) and at most ``PHASE_PROGRAMS_MAX`` of
+  them, whatever the canvas's extra. Timed call by call alternating with
+  the group (Intel Xeon with AMX, 2026-11-28; glibc's malloc, then
+  ``tune_malloc``), forwards: FCN's heads (21 classes on a 512x512 image)
+  k64 s32 1.12x / 1.10x, k32 s16 0.97x / 0.99x, k16 s8 1.07x / 1.15x, k64
+  s32 on 4 images 1.03x, 4x32x32x64 -> 64 k8 s4 1.16x / 1.03x; training
+  steps 0.99x / 1.02x, 0.97x / 0.94x, 1.02x / 1.08x, 1.00x and 1.00x /
+  1.04x. The forward's scratch is one output (FCN-32s 23.7 -> 21.0 MiB), and
+  the steps' of FCN-32s on 4 images and of the k8 s4 layer the dilated
+  reference's: 179 -> 168 MiB and 33 -> 32 (16x16x16x128 -> 64 k8 s4 and
+  8x16x16x256 -> 128 k6 s4 likewise 34 -> 32). With 3 filters (8x32x32x64
+  -> 3 k8 s4) the runs' convolutions are too thin for oneDNN: 0.57x, hence
+  the filters' floor."""
   kh, kw, f, c = kernel_shape
   (sh, sw), (h, w) = config.strides, x_shape[1:3]
-  if f < EXACT_PHASES_MIN_FILTERS or sh * sw > PHASE_PROGRAMS_MAX:
+  if f < EXACT_PHASES_MIN_FILTERS:
     return False
+  if sh * sw > PHASE_PROGRAMS_MAX:
+    (out_h, pad_h), (out_w, pad_w) = geometry
+    phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
+    phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
+    if not on_cpu or phases_h is None or phases_w is None:
+      return False
+    windows = _exact_phase_windows(phases_h, phases_w, h, w)
+    return len(windows) <= PHASE_PROGRAMS_MAX and all(
+        taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, nr * nc * f), (1, 1), padding, (1, 1), dtype,
+                     config.preferred_element_type)
+        for (_, nr, _, nc), taps, padding, _ in windows)
   (groups_h, kqh), (groups_w, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   if all(nr == 1 for _, nr, _ in groups_h) and all(nc == 1 for _, nc, _ in groups_w):
     return True  # no convolution more
@@ -812,7 +838,9 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
   ``s_h * s_w`` outputs of exactly the output's size between them (dcgan
   32->64: 16 MiB, 17 with the canvas). Each phase's rows and columns are
   zero-padded to ``ceil(out / s)``, interleaved by their slot and cut to the
-  output, or with ``spread`` spread to their slots (``_interleave``).
+  output, or with ``spread`` spread to their slots (``_interleave``). Past
+  ``PHASE_PROGRAMS_MAX`` phases, one convolution per run of phases
+  (``_exact_phase_windows``; ``_conv_phase_runs``).
 
   With ``nchw`` (``_nchw_phase_forward``; not with ``spread``) it runs
   channels-first throughout: the NHWC ``x`` transposed to NCHW (which
@@ -820,17 +848,21 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
   convolution reading and writing NCHW (``_phase_convolve``), the phases
   interleaved along the rows and columns of each filter's plane, and the
   output transposed back to NHWC (which cancels the caller's transpose to
-  NCHW)."""
+  NCHW). Neither ``spread`` nor ``nchw`` is asked for past
+  ``PHASE_PROGRAMS_MAX`` phases."""
   n, h, w, _ = x.shape
   f = kernel.shape[2]
   sh, sw = config.strides
   out_dtype = config.preferred_element_type or x.dtype
   mh = max(count for _, _, count, _ in phases_h)
   mw = max(count for _, _, count, _ in phases_w)
+  windows = _exact_phase_windows(phases_h, phases_w, h, w)
+  if any(nr * nc > 1 for (_, nr, _, nc), *_ in windows):
+    return _conv_phase_runs(x, kernel, config, phases_h, phases_w, windows, on_cpu)
   if nchw:
     x = jnp.transpose(x, (0, 3, 1, 2))
   parts = []  # (z, (slot_h, slot_w)) for the phases that meet a tap and the output
-  for rh, rw, _, padding, slot in _exact_phase_windows(phases_h, phases_w, h, w):
+  for (rh, _, rw, _), _, padding, slot in windows:
     # Taps q * s + r, as an HWIO kernel with the q axes flipped.
     sub = jnp.transpose(kernel[rh::sh, rw::sw][::-1, ::-1], (0, 1, 3, 2))
     parts.append((_phase_convolve(x, sub, padding, config, on_cpu, nchw), slot))
@@ -852,19 +884,97 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
   return full.reshape(n, mh * sh, mw * sw, f)[:, :out_h, :out_w]
 
 
+def _conv_phase_runs(x, kernel, config, phases_h, phases_w, windows, on_cpu):
+  """``_conv_phase_exact`` past ``PHASE_PROGRAMS_MAX`` phases: one
+  convolution per pair of runs of phases (``windows``:
+  ``_exact_phase_windows``), whose outputs are the run's phases' filters,
+  (n, rows, columns, (i, j, f)). Each run's rows and columns are
+  zero-padded to ``ceil(out / s)`` and the runs, in the order of their
+  slots, concatenated into (n, mh, s_h, mw, s_w, f): the output, once cut.
+  Slots no run covers (phases that meet no tap) are zero."""
+  n, h, w, c = x.shape
+  f = kernel.shape[2]
+  sh, sw = config.strides
+  out_dtype = config.preferred_element_type or x.dtype
+  mh = max(count for _, _, count, _ in phases_h)
+  mw = max(count for _, _, count, _ in phases_w)
+  (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
+  blocks = {}  # (slot_h, slot_w) of a run pair -> (n, mh, nr, mw, nc, f)
+  for (rh, nr, rw, nc), (ch, cw), padding, slot in windows:
+    # Taps q * s + r of the runs' phases r, as an HWIO kernel with the q
+    # axes flipped and the phases' filters as its outputs, (i, j, f).
+    sub = kernel[rh:rh + (ch - 1) * sh + nr, rw:rw + (cw - 1) * sw + nc]
+    sub = jnp.pad(sub, ((0, ch * sh - sub.shape[0]), (0, cw * sw - sub.shape[1]),
+                        (0, 0), (0, 0)))
+    sub = sub.reshape(ch, sh, cw, sw, f, c)[:, :nr, :, :nc]
+    sub = sub[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(ch, cw, c, nr * nc * f)
+    z = _phase_convolve(x, sub, padding, config, on_cpu)
+    z = z.reshape(n, z.shape[1], z.shape[2], nr, nc, f).transpose(0, 1, 3, 2, 4, 5)
+    blocks[slot] = jnp.pad(z, ((0, 0), (0, mh - z.shape[1]), (0, 0), (0, mw - z.shape[3]),
+                               (0, 0), (0, 0)))
+  runs_h = _slot_runs(phases_h, {slot[0]: z.shape[2] for slot, z in blocks.items()})
+  runs_w = _slot_runs(phases_w, {slot[1]: z.shape[4] for slot, z in blocks.items()})
+  rows = []
+  for slot_h, nr in runs_h:
+    cols = [blocks.get((slot_h, slot_w), None) for slot_w, _ in runs_w]
+    cols = [jnp.zeros((n, mh, nr, mw, nc, f), out_dtype) if z is None else z
+            for z, (_, nc) in zip(cols, runs_w)]
+    rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
+  full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
+  return full.reshape(n, mh * sh, mw * sw, f)[:, :out_h, :out_w]
+
+
+def _slot_runs(phases, run_slots):
+  """An axis's slots ``0 .. s - 1`` in order as ``(first slot, count)``:
+  the runs ``run_slots`` (first slot -> number of phases) and, one at a
+  time, the slots of phases that meet no tap or no output row."""
+  out, slot = [], 0
+  while slot < len(phases):
+    count = run_slots.get(slot, 1)
+    out.append((slot, count))
+    slot += count
+  return out
+
+
+def _exact_phase_runs(phases, merge=True):
+  """An axis's ``_exact_phases`` as runs of consecutive phases that meet
+  the same taps at the same input rows: ``(r0, nr, taps, first, count,
+  slot)`` for phases ``r0 .. r0 + nr - 1`` whose ``(taps, first, count)``
+  agree (their slots are then consecutive), each run one convolution with
+  ``nr`` phases' filters; without ``merge``, a run per phase. Phases that
+  meet no tap or no output row are left out. At k = 2s 'same' the phases
+  form two runs, ``r < pad mod s`` and the rest (k64 s32: 2 where there
+  are 32 phases); at k4 s2 'same' each phase is a run of its own."""
+  runs = []
+  for r, (taps, first, count, slot) in enumerate(phases):
+    if not (taps and count):
+      continue
+    if (merge and runs and runs[-1][0] + runs[-1][1] == r
+        and runs[-1][2:5] == (taps, first, count)):
+      runs[-1] = (runs[-1][0], runs[-1][1] + 1, *runs[-1][2:])
+    else:
+      runs.append((r, 1, taps, first, count, slot))
+  return runs
+
+
 def _exact_phase_windows(phases_h, phases_w, h: int, w: int):
   """``_conv_phase_exact``'s convolutions over an input of ``h`` x ``w``:
-  ``(rh, rw, taps, padding, slot)`` per phase ``(rh, rw)`` that meets a tap
-  and the output, ``taps`` its (rows, columns) of taps, ``padding`` its
-  stride-1 convolution's and ``slot`` its first output row and column
-  (``_exact_phases``)."""
+  ``((rh, nr, rw, nc), taps, padding, slot)`` per pair of runs
+  (``_exact_phase_runs``), phases ``rh .. rh + nr - 1`` by ``rw .. rw + nc
+  - 1``, ``taps`` their (rows, columns) of taps, ``padding`` their
+  stride-1 convolution's and ``slot`` their first output row and column
+  (``_exact_phases``). Runs of several phases only past
+  ``PHASE_PROGRAMS_MAX`` phases: at k2 s2 'valid' (unet k2s2, 8x32x32x256
+  -> 128), whose four phases are one run, their one GEMM ran the training
+  step 0.92x as fast as a GEMM per phase (Intel Xeon with AMX, interleaved;
+  24 MiB of scratch against 28)."""
+  merge = len(phases_h) * len(phases_w) > PHASE_PROGRAMS_MAX
   out = []
-  for rh, (ch, first_h, count_h, slot_h) in enumerate(phases_h):
-    for rw, (cw, first_w, count_w, slot_w) in enumerate(phases_w):
-      if ch and cw and count_h and count_w:
-        padding = ((ch - 1 - first_h, first_h + count_h - h),
-                   (cw - 1 - first_w, first_w + count_w - w))
-        out.append((rh, rw, (ch, cw), padding, (slot_h, slot_w)))
+  for rh, nr, ch, first_h, count_h, slot_h in _exact_phase_runs(phases_h, merge):
+    for rw, nc, cw, first_w, count_w, slot_w in _exact_phase_runs(phases_w, merge):
+      padding = ((ch - 1 - first_h, first_h + count_h - h),
+                 (cw - 1 - first_w, first_w + count_w - w))
+      out.append(((rh, nr, rw, nc), (ch, cw), padding, (slot_h, slot_w)))
   return out
 
 
@@ -918,7 +1028,7 @@ def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
     return False
   return all(taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, f), (1, 1), padding, (1, 1),
                                             dtype, config.preferred_element_type)
-             for _, _, taps, padding, _ in _exact_phase_windows(phases_h, phases_w, h, w))
+             for _, taps, padding, _ in _exact_phase_windows(phases_h, phases_w, h, w))
 
 
 def _slot_window(length: int, k: int, s: int, out: int, pad: int):

@@ -711,6 +711,35 @@ def test_training_step_scratch_within_the_reference(x_shape, filters, kernel, pa
   assert temp_bytes("auto") <= temp_bytes("dilated")
 
 
+@pytest.mark.skipif(not jconvt._onednn.enabled(), reason="the runs' rule: oneDNN's convolutions")
+@pytest.mark.parametrize("x_shape,filters,kernel,strides", [
+    ((4, 16, 16, 21), 21, 64, 32),   # FCN-32s on 4 images: 179 MiB with the canvas, 168
+    ((4, 32, 32, 64), 64, 8, 4),     # 33 with the canvas, 32
+])
+def test_large_stride_phases_hold_one_output(x_shape, filters, kernel, strides):
+  """Past nine phases the forward computes runs of phases over exactly
+  TF's window (``_conv_phase_exact``): its scratch is the phases of one
+  output (and a few small buffers), not the canvas's 17x17 phases of
+  32x32 pixels at k64 s32 (13% more), and
+  the training step's is within the dilated reference's (compiled, not
+  run)."""
+  kernel_shape = (kernel, kernel, filters, x_shape[3])
+
+  def temp_bytes(algorithm, train):
+    cfg = ConvTransposeConfig(strides, "same", algorithm=algorithm)
+    y_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
+    f = lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg)
+    loss = lambda k, x, t: 0.5 * jnp.sum((f(k, x) - t) ** 2)
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (kernel_shape, x_shape, y_shape)]
+    fn = jax.jit(jax.grad(loss, argnums=(0, 1))) if train else jax.jit(f)
+    compiled = fn.lower(*args[:3 if train else 2]).compile()
+    return compiled.memory_analysis().temp_size_in_bytes, math.prod(y_shape) * 4
+
+  forward, output = temp_bytes("auto", False)
+  assert forward <= output + 2 ** 16  # and a few small buffers
+  assert temp_bytes("auto", True)[0] <= temp_bytes("dilated", True)[0]
+
+
 def _batch_norm_relu(y):
   """A batch norm (no scale) and a ReLU: three readers of ``y``."""
   m = jnp.mean(y, (0, 1, 2), dtype=jnp.float32, keepdims=True)
@@ -1281,6 +1310,13 @@ def test_algorithm_plan_on_a_plugin_backend(monkeypatch):
     ((2, 5, 4, 3), (3, 3, 8, 3), (2, 2), ((1, 0), (0, 1)), None, True),  # explicit crops
     ((2, 5, 4, 3), (3, 3, 8, 3), (2, 2), ((0, 2), (3, 1)), None, False),  # input cropped
     ((2, 6, 5, 3), (4, 4, 3, 3), (2, 2), "same", None, False),    # 3 filters: the groups
+    # Past nine phases, a convolution per run of phases (oneDNN's):
+    ((1, 4, 4, 3), (16, 16, 8, 3), (8, 8), "same", None, "onednn"),  # k = 2s: 2 runs an axis
+    ((2, 3, 4, 5), (6, 5, 8, 5), (4, 3), "same", None, "onednn"),    # taps 2 and 1: 3 runs
+    ((2, 4, 3, 3), (8, 8, 8, 3), (4, 4), "valid", None, "onednn"),   # one run: the canvas's
+    ((1, 3, 3, 3), (3, 3, 8, 3), (4, 4), "same", None, "onednn"),    # phases no tap reaches
+    ((1, 3, 3, 3), (10, 10, 8, 3), (4, 4), ((3, 5), (2, 7)), None, False),  # input cropped
+    ((1, 4, 4, 3), (16, 16, 3, 3), (8, 8), "same", None, False),     # 3 filters
 ])
 def test_phase_forward_computes_only_the_window(x_shape, kernel_shape, strides, padding,
                                                 output_padding, exact):
@@ -1289,8 +1325,9 @@ def test_phase_forward_computes_only_the_window(x_shape, kernel_shape, strides, 
   where ``_exact_phases_pay`` (8 filters or more) and no phase would crop
   the input, else one per group on the canvas; both equal the NumPy
   reference, with oneDNN (``on_cpu``) and without. ``exact="onednn"``: a
-  group split only where oneDNN runs the phases (``_onednn.enabled()``:
-  not with a jaxlib it has not been verified on)."""
+  group split, or past nine phases runs of phases, only where oneDNN runs
+  the phases (``_onednn.enabled()``: not with a jaxlib it has not been
+  verified on)."""
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
   params, x = _data(x_shape, kernel_shape)
@@ -1315,20 +1352,27 @@ def test_phase_forward_computes_only_the_window(x_shape, kernel_shape, strides, 
     assert_close(got, want)
 
 
-@pytest.mark.parametrize("x_shape,kernel_shape,on_cpu,expected", [
-    ((16, 16, 16, 256), (4, 4, 128, 256), True, True),   # canvas 13% past the window
-    ((16, 32, 32, 128), (4, 4, 64, 128), True, False),   # 6%: the group stays
-    ((16, 16, 16, 256), (4, 4, 128, 256), False, False),  # XLA's own convolutions
-    ((8, 32, 32, 128), (3, 3, 128, 128), False, True),   # a phase per group already
-    ((8, 32, 32, 256), (2, 2, 128, 256), False, True),   # one tap per phase: GEMMs
-    ((16, 32, 32, 64), (4, 4, 3, 64), True, False),      # 3 filters
+@pytest.mark.parametrize("x_shape,kernel_shape,on_cpu,expected,strides,output_padding", [
+    ((16, 16, 16, 256), (4, 4, 128, 256), True, True, 2, None),   # canvas 13% past the window
+    ((16, 32, 32, 128), (4, 4, 64, 128), True, False, 2, None),   # 6%: the group stays
+    ((16, 16, 16, 256), (4, 4, 128, 256), False, False, 2, None),  # XLA's own convolutions
+    ((8, 32, 32, 128), (3, 3, 128, 128), False, True, 2, None),   # a phase per group already
+    ((8, 32, 32, 256), (2, 2, 128, 256), False, True, 2, None),   # one tap per phase: GEMMs
+    ((16, 32, 32, 64), (4, 4, 3, 64), True, False, 2, None),      # 3 filters
+    # Past nine phases, runs of phases on oneDNN whatever the canvas's extra:
+    ((1, 16, 16, 21), (64, 64, 21, 21), True, True, 32, None),   # FCN-32s: 4 runs of 256 phases
+    ((1, 64, 64, 21), (16, 16, 21, 21), True, True, 8, None),    # FCN-8s: canvas 3% past the window
+    ((1, 16, 16, 21), (64, 64, 21, 21), False, False, 32, None),  # XLA's own convolutions
+    ((8, 32, 32, 64), (8, 8, 3, 64), True, False, 4, None),      # 3 filters
+    ((2, 16, 16, 16), (11, 11, 16, 16), True, False, 4, 0),  # 16 runs: 4 taps or 3, 15 rows or 16
 ])
-def test_exact_phases_rule(x_shape, kernel_shape, on_cpu, expected, monkeypatch):
+def test_exact_phases_rule(x_shape, kernel_shape, on_cpu, expected, strides, output_padding,
+                           monkeypatch):
   """``_exact_phases_pay``: which phase forwards drop the canvas's extra
   pixels (oneDNN on for the ``on_cpu`` cases)."""
   from jconvt import _algorithms
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
-  cfg = ConvTransposeConfig(2, "same")
+  cfg = ConvTransposeConfig(strides, "same", output_padding=output_padding)
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
   assert _algorithms._exact_phases_pay(x_shape, jnp.float32, kernel_shape, cfg, geometry,
                                        on_cpu) is expected
@@ -1479,6 +1523,19 @@ def test_phase_slots_rule(kernel_shape, padding, on_cpu, expected, monkeypatch):
   monkeypatch.setenv("JCONVT_ONEDNN", "0")
   assert _algorithms._phase_slots(x_shape, jnp.float32, kernel_shape, cfg, geometry,
                                   on_cpu) is None
+
+
+def test_exact_phase_runs():
+  """``_exact_phase_runs`` merges consecutive phases that meet the same
+  taps at the same input rows; phases that meet no tap are left out."""
+  from jconvt import _algorithms
+  runs = lambda length, k, s, out, pad: [
+      r[:2] for r in _algorithms._exact_phase_runs(_algorithms._exact_phases(length, k, s, out, pad))]
+  assert runs(16, 64, 32, 512, 16) == [(0, 16), (16, 16)]   # k64 s32 'same'
+  assert runs(16, 4, 2, 32, 1) == [(0, 1), (1, 1)]          # k4 s2 'same'
+  assert runs(8, 8, 4, 36, 0) == [(0, 4)]                   # k8 s4 'valid'
+  assert runs(6, 3, 4, 24, 0) == [(0, 3)]                   # k3 s4: phase 3 meets no tap
+  assert runs(7, 6, 4, 28, 1) == [(0, 1), (1, 1), (2, 2)]   # k6 s4 'same': taps 2 or 1
 
 
 def test_exact_phases_refuses_a_cropped_input():
