@@ -782,7 +782,7 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
   XLA:CPU's own convolution ran dcgan 32->64's four phases 0.85x as fast as
   their group, unet k3s2's 1.12x. With 3 filters (RGB k4s2) four
   convolutions of 3 outputs, which oneDNN does not take, ran 0.63x.
-  Past ``PHASE_PROGRAMS_MAX`` phases (strides of 4 and more) a convolution
+  Past ``PHASE_PROGRAMS_MAX`` phases (``s_h * s_w > 9``) a convolution
   per phase ran no faster than the groups (four layers of 2-8 16x16 or 8x8
   images, k4 to k12, 0.95-1.5x) and made compile time grow with ``s * s``
   (a k64 s32 layer's 1024 convolutions: 29 s; its group's one: 0.04 s, and
