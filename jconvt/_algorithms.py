@@ -813,8 +813,8 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
       return False
     windows = _exact_phase_windows(phases_h, phases_w, h, w)
     return len(windows) <= PHASE_PROGRAMS_MAX and all(
-        taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, nr * nc * f), (1, 1), padding, (1, 1), dtype,
-                     config.preferred_element_type)
+        taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, nr * nc * f), (1, 1), padding,
+                                       (1, 1), dtype, config.preferred_element_type)
         for (_, nr, _, nc), taps, padding, _ in windows)
   (groups_h, kqh), (groups_w, kqw) = _phase_groups(kh, sh), _phase_groups(kw, sw)
   if all(nr == 1 for _, nr, _ in groups_h) and all(nc == 1 for _, nc, _ in groups_w):
@@ -856,9 +856,10 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
   out_dtype = config.preferred_element_type or x.dtype
   mh = max(count for _, _, count, _ in phases_h)
   mw = max(count for _, _, count, _ in phases_w)
+  (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
   windows = _exact_phase_windows(phases_h, phases_w, h, w)
   if any(nr * nc > 1 for (_, nr, _, nc), *_ in windows):
-    return _conv_phase_runs(x, kernel, config, phases_h, phases_w, windows, on_cpu)
+    return _conv_phase_runs(x, kernel, config, windows, (mh, mw), (out_h, out_w), on_cpu)
   if nchw:
     x = jnp.transpose(x, (0, 3, 1, 2))
   parts = []  # (z, (slot_h, slot_w)) for the phases that meet a tap and the output
@@ -866,7 +867,6 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
     # Taps q * s + r, as an HWIO kernel with the q axes flipped.
     sub = jnp.transpose(kernel[rh::sh, rw::sw][::-1, ::-1], (0, 1, 3, 2))
     parts.append((_phase_convolve(x, sub, padding, config, on_cpu, nchw), slot))
-  (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
   if spread:
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
   rows = 2 if nchw else 1  # the axis of the rows; the columns' is next
@@ -884,52 +884,69 @@ def _conv_phase_exact(x, kernel, config, phases_h, phases_w, on_cpu, spread=Fals
   return full.reshape(n, mh * sh, mw * sw, f)[:, :out_h, :out_w]
 
 
-def _conv_phase_runs(x, kernel, config, phases_h, phases_w, windows, on_cpu):
+def _conv_phase_runs(x, kernel, config, windows, rows_cols, out_hw, on_cpu):
   """``_conv_phase_exact`` past ``PHASE_PROGRAMS_MAX`` phases: one
   convolution per pair of runs of phases (``windows``:
-  ``_exact_phase_windows``), whose outputs are the run's phases' filters,
+  ``_exact_phase_windows``), whose outputs are the runs' phases' filters,
   (n, rows, columns, (i, j, f)). Each run's rows and columns are
-  zero-padded to ``ceil(out / s)`` and the runs, in the order of their
-  slots, concatenated into (n, mh, s_h, mw, s_w, f): the output, once cut.
-  Slots no run covers (phases that meet no tap) are zero."""
-  n, h, w, c = x.shape
+  zero-padded to ``rows_cols`` (``ceil(out / s)``) and the runs, in the
+  order of their slots, tiled into (n, mh, s_h, mw, s_w, f)
+  (``_tile_phase_blocks``; slots no run covers, phases that meet no tap,
+  are zero), then cut to ``out_hw``."""
+  n = x.shape[0]
   f = kernel.shape[2]
   sh, sw = config.strides
-  out_dtype = config.preferred_element_type or x.dtype
-  mh = max(count for _, _, count, _ in phases_h)
-  mw = max(count for _, _, count, _ in phases_w)
-  (out_h, out_w) = (sum(p[2] for p in phases_h), sum(p[2] for p in phases_w))
+  mh, mw = rows_cols
   blocks = {}  # (slot_h, slot_w) of a run pair -> (n, mh, nr, mw, nc, f)
   for (rh, nr, rw, nc), (ch, cw), padding, slot in windows:
-    # Taps q * s + r of the runs' phases r, as an HWIO kernel with the q
-    # axes flipped and the phases' filters as its outputs, (i, j, f).
-    sub = kernel[rh:rh + (ch - 1) * sh + nr, rw:rw + (cw - 1) * sw + nc]
-    sub = jnp.pad(sub, ((0, ch * sh - sub.shape[0]), (0, cw * sw - sub.shape[1]),
-                        (0, 0), (0, 0)))
-    sub = sub.reshape(ch, sh, cw, sw, f, c)[:, :nr, :, :nc]
-    sub = sub[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(ch, cw, c, nr * nc * f)
+    sub = _phase_run_kernel(kernel, config.strides, (rh, nr, ch), (rw, nc, cw))
     z = _phase_convolve(x, sub, padding, config, on_cpu)
     z = z.reshape(n, z.shape[1], z.shape[2], nr, nc, f).transpose(0, 1, 3, 2, 4, 5)
     blocks[slot] = jnp.pad(z, ((0, 0), (0, mh - z.shape[1]), (0, 0), (0, mw - z.shape[3]),
                                (0, 0), (0, 0)))
-  runs_h = _slot_runs(phases_h, {slot[0]: z.shape[2] for slot, z in blocks.items()})
-  runs_w = _slot_runs(phases_w, {slot[1]: z.shape[4] for slot, z in blocks.items()})
-  rows = []
-  for slot_h, nr in runs_h:
-    cols = [blocks.get((slot_h, slot_w), None) for slot_w, _ in runs_w]
-    cols = [jnp.zeros((n, mh, nr, mw, nc, f), out_dtype) if z is None else z
-            for z, (_, nc) in zip(cols, runs_w)]
-    rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
-  full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
-  return full.reshape(n, mh * sh, mw * sw, f)[:, :out_h, :out_w]
+  runs_h = _slot_runs(sh, {slot[0]: z.shape[2] for slot, z in blocks.items()})
+  runs_w = _slot_runs(sw, {slot[1]: z.shape[4] for slot, z in blocks.items()})
+  full = _tile_phase_blocks(blocks, runs_h, runs_w, (n, mh, mw, f),
+                            config.preferred_element_type or x.dtype)
+  return full.reshape(n, mh * sh, mw * sw, f)[:, :out_hw[0], :out_hw[1]]
 
 
-def _slot_runs(phases, run_slots):
-  """An axis's slots ``0 .. s - 1`` in order as ``(first slot, count)``:
-  the runs ``run_slots`` (first slot -> number of phases) and, one at a
-  time, the slots of phases that meet no tap or no output row."""
+def _phase_run_kernel(kernel, strides, rows, cols):
+  """The taps ``q * s + r`` of a (kh, kw, f, c) kernel for the phases ``r``
+  of a run of rows ``(r0, nr, taps)`` and one of columns (likewise), as an
+  HWIO kernel with the q axes flipped (a convolution written as a
+  correlation) whose outputs are the phases' filters, (taps_h, taps_w, c,
+  (i, j, f)); taps past the kernel are zero."""
+  (r0, nr, ch), (c0, nc, cw) = rows, cols
+  sh, sw = strides
+  _, _, f, c = kernel.shape
+  sub = kernel[r0:r0 + (ch - 1) * sh + nr, c0:c0 + (cw - 1) * sw + nc]
+  sub = jnp.pad(sub, ((0, ch * sh - sub.shape[0]), (0, cw * sw - sub.shape[1]),
+                      (0, 0), (0, 0)))
+  sub = sub.reshape(ch, sh, cw, sw, f, c)[:, :nr, :, :nc]
+  return sub[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(ch, cw, c, nr * nc * f)
+
+
+def _tile_phase_blocks(blocks, runs_h, runs_w, shape, dtype):
+  """Blocks of phases, (n, rows, nr, cols, nc, f) keyed by their first row
+  and column phase, tiled along the phases in the order of ``runs_h`` and
+  ``runs_w`` (``(first, count)`` per axis): (n, rows, s_h, cols, s_w, f),
+  zero where a block is missing. ``shape``: (n, rows, cols, f)."""
+  n, rows, cols, f = shape
+  tiled = []
+  for a, nr in runs_h:
+    row = [blocks[a, b] if (a, b) in blocks else jnp.zeros((n, rows, nr, cols, nc, f), dtype)
+           for b, nc in runs_w]
+    tiled.append(row[0] if len(row) == 1 else jnp.concatenate(row, axis=4))
+  return tiled[0] if len(tiled) == 1 else jnp.concatenate(tiled, axis=2)
+
+
+def _slot_runs(s: int, run_slots):
+  """An axis's ``s`` slots in order as ``(first slot, count)``: the runs
+  ``run_slots`` (first slot -> number of phases) and, one at a time, the
+  slots of phases that meet no tap or no output row."""
   out, slot = [], 0
-  while slot < len(phases):
+  while slot < s:
     count = run_slots.get(slot, 1)
     out.append((slot, count))
     slot += count
@@ -1153,13 +1170,7 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False, nchw_a
       if ch == 0 or cw == 0:  # phases no tap reaches (kernel < stride): zero
         groups[r0, c0] = None
         continue
-      # Taps q * s + r for this group's phases, as an HWIO kernel with the
-      # q axes flipped (a convolution written as a correlation).
-      sub = kernel[r0:r0 + (ch - 1) * sh + nr, c0:c0 + (cw - 1) * sw + nc]
-      sub = jnp.pad(sub, ((0, ch * sh - sub.shape[0]), (0, cw * sw - sub.shape[1]),
-                          (0, 0), (0, 0)))
-      sub = sub.reshape(ch, sh, cw, sw, f, c)[:, :nr, :, :nc]
-      sub = sub[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(ch, cw, c, nr * nc * f)
+      sub = _phase_run_kernel(kernel, config.strides, (r0, nr, ch), (c0, nc, cw))
       z = _phase_convolve(x, sub, ((ch - 1, kqh - 1), (cw - 1, kqw - 1)), config, on_cpu)
       groups[r0, c0] = z.reshape(n, th, tw, nr, nc, f)
   if spread:
@@ -1167,12 +1178,9 @@ def conv_phase(x, kernel, config, geometry, on_cpu=False, training=False, nchw_a
              for (r0, c0), z in groups.items() if z is not None
              for i in range(z.shape[3]) for j in range(z.shape[4])]
     return _interleave(parts, config.strides, (n, out_h, out_w, f), out_dtype)
-  rows = []
-  for r0, nr, _ in gh:
-    cols = [jnp.zeros((n, th, nr, tw, nc, f), out_dtype) if groups[r0, c0] is None
-            else groups[r0, c0].transpose(0, 1, 3, 2, 4, 5) for c0, nc, _ in gw]
-    rows.append(cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=4))
-  full = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=2)
+  blocks = {key: z.transpose(0, 1, 3, 2, 4, 5) for key, z in groups.items() if z is not None}
+  full = _tile_phase_blocks(blocks, [g[:2] for g in gh], [g[:2] for g in gw],
+                            (n, th, tw, f), out_dtype)
   return _window(full.reshape(n, th * sh, tw * sw, f), geometry)
 
 
