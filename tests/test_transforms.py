@@ -1965,6 +1965,102 @@ def test_gemm_kernel_gradient_variants(x_shape, kernel_shape, strides, exact_tap
     assert_close(got, want)
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,padding,output_padding,pairs", [
+    ((1, 4, 4, 3), (16, 16, 8, 3), (8, 8), "same", None, 4),    # k = 2s: two runs an axis
+    ((0, 4, 4, 3), (16, 16, 8, 3), (8, 8), "same", None, 4),    # an empty batch
+    ((2, 3, 4, 5), (6, 5, 8, 5), (4, 3), "same", None, 9),      # 3 uneven runs an axis
+    ((2, 4, 3, 3), (8, 8, 8, 3), (4, 4), "valid", None, 1),     # one run: the canvas's
+    ((1, 3, 3, 3), (3, 3, 8, 3), (4, 4), "same", None, 1),      # a phase no tap reaches
+    ((1, 4, 5, 3), (12, 10, 6, 3), (4, 5), "same", (2, 3), 9),  # output padding
+    ((2, 6, 6, 3), (11, 11, 4, 3), (4, 4), "same", 0, None),    # 16 pairs: the canvas
+    ((1, 3, 3, 3), (10, 10, 8, 3), (4, 4), ((3, 5), (2, 7)), None, None),  # input cropped
+])
+def test_kernel_gradient_by_runs_of_phases(x_shape, kernel_shape, strides, padding,
+                                           output_padding, pairs, monkeypatch):
+  """Past nine phases ``grad_kernel_phase`` runs by the forward's runs of
+  phases (``_kernel_grad_phase_runs``: a GEMM per pair of runs over exactly
+  its pixels of ``dy``, in a loop) where ``_kernel_grad_phase_windows``
+  finds at most nine pairs and no phase would crop the input; with either
+  start of the loop's stack, against the reference's kernel gradient (the
+  runs' floor of phases lifted to reach these small kernels)."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
+  x, _, dy, geometry, _, want = _reference_gradients(x_shape, kernel_shape, cfg)
+  monkeypatch.setattr(_algorithms, "KERNEL_GRAD_RUN_MIN_PHASES", 0)
+  windows = _algorithms._kernel_grad_phase_windows(cfg, x.shape, dy.shape, kernel_shape[:2],
+                                                   geometry)
+  assert (None if windows is None else len(windows)) == pairs
+  for first_outside in (True, False):  # the loop's stack starts as the first pair's, or zeros
+    monkeypatch.setattr(_algorithms, "_runs_stack_starts_zero",
+                        lambda *_, zero=not first_outside: zero)
+    got = jax.jit(lambda x, dy: _algorithms.grad_kernel_phase(x, dy, kernel_shape[:2], cfg,
+                                                              geometry))(x, dy)
+    assert got.shape == kernel_shape
+    assert_close(got, want)
+
+
+def test_kernel_gradient_by_runs_of_phases_in_bfloat16():
+  """bfloat16 inputs through the runs (FCN-32s's shape, 21 -> 8 channels on
+  a 4x4 input): float32 GEMMs, the reference's gradient of the rounded
+  inputs within bfloat16's tolerance."""
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(32, "same")
+  x, _, dy, geometry, _, _ = _reference_gradients((1, 4, 4, 21), (64, 64, 8, 21), cfg)
+  x, dy = x.astype(jnp.bfloat16), dy.astype(jnp.bfloat16)
+  assert _algorithms._kernel_grad_phase_windows(cfg, x.shape, dy.shape, (64, 64), geometry)
+  want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
+      {"kernel": k}, x.astype(jnp.float32), cfg.replace(algorithm="dilated"))
+      * dy.astype(jnp.float32)))(jnp.zeros((64, 64, 8, 21), jnp.float32))
+  got = jax.jit(lambda x, dy: _algorithms.grad_kernel_phase(x, dy, (64, 64), cfg, geometry))(
+      x, dy)
+  assert got.dtype == jnp.float32
+  assert_close(got.astype(jnp.bfloat16), want, dtype=jnp.bfloat16)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,runs", [
+    ((1, 16, 16, 21), (64, 64, 21, 21), 32, True),   # FCN-32s: 4 pairs of 256 phases
+    ((1, 64, 64, 21), (16, 16, 21, 21), 8, True),    # FCN-8s: 4 pairs of 16
+    ((4, 16, 16, 21), (64, 64, 21, 21), 32, True),   # 4 images, one canvas: unchunked
+    ((1, 32, 32, 64), (8, 8, 32, 64), 4, False),     # k8 s4: pairs of 4 phases, 0.85-0.93x
+    ((4, 32, 32, 64), (8, 8, 64, 64), 4, False),
+    ((16, 16, 16, 21), (64, 64, 21, 21), 32, False),  # a chunked canvas
+    ((1, 16, 16, 64), (6, 6, 32, 64), 2, False),     # nine phases or fewer
+])
+def test_kernel_gradient_by_runs_rule(x_shape, kernel_shape, strides, runs):
+  from jconvt import _algorithms
+  cfg = ConvTransposeConfig(strides, "same")
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  dy_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
+  windows = _algorithms._kernel_grad_phase_windows(cfg, x_shape, dy_shape, kernel_shape[:2],
+                                                   geometry)
+  assert (windows is not None) is runs
+
+
+@pytest.mark.skipif(not jconvt._onednn.enabled(), reason="the runs' forward: oneDNN's")
+@pytest.mark.parametrize("x_shape,kernel,strides", [
+    ((1, 16, 16, 21), 64, 32),   # FCN-32s: 46.8 MiB with the canvas, 36.8; the reference 42.0
+    ((1, 32, 32, 21), 32, 16),   # FCN-16s: 43.7, 42.4; 42.1
+    ((1, 64, 64, 21), 16, 8),    # FCN-8s: 44.7, 42.8; 42.3
+])
+def test_one_image_large_stride_step_memory(x_shape, kernel, strides):
+  """The batch-1 FCN heads' training steps, whose kernel gradient runs by
+  runs of phases, hold at most half a MiB more scratch than the dilated
+  reference's (the loop's stack or the transposed input, which XLA:CPU
+  makes before the forward; with the canvas 1.6-4.8 MiB more; compiled,
+  not run). Without oneDNN the forward's canvas groups take them past it."""
+  kernel_shape = (kernel, kernel, x_shape[3], x_shape[3])
+
+  def temp_bytes(algorithm):
+    cfg = ConvTransposeConfig(strides, "same", algorithm=algorithm)
+    y_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
+    loss = lambda k, x, t: 0.5 * jnp.sum((jconvt.conv2d_transpose({"kernel": k}, x, cfg) - t) ** 2)
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (kernel_shape, x_shape, y_shape)]
+    step = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile()
+    return step.memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes("auto") <= temp_bytes("dilated") + 2 ** 19
+
+
 @pytest.mark.parametrize("c,cols,ch,cw,folded,want", [
     (128, 256, 2, 2, True, "x"),     # dcgan 32->64 (64 filters, four phases): a tie
     (3, 256, 2, 2, True, "x"),
