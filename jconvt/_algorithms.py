@@ -1494,10 +1494,10 @@ def _kernel_grad_phase_windows(config: ConvTransposeConfig, x_shape, dy_shape, k
   phases, 23.7 MiB beside ``dy``'s 21) held the batch-1 FCN heads' training
   steps 1.7-4.8 MiB over the dilated reference's 42 (XLA:CPU also
   materialized ``dy`` padded and its row phases before concatenating
-  them). By runs: FCN-32s 46.8 -> 36.8 MiB, FCN-16s 43.7 -> 42.3 (the
-  reference's 42.1), FCN-8s 44.7 -> 42.4 (42.3), bfloat16 FCN-32s 46.7 ->
-  19.2; steps 1.03x, 1.03x, 1.05x and 1.27x as fast, timed alternating
-  call by call (Intel Xeon with AMX, 2026-11-28). Runs of fewer phases
+  them). By runs: FCN-32s 46.8 -> 36.8 MiB, FCN-16s 43.7 -> 42.4 (the
+  reference's 42.1), FCN-8s 44.7 -> 42.8 (42.3), bfloat16 FCN-32s 46.7 ->
+  19.2; steps 1.02x-1.04x, 1.03x, 1.03x-1.04x and 1.27x-1.31x as fast,
+  timed alternating call by call (Intel Xeon with AMX, 2026-11-28). Runs of fewer phases
   make narrower GEMMs, each with its own stack of shifted inputs: with
   k8 s4's 4 phases a pair, one image of 32x32 to 64x64 with 32-64
   channels trained 0.85x-0.93x as fast as with the canvas, and 4 images
