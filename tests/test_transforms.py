@@ -689,13 +689,16 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
     ((8, 32, 32, 128), 64, 7, "same"),      # 4 taps a phase: the convolution, 20 MiB
     ((16, 8, 8, 512), 256, 4, "same"),      # dcgan 8->16, col2im: 4 MiB, one chunk 16
     ((128, 4, 4, 256), 128, 9, "same"),     # col2im: 4 MiB, in chunks of 1024 pixels 41
+    ((64, 2, 2, 256), 128, 5, "same"),      # both tap gradients, one gather: 3.6 MiB, 6.3
+    ((16, 4, 4, 256), 512, 4, "same"),      # 10 MiB, stacked per tap 16
 ])
 def test_training_step_scratch_within_the_reference(x_shape, filters, kernel, padding):
   """The issue's memory target on layers whose kernel gradient is the
   chunked GEMMs, or the convolution where they would take more (k7: 29
   MiB, the reference 20), and on col2im's, whose columns in a training step
   come in chunks no larger than the kernel (``_col2im_chunk_images``; the
-  reference: 14 and 16 MiB): XLA's temporary buffers for ``auto``'s
+  reference: 14 and 16 MiB), and on the tap gradients' (one gather of
+  ``dy``'s windows for both): XLA's temporary buffers for ``auto``'s
   training step are no larger than for the dilated reference's (compiled,
   not run)."""
   kernel_shape = (kernel, kernel, filters, x_shape[3])
