@@ -2358,6 +2358,15 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
   on oneDNN (``_kernel_grad_conv_on_onednn``), which trained the strided
   bfloat16 layers 1.10-1.33x as fast as the GEMMs (8x8 to 32x32 inputs,
   k2-k4, 3-512 channels; forward and input gradient on oneDNN too).
+  Float32 past ``PHASE_PROGRAMS_MAX`` phases where they run by runs of
+  phases (``_kernel_grad_phase_windows``) and the convolution would not
+  run on oneDNN: the GEMMs, whose training steps ran 1.43x-1.51x as fast
+  as with XLA:CPU's own convolution, with 26-27% less scratch (alternating
+  call by call, ``JCONVT_ONEDNN=0``: FCN-32s on 4 images 512 -> 340 ms,
+  274 -> 201 MiB; 8x16x16x21 -> 21 k32 s16 221 -> 154 ms, 135 -> 99 MiB;
+  2x32x32x21 -> 21 k32 s16 226 -> 154 ms, 133 -> 99 MiB); on oneDNN the
+  convolution stays (the GEMMs 1.00x-1.10x, 0.2-0.4 MiB past the
+  reference's scratch on 4 such layers).
   Float32 above ``GEMM_KERNEL_GRAD_PIXELS``: the GEMMs, but the convolution
   where it runs on oneDNN with padding (not ``'valid'``) on images of at
   most ``ONEDNN_KERNEL_GRAD_IMAGE_PIXELS`` or with each stride dividing its
@@ -2453,6 +2462,11 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     if (x_shape[0] < ONEDNN_MIN_CONTRACTED and not wide_phases
         and kernel_shape[2] * kernel_shape[3] <= SINGLE_IMAGE_GEMM_MAX_CHANNELS ** 2):
       return True  # one image: the convolution contracts one channel, off oneDNN
+    (out_h, _), (out_w, _) = geometry
+    if not on_onednn() and _kernel_grad_phase_windows(
+        config, (x_shape[0], h, w, kernel_shape[3]), (x_shape[0], out_h, out_w, kernel_shape[2]),
+        kernel_shape[:2], geometry) is not None:
+      return True  # runs of phases, XLA:CPU's own convolution
     small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
     any_image = _onednn.cpu_has_amx()  # the Xeon's clause above
     conv_wins = not unpadded and (wide_phases or (

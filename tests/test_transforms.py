@@ -2039,6 +2039,26 @@ def test_kernel_gradient_by_runs_rule(x_shape, kernel_shape, strides, runs):
   assert (windows is not None) is runs
 
 
+@pytest.mark.parametrize("x_shape,kernel_shape,strides,onednn,expected", [
+    ((4, 16, 16, 21), (64, 64, 21, 21), 32, False, "phase_gemm"),  # FCN-32s on 4 images: 1.51x
+    ((8, 16, 16, 21), (32, 32, 21, 21), 16, False, "phase_gemm"),  # 1.43x
+    ((4, 16, 16, 21), (64, 64, 21, 21), 32, True, "conv"),         # on oneDNN: 1.00x-1.10x
+    ((4, 32, 32, 64), (8, 8, 64, 64), 4, False, "conv"),   # k8 s4: no runs (pairs of 4 phases)
+    ((16, 16, 16, 21), (64, 64, 21, 21), 32, False, "conv"),  # a chunked canvas: no runs
+])
+def test_large_stride_kernel_gradient_rule_without_onednn(monkeypatch, x_shape, kernel_shape,
+                                                          strides, onednn, expected):
+  """Float32 past nine phases, where the kernel gradient's GEMMs run by
+  runs of phases and its convolution would be XLA:CPU's own (no oneDNN):
+  the GEMMs; on oneDNN the convolution, below ``GEMM_KERNEL_GRAD_PIXELS``."""
+  from jconvt import _algorithms
+  monkeypatch.setenv("JCONVT_ONEDNN", "1" if onednn else "0")
+  cfg = ConvTransposeConfig(strides, "same")
+  geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
+  assert _algorithms._kernel_grad_algorithm(cfg, x_shape, kernel_shape, jnp.float32,
+                                            geometry) == expected
+
+
 @pytest.mark.skipif(not jconvt._onednn.enabled(), reason="the runs' forward: oneDNN's")
 @pytest.mark.parametrize("x_shape,kernel,strides", [
     ((1, 16, 16, 21), 64, 32),   # FCN-32s: 46.8 MiB with the canvas, 36.8; the reference 42.0
