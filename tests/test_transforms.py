@@ -580,7 +580,7 @@ def test_auto_forward_rule(x_shape, kernel_shape, strides, dilation, expected, m
     ((16, 4, 4, 256), (9, 9, 128, 256), 2, ("col2im", "conv", "conv")),  # 4x4 -> 8x8
     ((16, 2, 2, 256), (5, 5, 128, 256), 1, ("col2im", "taps", "conv")),  # 2x2: col2im, taps
     ((64, 2, 2, 256), (5, 5, 128, 256), 2, ("col2im", "taps", "taps")),
-    ((64, 1, 1, 100), (7, 7, 256, 100), 1, ("col2im", "phase_gemm", "conv")),  # a latent: 1x1
+    ((64, 1, 1, 100), (7, 7, 256, 100), 1, ("col2im", "taps", "conv")),  # a latent: 1x1
 ])
 def test_large_kernels_on_onednn(x_shape, kernel_shape, strides, expected, monkeypatch):
   """Where a convolution's kernel exceeds its input, oneDNN runs it as
@@ -588,14 +588,15 @@ def test_large_kernels_on_onednn(x_shape, kernel_shape, strides, expected, monke
   at stride 1 on images of 4x4 and more ``auto`` keeps the phase forward
   (``_large_kernel_on_onednn``), and the input gradient is the convolution
   where it would have been the phase GEMMs (``_input_grad_conv_on_onednn``);
-  without oneDNN col2im and the GEMMs, as before."""
+  without oneDNN col2im and the taps (their windows of ``dy`` at most
+  ``TAPS_MAX_WINDOW_BYTES``)."""
   cfg = ConvTransposeConfig(strides, "same")
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu")) == expected
   monkeypatch.setenv("JCONVT_ONEDNN", "0")
   plan = jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu")
   assert plan.forward == "col2im"
-  assert plan.input_gradient == {"conv": "phase_gemm"}.get(expected[1], expected[1])
+  assert plan.input_gradient == {"conv": "taps"}.get(expected[1], expected[1])
 
 
 def _assert_matches_the_reference(x_shape, kernel_shape, cfg):
@@ -904,10 +905,12 @@ def test_unpadded_input_gradient_not_on_the_eigen_route(on_cpu):
     # The convolution's kernel would exceed dy (small inputs):
     ((64, 2, 2, 256), (5, 5, 128, 256), 2, 1, "taps"),  # 4x4 dy, k5
     ((4, 4, 4, 128), (5, 5, 128, 128), 1, 1, "taps"),  # stride 1
-    ((16, 4, 4, 256), (9, 9, 128, 256), 2, 1, "phase_gemm"),  # 81 taps: the phase GEMMs
-    ((4, 4, 4, 128), (9, 9, 128, 128), 1, 1, "phase_gemm"),  # at stride 1 too
+    ((16, 4, 4, 256), (9, 9, 128, 256), 2, 1, "taps"),  # 81 taps: windows 10 MiB, 1.43x
+    ((4, 4, 4, 128), (9, 9, 128, 128), 1, 1, "taps"),  # at stride 1 too
+    ((16, 8, 8, 256), (17, 17, 128, 256), 2, 1, "phase_gemm"),  # windows 144 MiB: the GEMMs
     ((4, 4, 4, 128), (5, 5, 128, 128), 1, 2, "conv"),  # dilated: left
-    ((512, 2, 2, 256), (5, 5, 128, 256), 2, 1, "phase_gemm"),  # 2048 pixels: no taps
+    ((512, 2, 2, 256), (5, 5, 128, 256), 2, 1, "phase_gemm"),  # 2048 pixels: windows 25 MiB
+    ((128, 2, 2, 256), (7, 7, 128, 256), 2, 1, "taps"),  # 512 pixels, 49 taps: 12.2 MiB
 ])
 def test_auto_input_gradient_rule(x_shape, kernel_shape, strides, dilation, expected,
                                   monkeypatch):
@@ -1630,9 +1633,9 @@ def test_packed_words_move_channel_pairs(dtype):
     ((3, 1, 1, 40), (4, 3, 36, 40), 1, "valid", ("col2im", "conv", "conv")),  # deep: no GEMMs
     ((3, 1, 1, 4), (3, 3, 5, 4), (2, 1), "same", ("col2im", "taps", "conv")),
     ((3, 1, 1, 5), (5, 3, 6, 5), 1, "same", ("col2im", "taps", "conv")),
-    ((2, 2, 3, 8), (7, 5, 6, 8), 1, "same", ("col2im", "phase_gemm", "conv")),  # 35 taps
+    ((2, 2, 3, 8), (7, 5, 6, 8), 1, "same", ("col2im", "taps/conv", "conv")),  # 35 taps
     ((2, 2, 2, 8), (5, 5, 6, 8), 2, "same", ("col2im", "taps", "conv")),
-    ((2, 2, 3, 8), (9, 7, 6, 8), 2, "same", ("col2im", "phase_gemm", "conv")),
+    ((2, 2, 3, 8), (9, 7, 6, 8), 2, "same", ("col2im", "taps/conv", "conv")),
     ((2, 3, 2, 8), (7, 7, 6, 8), (3, 2), "valid", ("col2im", "conv", "conv")),
     ((2, 6, 6, 3), (3, 3, 8, 3), 1, "valid", ("col2im", "conv", "conv")),  # unswapped dk
 ])
@@ -1640,15 +1643,14 @@ def test_packed_words_move_channel_pairs(dtype):
 def test_auto_on_kernels_larger_than_their_input_matches_the_reference(
     x_shape, kernel_shape, strides, padding, plan, onednn, monkeypatch):
   """Where a convolution's kernel would exceed its input, ``auto``'s plan
-  (col2im, the taps, the phase GEMMs, the unswapped kernel gradient) gives
-  the reference's output and gradients; with oneDNN the input gradient's
-  convolution where it would be the phase GEMMs
-  (``_input_grad_conv_on_onednn``)."""
+  (col2im, the taps, the unswapped kernel gradient) gives the reference's
+  output and gradients; with oneDNN the input gradient's convolution where
+  it would be the taps past ``TAPS_MAX_TAPS`` (``_input_grad_conv_on_onednn``;
+  "taps/conv": without oneDNN / with it)."""
   if onednn == "1" and not (jax.default_backend() == "cpu" and jconvt._onednn._default_enabled()):
     pytest.skip("oneDNN runs on XLA:CPU, x86-64, a verified jaxlib")
   monkeypatch.setenv("JCONVT_ONEDNN", onednn)
-  if onednn == "1":
-    plan = tuple("conv" if i == 1 and a == "phase_gemm" else a for i, a in enumerate(plan))
+  plan = tuple(a.split("/")[-1 if onednn == "1" else 0] for a in plan)
   cfg = ConvTransposeConfig(strides, padding)
   assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, platform="cpu")) == plan
   _assert_matches_the_reference(x_shape, kernel_shape, cfg)
@@ -1904,6 +1906,8 @@ def _reference_gradients(x_shape, kernel_shape, cfg):
     ((2, 5, 4, 8), (3, 3, 6, 8), (2, 2), ((2, 0), (1, 3)), None),  # explicit crops
     ((2, 5, 4, 8), (1, 1, 6, 8), (2, 2), "valid", None),
     ((0, 5, 4, 8), (3, 3, 6, 8), (2, 2), "same", None),  # empty batch
+    ((2, 3, 4, 8), (5, 5, 6, 8), (1, 1), "same", None),  # stride 1
+    ((2, 2, 3, 8), (9, 7, 6, 8), (2, 2), "same", None),  # a kernel larger than dy
 ])
 def test_tap_window_gradients(x_shape, kernel_shape, strides, padding, output_padding):
   """``grad_kernel_taps`` and ``grad_input_taps`` against the reference's
