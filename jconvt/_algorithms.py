@@ -1501,8 +1501,8 @@ def _kernel_grad_phase_windows(config: ConvTransposeConfig, x_shape, dy_shape, k
   them). By runs: FCN-32s 46.8 -> 36.8 MiB, FCN-16s 43.7 -> 42.4 (the
   reference's 42.1), FCN-8s 44.7 -> 42.8 (42.3), bfloat16 FCN-32s 46.7 ->
   19.2; steps 1.02x-1.04x, 1.03x, 1.03x-1.04x and 1.27x-1.31x as fast,
-  timed alternating call by call (Intel Xeon with AMX, 2026-11-28). Runs of fewer phases
-  make narrower GEMMs, each with its own stack of shifted inputs: with
+  timed alternating call by call (Intel Xeon with AMX, 2026-11-28). Runs
+  of fewer phases make narrower GEMMs, each with its own stack of shifted inputs: with
   k8 s4's 4 phases a pair, one image of 32x32 to 64x64 with 32-64
   channels trained 0.85x-0.93x as fast as with the canvas, and 4 images
   of 32x32x64 -> 64 (whose canvas is chunked) 0.91x."""
@@ -1546,12 +1546,15 @@ def _kernel_grad_phase_runs(x, dy, kernel_hw, config, windows, acc_dtype):
   mr = max(nr for (_, nr, _, _), *_ in windows)
   mc = max(nc for (_, _, _, nc), *_ in windows)
 
+  def counts(window):  # the pair's rows and columns of phases
+    _, (ch, cw), padding, _ = window
+    return h + sum(padding[0]) - ch + 1, w + sum(padding[1]) - cw + 1
+
   def pair(window):  # (kq_h, mr, kq_w, mc, f * c): the pair's taps, zero-padded
     (rh, nr, rw, nc), (ch, cw), padding, (slot_h, slot_w) = window
 
     def taps(xt, dy):
-      count_h = h + sum(padding[0]) - ch + 1
-      count_w = w + sum(padding[1]) - cw + 1
+      count_h, count_w = counts(window)
       # dy's rows slot_h + s_h * t + i (t < count_h, i < nr), likewise columns.
       d = lax.pad(dy, jnp.zeros((), dy.dtype),
                   ((0, 0, 0), (-slot_h, slot_h + sh * count_h - dy.shape[1], 0),
@@ -1573,8 +1576,8 @@ def _kernel_grad_phase_runs(x, dy, kernel_hw, config, windows, acc_dtype):
   branches = [pair(window) for window in windows]
   xt = jnp.transpose(x, (3, 0, 1, 2))  # (c, n, h, w)
   stack = (len(windows), kqh, mr, kqw, mc, f * c)
-  (_, (ch, cw), padding, _), *_ = windows
-  first_inputs = ch * cw * c * n * (h + sum(padding[0]) - ch + 1) * (w + sum(padding[1]) - cw + 1)
+  (_, (ch, cw), _, _), *_ = windows
+  first_inputs = ch * cw * c * n * math.prod(counts(windows[0]))
   if len(branches) == 1:
     gs = branches[0](xt, dy)[None]
   elif _runs_stack_starts_zero(math.prod(stack) * jnp.dtype(acc_dtype).itemsize,
