@@ -811,12 +811,9 @@ def _exact_phases_pay(x_shape, dtype, kernel_shape, config, geometry, on_cpu) ->
   if f < EXACT_PHASES_MIN_FILTERS:
     return False
   if sh * sw > PHASE_PROGRAMS_MAX:
-    (out_h, pad_h), (out_w, pad_w) = geometry
-    phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
-    phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
-    if not on_cpu or phases_h is None or phases_w is None:
+    windows = _layer_phase_windows((h, w), (kh, kw), config.strides, geometry)
+    if not on_cpu or windows is None:
       return False
-    windows = _exact_phase_windows(phases_h, phases_w, h, w)
     return len(windows) <= PHASE_PROGRAMS_MAX and all(
         taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, nr * nc * f), (1, 1), padding,
                                        (1, 1), dtype, config.preferred_element_type)
@@ -1000,6 +997,19 @@ def _exact_phase_windows(phases_h, phases_w, h: int, w: int):
   return out
 
 
+def _layer_phase_windows(in_hw, kernel_hw, strides, geometry):
+  """``_exact_phase_windows`` for a layer of input ``in_hw``, from its
+  ``geometry``: ``None`` where a phase's convolution would crop the input
+  (``_exact_phases``)."""
+  (h, w), (kh, kw), (sh, sw) = in_hw, kernel_hw, strides
+  (out_h, pad_h), (out_w, pad_w) = geometry
+  phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
+  phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
+  if phases_h is None or phases_w is None:
+    return None
+  return _exact_phase_windows(phases_h, phases_w, h, w)
+
+
 def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
                         nchw_after) -> bool:
   """Whether ``conv_phase`` runs ``_conv_phase_exact`` channels-first (its
@@ -1037,20 +1047,18 @@ def _nchw_phase_forward(x_shape, dtype, kernel_shape, config, geometry, on_cpu,
   ``avx512_core`` reorders: the NCHW input gradient, ``_nchw_input_grad``)."""
   n, h, w, c = x_shape
   kh, kw, f, _ = kernel_shape
-  (sh, sw), ((out_h, pad_h), (out_w, pad_w)) = config.strides, geometry
+  (sh, sw), ((out_h, _), (out_w, _)) = config.strides, geometry
   if not (nchw_after and on_cpu and jnp.dtype(dtype) == jnp.float32
           and config.dilation_rate == (1, 1) and 1 < sh * sw <= PHASE_PROGRAMS_MAX
           and _onednn.takes_channels_first(dtype)
           and out_h * out_w * f * jnp.dtype(dtype).itemsize
           >= NCHW_PHASE_FORWARD_MIN_IMAGE_BYTES):
     return False
-  phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
-  phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
-  if phases_h is None or phases_w is None:
-    return False
-  return all(taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, f), (1, 1), padding, (1, 1),
-                                            dtype, config.preferred_element_type)
-             for _, taps, padding, _ in _exact_phase_windows(phases_h, phases_w, h, w))
+  windows = _layer_phase_windows((h, w), (kh, kw), config.strides, geometry)
+  return windows is not None and all(
+      taps == (1, 1) or _onednn_runs(x_shape, (*taps, c, f), (1, 1), padding, (1, 1), dtype,
+                                     config.preferred_element_type)
+      for _, taps, padding, _ in windows)
 
 
 def _slot_window(length: int, k: int, s: int, out: int, pad: int):
@@ -1445,7 +1453,7 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
                         ch, cw, tw, config.precision, acc_dtype, sh * sw > 1)
         for (r0, nr, ch), (c0, nc, cw) in pairs)
 
-  windows = _kernel_grad_phase_windows(config, x.shape, dy.shape, kernel_hw, geometry)
+  windows = _kernel_grad_phase_windows(config, x.shape, kernel_hw, geometry)
   if windows is not None:
     return _kernel_grad_phase_runs(x, dy, kernel_hw, config, windows, acc_dtype)
   chunk = n if kqh == kqw == 1 else _kernel_grad_chunk(n, th * tw)
@@ -1486,13 +1494,13 @@ def grad_kernel_phase(x, dy, kernel_hw, config, geometry):
   return _kernel_from_phase_taps(jnp.concatenate(rows_out, axis=2), kernel_hw)
 
 
-def _kernel_grad_phase_windows(config: ConvTransposeConfig, x_shape, dy_shape, kernel_hw,
-                               geometry):
+def _kernel_grad_phase_windows(config: ConvTransposeConfig, x_shape, kernel_hw, geometry):
   """The runs of phases (``_exact_phase_windows``) by which
   ``grad_kernel_phase`` runs (``_kernel_grad_phase_runs``), or ``None``:
   past ``PHASE_PROGRAMS_MAX`` phases, at most that many pairs of runs, each
   of at least ``KERNEL_GRAD_RUN_MIN_PHASES`` phases, where the canvas
-  would be built for the whole batch at once (``_kernel_grad_chunk``).
+  would be built for the whole batch at once (``_kernel_grad_chunk``;
+  ``x_shape`` NHWC).
 
   The canvas (FCN-32s, k64 s32 on 16x16: 17x17 rows and columns of
   phases, 23.7 MiB beside ``dy``'s 21) held the batch-1 FCN heads' training
@@ -1502,20 +1510,17 @@ def _kernel_grad_phase_windows(config: ConvTransposeConfig, x_shape, dy_shape, k
   reference's 42.1), FCN-8s 44.7 -> 42.8 (42.3), bfloat16 FCN-32s 46.7 ->
   19.2; steps 1.02x-1.04x, 1.03x, 1.03x-1.04x and 1.27x-1.31x as fast,
   timed alternating call by call (Intel Xeon with AMX, 2026-11-28). Runs
-  of fewer phases make narrower GEMMs, each with its own stack of shifted inputs: with
-  k8 s4's 4 phases a pair, one image of 32x32 to 64x64 with 32-64
-  channels trained 0.85x-0.93x as fast as with the canvas, and 4 images
-  of 32x32x64 -> 64 (whose canvas is chunked) 0.91x."""
+  of fewer phases make narrower GEMMs, each with its own stack of shifted
+  inputs: with k8 s4's 4 phases a pair, one image of 32x32 to 64x64 with
+  32-64 channels trained 0.85x-0.93x as fast as with the canvas, and 4
+  images of 32x32x64 -> 64 (whose canvas is chunked) 0.91x."""
   (kh, kw), (sh, sw) = kernel_hw, config.strides
   if sh * sw <= PHASE_PROGRAMS_MAX:
     return None
-  (out_h, pad_h), (out_w, pad_w) = geometry
   n, h, w = x_shape[:3]
-  phases_h = _exact_phases(h, kh, sh, out_h, pad_h)
-  phases_w = _exact_phases(w, kw, sw, out_w, pad_w)
-  if phases_h is None or phases_w is None:
+  windows = _layer_phase_windows((h, w), kernel_hw, config.strides, geometry)
+  if windows is None:
     return None
-  windows = _exact_phase_windows(phases_h, phases_w, h, w)
   canvas = _shapes.phase_canvas_length(h, kh, sh) * _shapes.phase_canvas_length(w, kw, sw)
   if (len(windows) > PHASE_PROGRAMS_MAX or _kernel_grad_chunk(n, canvas) < n
       or any(nr * nc < KERNEL_GRAD_RUN_MIN_PHASES for (_, nr, _, nc), *_ in windows)):
@@ -1576,18 +1581,16 @@ def _kernel_grad_phase_runs(x, dy, kernel_hw, config, windows, acc_dtype):
   branches = [pair(window) for window in windows]
   xt = jnp.transpose(x, (3, 0, 1, 2))  # (c, n, h, w)
   stack = (len(windows), kqh, mr, kqw, mc, f * c)
-  (_, (ch, cw), _, _), *_ = windows
+  _, (ch, cw), _, _ = windows[0]
   first_inputs = ch * cw * c * n * math.prod(counts(windows[0]))
-  if len(branches) == 1:
-    gs = branches[0](xt, dy)[None]
-  elif _runs_stack_starts_zero(math.prod(stack) * jnp.dtype(acc_dtype).itemsize,
-                               first_inputs * x.dtype.itemsize):
-    gs = lax.fori_loop(0, len(branches), lambda i, gs: lax.dynamic_update_index_in_dim(
-        gs, lax.switch(i, branches, xt, dy), i, 0), jnp.zeros(stack, acc_dtype))
+  if len(windows) > 1 and _runs_stack_starts_zero(
+      math.prod(stack) * jnp.dtype(acc_dtype).itemsize, first_inputs * x.dtype.itemsize):
+    gs, start = jnp.zeros(stack, acc_dtype), 0
   else:
     gs = jnp.pad(branches[0](xt, dy)[None], ((0, len(branches) - 1),) + ((0, 0),) * 5)
-    gs = lax.fori_loop(1, len(branches), lambda i, gs: lax.dynamic_update_index_in_dim(
-        gs, lax.switch(i - 1, branches[1:], xt, dy), i, 0), gs)
+    start = 1
+  gs = lax.fori_loop(start, len(branches), lambda i, gs: lax.dynamic_update_index_in_dim(
+      gs, lax.switch(i, branches, xt, dy), i, 0), gs)
   blocks = {(rh, rw): g[:, None, :nr, :, :nc]  # (kq_h, 1, nr, kq_w, nc, f * c)
             for ((rh, nr, rw, nc), *_), g in zip(windows, gs)}
   runs_h = _slot_runs(sh, {rh: nr for (rh, nr, _, _), *_ in windows})
@@ -2479,10 +2482,8 @@ def _kernel_grad_is_gemm(config: ConvTransposeConfig, x_shape, kernel_shape, dty
     if (x_shape[0] < ONEDNN_MIN_CONTRACTED and not wide_phases
         and kernel_shape[2] * kernel_shape[3] <= SINGLE_IMAGE_GEMM_MAX_CHANNELS ** 2):
       return True  # one image: the convolution contracts one channel, off oneDNN
-    (out_h, _), (out_w, _) = geometry
     if not on_onednn() and _kernel_grad_phase_windows(
-        config, (x_shape[0], h, w, kernel_shape[3]), (x_shape[0], out_h, out_w, kernel_shape[2]),
-        kernel_shape[:2], geometry) is not None:
+        config, (x_shape[0], h, w), kernel_shape[:2], geometry) is not None:
       return True  # runs of phases, XLA:CPU's own convolution
     small_image = h * w <= ONEDNN_KERNEL_GRAD_IMAGE_PIXELS
     any_image = _onednn.cpu_has_amx()  # the Xeon's clause above

@@ -682,6 +682,19 @@ def test_unpadded_input_gradient_rule(x_shape, kernel_shape, strides, padding, e
                                     conv_padding) == expected
 
 
+def _temp_bytes(x_shape, kernel_shape, strides, padding, algorithm, train=True):
+  """XLA's temporary bytes for a float32 training step (the gradients of a
+  squared error, in the kernel and the input) under ``algorithm``, or with
+  ``train=False`` for the forward alone (compiled, not run)."""
+  cfg = ConvTransposeConfig(strides, padding, algorithm=algorithm)
+  y_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
+  f = lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg)
+  loss = lambda k, x, t: 0.5 * jnp.sum((f(k, x) - t) ** 2)
+  args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (kernel_shape, x_shape, y_shape)]
+  fn = jax.jit(jax.grad(loss, argnums=(0, 1))) if train else jax.jit(f)
+  return fn.lower(*args[:3 if train else 2]).compile().memory_analysis().temp_size_in_bytes
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's buffers")
 @pytest.mark.parametrize("x_shape,filters,kernel,padding", [
     ((16, 32, 32, 128), 64, 4, "same"),     # dcgan 32->64: chunks of two images
@@ -703,15 +716,7 @@ def test_training_step_scratch_within_the_reference(x_shape, filters, kernel, pa
   training step are no larger than for the dilated reference's (compiled,
   not run)."""
   kernel_shape = (kernel, kernel, filters, x_shape[3])
-
-  def temp_bytes(algorithm):
-    cfg = ConvTransposeConfig(2, padding, algorithm=algorithm)
-    y_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
-    loss = lambda k, x, t: 0.5 * jnp.sum((jconvt.conv2d_transpose({"kernel": k}, x, cfg) - t) ** 2)
-    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (kernel_shape, x_shape, y_shape)]
-    step = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile()
-    return step.memory_analysis().temp_size_in_bytes
-
+  temp_bytes = lambda algorithm: _temp_bytes(x_shape, kernel_shape, 2, padding, algorithm)
   assert temp_bytes("auto") <= temp_bytes("dilated")
 
 
@@ -728,20 +733,12 @@ def test_large_stride_phases_hold_one_output(x_shape, filters, kernel, strides):
   the training step's is within the dilated reference's (compiled, not
   run)."""
   kernel_shape = (kernel, kernel, filters, x_shape[3])
-
-  def temp_bytes(algorithm, train):
-    cfg = ConvTransposeConfig(strides, "same", algorithm=algorithm)
-    y_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
-    f = lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, cfg)
-    loss = lambda k, x, t: 0.5 * jnp.sum((f(k, x) - t) ** 2)
-    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (kernel_shape, x_shape, y_shape)]
-    fn = jax.jit(jax.grad(loss, argnums=(0, 1))) if train else jax.jit(f)
-    compiled = fn.lower(*args[:3 if train else 2]).compile()
-    return compiled.memory_analysis().temp_size_in_bytes, math.prod(y_shape) * 4
-
-  forward, output = temp_bytes("auto", False)
+  output = 4 * math.prod(jconvt.output_shape(x_shape, kernel_shape,
+                                             ConvTransposeConfig(strides, "same")))
+  forward = _temp_bytes(x_shape, kernel_shape, strides, "same", "auto", train=False)
   assert forward <= output + 2 ** 16  # and a few small buffers
-  assert temp_bytes("auto", True)[0] <= temp_bytes("dilated", True)[0]
+  assert (_temp_bytes(x_shape, kernel_shape, strides, "same", "auto")
+          <= _temp_bytes(x_shape, kernel_shape, strides, "same", "dilated"))
 
 
 def _batch_norm_relu(y):
@@ -1994,8 +1991,7 @@ def test_kernel_gradient_by_runs_of_phases(x_shape, kernel_shape, strides, paddi
   cfg = ConvTransposeConfig(strides, padding, output_padding=output_padding)
   x, _, dy, geometry, _, want = _reference_gradients(x_shape, kernel_shape, cfg)
   monkeypatch.setattr(_algorithms, "KERNEL_GRAD_RUN_MIN_PHASES", 0)
-  windows = _algorithms._kernel_grad_phase_windows(cfg, x.shape, dy.shape, kernel_shape[:2],
-                                                   geometry)
+  windows = _algorithms._kernel_grad_phase_windows(cfg, x.shape, kernel_shape[:2], geometry)
   assert (None if windows is None else len(windows)) == pairs
   for first_outside in (True, False):  # the loop's stack starts as the first pair's, or zeros
     monkeypatch.setattr(_algorithms, "_runs_stack_starts_zero",
@@ -2014,7 +2010,7 @@ def test_kernel_gradient_by_runs_of_phases_in_bfloat16():
   cfg = ConvTransposeConfig(32, "same")
   x, _, dy, geometry, _, _ = _reference_gradients((1, 4, 4, 21), (64, 64, 8, 21), cfg)
   x, dy = x.astype(jnp.bfloat16), dy.astype(jnp.bfloat16)
-  assert _algorithms._kernel_grad_phase_windows(cfg, x.shape, dy.shape, (64, 64), geometry)
+  assert _algorithms._kernel_grad_phase_windows(cfg, x.shape, (64, 64), geometry)
   want = jax.grad(lambda k: jnp.sum(jconvt.conv2d_transpose(
       {"kernel": k}, x.astype(jnp.float32), cfg.replace(algorithm="dilated"))
       * dy.astype(jnp.float32)))(jnp.zeros((64, 64, 8, 21), jnp.float32))
@@ -2037,9 +2033,7 @@ def test_kernel_gradient_by_runs_rule(x_shape, kernel_shape, strides, runs):
   from jconvt import _algorithms
   cfg = ConvTransposeConfig(strides, "same")
   geometry = jconvt._conv._geometry(x_shape, kernel_shape, cfg)
-  dy_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
-  windows = _algorithms._kernel_grad_phase_windows(cfg, x_shape, dy_shape, kernel_shape[:2],
-                                                   geometry)
+  windows = _algorithms._kernel_grad_phase_windows(cfg, x_shape, kernel_shape[:2], geometry)
   assert (windows is not None) is runs
 
 
@@ -2076,15 +2070,7 @@ def test_one_image_large_stride_step_memory(x_shape, kernel, strides):
   makes before the forward; with the canvas 1.6-4.8 MiB more; compiled,
   not run). Without oneDNN the forward's canvas groups take them past it."""
   kernel_shape = (kernel, kernel, x_shape[3], x_shape[3])
-
-  def temp_bytes(algorithm):
-    cfg = ConvTransposeConfig(strides, "same", algorithm=algorithm)
-    y_shape = jconvt.output_shape(x_shape, kernel_shape, cfg)
-    loss = lambda k, x, t: 0.5 * jnp.sum((jconvt.conv2d_transpose({"kernel": k}, x, cfg) - t) ** 2)
-    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (kernel_shape, x_shape, y_shape)]
-    step = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile()
-    return step.memory_analysis().temp_size_in_bytes
-
+  temp_bytes = lambda algorithm: _temp_bytes(x_shape, kernel_shape, strides, "same", algorithm)
   assert temp_bytes("auto") <= temp_bytes("dilated") + 2 ** 19
 
 
