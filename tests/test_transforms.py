@@ -720,7 +720,8 @@ def test_training_step_scratch_within_the_reference(x_shape, filters, kernel, pa
   assert temp_bytes("auto") <= temp_bytes("dilated")
 
 
-@pytest.mark.skipif(not jconvt._onednn.enabled(), reason="the runs' rule: oneDNN's convolutions")
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not jconvt._onednn.enabled(),
+                    reason="XLA:CPU's buffers; the runs' rule: oneDNN's convolutions")
 @pytest.mark.parametrize("x_shape,filters,kernel,strides", [
     ((4, 16, 16, 21), 21, 64, 32),   # FCN-32s on 4 images: 179 MiB with the canvas, 168
     ((4, 32, 32, 64), 64, 8, 4),     # 33 with the canvas, 32
@@ -2057,7 +2058,8 @@ def test_large_stride_kernel_gradient_rule_without_onednn(monkeypatch, x_shape, 
                                             geometry) == expected
 
 
-@pytest.mark.skipif(not jconvt._onednn.enabled(), reason="the runs' forward: oneDNN's")
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not jconvt._onednn.enabled(),
+                    reason="XLA:CPU's buffers; the runs' forward: oneDNN's")
 @pytest.mark.parametrize("x_shape,kernel,strides", [
     ((1, 16, 16, 21), 64, 32),   # FCN-32s: 46.8 MiB with the canvas, 36.8; the reference 42.0
     ((1, 32, 32, 21), 32, 16),   # FCN-16s: 43.7, 42.4; 42.1
