@@ -141,18 +141,27 @@ def _jax_layer(impl: str, layer: Layer):
   raise ValueError(impl)
 
 
-def _measure_jax(impl, layer, repeats, median_ms):
+def jax_programs(impl, layer):
+  """A JAX implementation's jitted forward ``fwd(params, x)`` and training
+  step ``step(params, x, target)`` (gradients for the kernel or params and
+  the input), with their arguments ``(params, x, target)``."""
   import jax
   import jax.numpy as jnp
 
   f, params, x = _jax_forward(impl, layer)
   target = jnp.asarray(np.random.default_rng(1).standard_normal(_out_shape(layer)), x.dtype)
-  fwd = jax.jit(f)
   # A training step: the loss needs the forward output (no dead-code
   # elimination of the forward pass), gradients for the input and kernel.
   # The target is an argument: as a constant XLA would fold its reshapes
   # into the program at compile time (seconds on a GPU's large layers).
   step = jax.jit(jax.grad(lambda p, x, t: 0.5 * jnp.sum((f(p, x) - t) ** 2), argnums=(0, 1)))
+  return jax.jit(f), step, (params, x, target)
+
+
+def _measure_jax(impl, layer, repeats, median_ms):
+  import jax
+
+  fwd, step, (params, x, target) = jax_programs(impl, layer)
   t0 = time.perf_counter()
   compiled = step.lower(params, x, target).compile()
   compile_s = time.perf_counter() - t0
@@ -238,7 +247,9 @@ def _measure_tf(layer, repeats, median_ms):
 
 # ----------------------------------------------------------------- PyTorch ---
 
-def _measure_torch(layer, repeats, median_ms):
+def torch_programs(layer):
+  """PyTorch's forward ``fwd()`` (no gradients) and training step ``step()``
+  on the layer's data, each waiting for its kernels."""
   import torch
   import torch.nn.functional as F
 
@@ -276,15 +287,19 @@ def _measure_torch(layer, repeats, median_ms):
     (0.5 * ((f() - target) ** 2).sum()).backward()
     sync()
 
-  t0 = time.perf_counter()
-  step()
-  compile_s = time.perf_counter() - t0
-
   def fwd():
     with torch.no_grad():
       f()
     sync()
 
+  return fwd, step
+
+
+def _measure_torch(layer, repeats, median_ms):
+  fwd, step = torch_programs(layer)
+  t0 = time.perf_counter()
+  step()
+  compile_s = time.perf_counter() - t0
   return {"fwd_ms": median_ms(fwd, repeats), "step_ms": median_ms(step, repeats),
           "step_faults_mib": page_faults_mib(step), "compile_s": compile_s,
           "step_mem_bytes": None}

@@ -359,3 +359,63 @@ def test_batch_norm_of_a_16_bit_layer_is_computed_in_float32():
   want = _batch_norm_relu(np.asarray(y, np.float32), (0, 1, 2))
   # One rounding to bfloat16: within half its spacing (2**-8 relative).
   np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2 ** -8, atol=1e-6)
+
+
+def test_profile_totals_the_outermost_events_and_ranks_kernels():
+  """``benchmarks.profile``: a trace's device streams where it has any (else
+  the host's operations less the runtime's bookkeeping), events inside an
+  earlier one of their thread listed but not added to the total."""
+  from benchmarks.profile import kernel_table, perfetto_events
+
+  def event(name, pid, ts, dur, tid=1):
+    return {"ph": "X", "name": name, "pid": pid, "tid": tid, "ts": ts, "dur": dur}
+
+  meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
+          {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/device:GPU:0"}}]
+  host = [event("convolution", 1, 0, 50), event("PjitFunction(f)", 1, 0, 60)]
+  gpu = [event("dgrad_kernel", 2, 0, 30), event("dgrad_kernel", 2, 100, 34),
+         event("slice", 2, 40, 6, tid=2)]
+  events = perfetto_events({"traceEvents": meta + host + gpu})
+  assert sorted(name for name, *_ in events) == ["dgrad_kernel", "dgrad_kernel", "slice"]
+  traced, top = kernel_table(events, calls=2, top=1)
+  assert traced == 35.0 and top == [("dgrad_kernel", 32.0, 1.0)]
+
+  cpu = perfetto_events({"traceEvents": [  # no device: the host's, a loop's body nested
+      event("while", 1, 0, 100), event("conv", 1, 10, 40), event("conv", 1, 60, 30),
+      event("ThunkExecutor::Execute", 1, 0, 120, tid=2), event("copy", 1, 100, 5)]})
+  traced, top = kernel_table(cpu, calls=1, top=3)
+  assert traced == 105.0
+  assert top == [("while", 100.0, 1.0), ("conv", 70.0, 2.0), ("copy", 5.0, 1.0)]
+
+
+def test_profile_writes_each_programs_kernels(tmp_path, capsys):
+  """``python -m benchmarks.profile`` on one small layer: both programs of
+  each implementation traced, their table, JSON and optimized HLO written."""
+  from benchmarks.layers import EDGE
+  from benchmarks.profile import main as profile
+  layer = next(l for l in EDGE if "valid 16->64" in l.name)
+  out = tmp_path / "prof"
+  assert profile(["--suite", "edge", "--only", layer.name, "--impls", "jconvt,jconvt-dilated",
+                  "--calls", "2", "--top", "3", "--out", str(out)]) == 0
+  rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+  assert [r["layer"]["name"] for r in rows] == [layer.name]
+  for impl in ("jconvt", "jconvt-dilated"):
+    for what in ("forward", "step"):
+      r = rows[0]["results"][impl][what]
+      assert r["wall_ms"] > 0 and r["traced_us"] > 0 and 1 <= len(r["top"]) <= 3
+  table = out.with_suffix(".md").read_text()
+  assert table.count(f"| {layer.name} |") == 4
+  hlo = pathlib.Path(f"{out}.hlo.txt").read_text()
+  assert hlo.count(f"=== {layer.name} / ") == 4 and "ENTRY" in hlo
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--impls", "tensorflow"], "not profiled here"),
+    (["--impls", "nope"], "unknown implementations"),
+    (["--calls", "0"], "--calls must be at least 1"),
+])
+def test_profile_refuses_bad_arguments(argv, message, capsys):
+  from benchmarks.profile import main as profile
+  with pytest.raises(SystemExit):
+    profile(argv)
+  assert message in capsys.readouterr().err
