@@ -4,11 +4,12 @@ with the tap-window gradients the faster plan on a GPU).
 
     python -m benchmarks.sweep --filters 1,3,8,32 --in-channels 64,256 \\
         --sizes 32,64 --kernels 4s2,3s2 --batch 16 \\
-        --plans auto,reference,col2im/taps/taps [--rounds N] [--out PATH]
+        --plans auto,reference,col2im/taps/taps [--rounds N] [--timer wall|device] [--out PATH]
 
 Every combination of the lists is a layer (NHWC, 'same', float32); each is
 timed under each plan (``benchmarks.plans.Layer.step_ms``: median ms and
-temporary MiB of a jitted training step). ``auto`` is the plan
+temporary MiB of a jitted training step; with ``--timer device`` its
+kernels' time instead). ``auto`` is the plan
 ``jconvt.algorithm_plan`` picks on this backend, ``reference`` the dilated
 reference. Prints a line per layer and writes ``PATH.json`` after each (a
 run cut short keeps what it measured) and a table ``PATH.md`` at the end.
@@ -56,12 +57,12 @@ def layers(filters, in_channels, sizes, kernels, batch):
                                                       batch)]
 
 
-def measure(layer: Layer, plans, progress=print, rounds: int = 1) -> dict:
+def measure(layer: Layer, plans, progress=print, rounds: int = 1, timer: str = "wall") -> dict:
   """``{plan name: [ms, MiB] or error}`` for one layer, ``auto`` named by
   the plan it stands for as well. With ``rounds`` > 1 the plans are timed
   in turn that many times (interleaved, so a drift of the machine's speed
   reaches each alike) and each keeps its median; ``rounds_ms`` holds every
-  round's times."""
+  round's times. ``timer``: ``"wall"`` or ``"device"`` (``plans.Layer.step_ms``)."""
   from jconvt import AlgorithmPlan
   from jconvt._algorithms import REFERENCE
   from benchmarks.plans import Layer as Timed
@@ -77,12 +78,12 @@ def measure(layer: Layer, plans, progress=print, rounds: int = 1) -> dict:
       if isinstance(times.get(key), str):
         continue  # failed in an earlier round
       try:
-        ms, mib = timed.step_ms(plan)
+        ms, mib, *wall = timed.step_ms(plan, timer)
       except Exception as e:  # a plan this layer cannot run
         times[key] = f"{type(e).__name__}: {e}"[:120]
         continue
       each.setdefault(key, []).append(ms)
-      times[key] = [float(np.median(each[key])), mib]
+      times[key] = [float(np.median(each[key])), mib, *wall]  # device: the wall ms last
   progress(f"{layer.name}: " + "; ".join(
       f"{k} {v[0]:.3f} ms" if isinstance(v, list) else f"{k} {v}" for k, v in times.items()))
   row = {"layer": layer.name, "auto": "/".join(timed.auto), "times": times}
@@ -91,11 +92,13 @@ def measure(layer: Layer, plans, progress=print, rounds: int = 1) -> dict:
   return row
 
 
-def markdown(rows, machine: str) -> str:
+def markdown(rows, machine: str, timer: str = "wall") -> str:
   """One line per layer: each plan's ms (temporary MiB), and its time over
   ``auto``'s (>1: ``auto`` is faster)."""
   plans = list(dict.fromkeys(k for row in rows for k in row["times"]))
-  lines = [f"Training steps by plan over a grid ({machine}). Median ms (temporary MiB); "
+  what = ("Median ms" if timer == "wall"
+          else "The kernels' ms per step (device time in a profiler trace)")
+  lines = [f"Training steps by plan over a grid ({machine}). {what} (temporary MiB); "
            "in brackets, the plan's time over `auto`'s (>1: `auto` is faster).", "",
            "| layer | auto's plan | " + " | ".join(plans) + " |",
            "|---|---|" + "---|" * len(plans)]
@@ -123,6 +126,9 @@ def main(argv=None) -> int:
   parser.add_argument("--plans", default="auto,reference,col2im/taps/taps")
   parser.add_argument("--rounds", type=int, default=1,
                       help="time the plans in turn this many times, keep each one's median")
+  parser.add_argument("--timer", default="wall", choices=("wall", "device"),
+                      help="wall: median wall ms per step; device: the kernels' ms per step in a "
+                           "profiler trace (on a GPU, without the dispatch's 0.1-0.4 ms)")
   parser.add_argument("--out", default="sweep", help="output path prefix (.json, .md)")
   args = parser.parse_args(argv)
   grid = layers(positive_ints(args.filters, "--filters", parser),
@@ -139,9 +145,9 @@ def main(argv=None) -> int:
   out = pathlib.Path(args.out).with_suffix(".json")
   rows = []
   for layer in grid:
-    rows.append(measure(layer, plans, rounds=args.rounds))
+    rows.append(measure(layer, plans, rounds=args.rounds, timer=args.timer))
     save_rows(out, rows)
-  save_table(out, markdown(rows, machine()))
+  save_table(out, markdown(rows, machine(), args.timer))
   return 0
 
 

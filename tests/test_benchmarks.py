@@ -314,6 +314,27 @@ def test_sweep_rounds_keep_each_plans_median():
     assert len(rounds) == 3 and row["times"][plan][0] == float(np.median(rounds))
 
 
+def test_sweep_by_device_time(tmp_path, monkeypatch):
+  """``--timer device`` times each plan's step by its trace's kernels (on a
+  CPU, its outermost XLA operations), not by the wall clock, and says so."""
+  import benchmarks.__main__ as suite
+  from benchmarks import profile, sweep
+  traced = []
+  real = profile.trace_jax
+  monkeypatch.setattr(profile, "trace_jax",
+                      lambda fn, calls: traced.append(calls) or real(fn, calls))
+  monkeypatch.setattr(suite, "median_ms", lambda *a, **k: 1234.5)  # the wall clock's, kept apart
+  out = tmp_path / "sweep"
+  assert sweep.main(["--filters", "3", "--in-channels", "4", "--sizes", "4", "--kernels", "4s2",
+                     "--batch", "1", "--plans", "auto,reference", "--timer", "device",
+                     "--out", str(out)]) == 0
+  assert traced == [10, 10]
+  (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+  assert all(isinstance(v, list) and 0 < v[0] < 1234.5 and v[2] == 1234.5
+             for v in row["times"].values()), row
+  assert "The kernels' ms per step" in out.with_suffix(".md").read_text()
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--filters", "3,x"], "--filters must be comma-separated integers, got '3,x'"),
     (["--sizes", "0"], "--sizes must be integers of at least 1, got '0'"),
