@@ -2859,6 +2859,23 @@ def cpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
 # phase forward alone ran 1.03-1.71x at strides 4-16 and 91-154x at 32.
 GPU_PHASE_MIN_PHASES = 16
 
+# Below 16 phases, float32 layers with few filters whose kernel is twice
+# the stride (k4 s2: two taps per phase and axis) run ``phase/conv/conv``:
+# cuDNN's backward-data convolution writing 1-8 output channels is the
+# slow kernel there, the phase forward's one convolution writes ``s * s``
+# times as many. Timed by the kernels' time in a profiler trace (``python
+# -m benchmarks.sweep --timer device``, an H200, 2026-11-28, jax 0.11.2;
+# ``benchmarks/results/2026-11-28-h200-sweep-few-filters-device.md``): on
+# the 12 k4 s2 layers with 1, 3 and 8 filters (16 images of 32x32 and
+# 64x64, 32 and 128 channels) the step's kernels took 1.08-1.49x less time
+# than ``dilated/autodiff/conv``'s, in the same scratch (+2 MiB at most);
+# the suite's RGB output at 8x its batch 1.51x (217 -> 144 us; wall clock
+# 0.506 -> 0.343 ms). With 32 filters still 1.10-1.22x, but in up to twice
+# the scratch (32 -> 65 MiB); from 64 filters on the suite's k4 s2 layers
+# 0.95-1.07x. At k3 s2 the phase step was the slower (0.61-1.10x), and at
+# stride 1 (0.87-1.38x) it was not consistently faster.
+GPU_PHASE_MAX_FILTERS = 8
+
 
 def gpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
              geometry) -> AlgorithmPlan:
@@ -2867,12 +2884,19 @@ def gpu_plan(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
   the fast path's transpose rule) with ``grad_kernel``'s convolution for the
   kernel gradient, and the reference's forward, or ``phase`` from
   ``GPU_PHASE_MIN_PHASES`` phases (``s_h * s_w``) on where the layer is not
-  dilated; at stride 1, the reference (the rules above)."""
+  dilated; ``phase/conv/conv`` for float32 layers of at most
+  ``GPU_PHASE_MAX_FILTERS`` filters whose kernel is twice the stride; at
+  stride 1, the reference (the rules above)."""
   sh, sw = config.strides
   if sh * sw == 1:
     return REFERENCE
-  if sh * sw >= GPU_PHASE_MIN_PHASES and config.dilation_rate == (1, 1):
-    return AlgorithmPlan("phase", "autodiff", "conv")
+  if config.dilation_rate == (1, 1):
+    if sh * sw >= GPU_PHASE_MIN_PHASES:
+      return AlgorithmPlan("phase", "autodiff", "conv")
+    kh, kw, f, _ = kernel_shape
+    if (f <= GPU_PHASE_MAX_FILTERS and (kh, kw) == (2 * sh, 2 * sw)
+        and jnp.dtype(dtype) == jnp.float32 and config.preferred_element_type is None):
+      return AlgorithmPlan("phase", "conv", "conv")
   return AlgorithmPlan("dilated", "autodiff", "conv")
 
 
@@ -2933,7 +2957,9 @@ def dispatch(x, kernel, config, geometry):
     (``gpu_plan``): at stride > 1 the dilated forward (``conv_phase`` from
     ``GPU_PHASE_MIN_PHASES`` phases on) and the dilated input gradient
     with ``grad_kernel``'s convolution as the kernel gradient (in
-    ``_fast_p``), else ``"dilated"``. On other backends (ROCm, TPU),
+    ``_fast_p``), but ``conv_phase`` with the strided-convolution input
+    gradient for float32 layers of at most ``GPU_PHASE_MAX_FILTERS``
+    filters whose kernel is twice the stride; else ``"dilated"``. On other backends (ROCm, TPU),
     ``"dilated"``: unmeasured there. The choice is made per platform at
     lowering (``lax.platform_dependent``).
   """

@@ -184,7 +184,9 @@ def gemm_forward():
 def gpu_rules():
   """Makes ``auto`` on this machine run the plan it runs on NVIDIA GPUs
   (``gpu_plan``: the dilated forward and input gradient, ``grad_kernel`` at
-  stride > 1), whatever the backend; restores the rules on exit."""
+  stride > 1; the phase forward from 16 phases on, and with the strided
+  input gradient for few filters at k = 2s), whatever the backend; restores
+  the rules on exit."""
   from jconvt import _algorithms
   saved = dict(_algorithms._AUTO_RULES)
   _algorithms._AUTO_RULES.update({name: _algorithms.gpu_plan for name in saved})

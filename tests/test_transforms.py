@@ -1218,7 +1218,7 @@ def test_cuda_lowering_runs_the_gpu_plan(data_format):
   the reference: no dilation at all. At stride 4 (16 phases) the forward
   is the phase convolution, undilated."""
   x_shape = (2, 8, 8, 4) if data_format == "channels_last" else (2, 4, 8, 8)
-  params, x = _data(x_shape, (4, 4, 6, 4))
+  params, x = _data(x_shape, (4, 4, 16, 4))
 
   def step(cfg):
     return jax.grad(lambda p, x: jnp.sum(jconvt.conv2d_transpose(p, x, cfg) ** 2),
@@ -1236,8 +1236,11 @@ def test_cuda_lowering_runs_the_gpu_plan(data_format):
   # From 16 phases the forward is the phase convolution: no dilation.
   params4, x4 = _data(x_shape, (8, 8, 6, 4))
   stride4 = _lowered_convolutions(step(cfg.replace(strides=4)), (params4, x4), "cuda")
-  assert [("lhs_dilate" in c, "rhs_dilate" in c, "stride" in c) for c in stride4] == [
-      (False, False, False), (False, False, True), (False, True, False)]
+  phase_forward = [(False, False, False), (False, False, True), (False, True, False)]
+  assert [("lhs_dilate" in c, "rhs_dilate" in c, "stride" in c) for c in stride4] == phase_forward
+  # So with few filters at k4 s2, with the strided input gradient.
+  few = _lowered_convolutions(step(cfg), _data(x_shape, (4, 4, 6, 4)), "cuda")
+  assert [("lhs_dilate" in c, "rhs_dilate" in c, "stride" in c) for c in few] == phase_forward
 
 
 @pytest.mark.parametrize("dtype,preferred", [
@@ -1269,13 +1272,41 @@ def test_gpu_plan_matches_the_reference(x_shape, kernel_shape, kwargs, dtype, pr
     plan = jconvt.algorithm_plan(x.shape, kernel_shape, cfg, dtype)
     y, (dparams, dx) = run("auto")
   strides = cfg.strides
-  assert plan == ("phase" if strides[0] * strides[1] >= 16 else "dilated", "autodiff", "conv")
+  few_filters = (kernel_shape[:2] == (2 * strides[0], 2 * strides[1]) and kernel_shape[2] <= 8
+                 and dtype == jnp.float32 and preferred is None)
+  assert plan == (("phase", "autodiff", "conv") if strides[0] * strides[1] >= 16
+                  else ("phase", "conv", "conv") if few_filters
+                  else ("dilated", "autodiff", "conv"))
   y_ref, (dparams_ref, dx_ref) = run("dilated")
   assert y.dtype == y_ref.dtype and dx.dtype == x.dtype
   assert dparams["kernel"].dtype == dparams_ref["kernel"].dtype
   assert_close(y, y_ref, dtype)
   assert_close(dx, dx_ref, dtype)
   assert_close(dparams["kernel"], dparams_ref["kernel"], dtype)
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,kwargs,dtype,expected", [
+    ((16, 32, 32, 64), (4, 4, 3, 64), {}, jnp.float32, ("phase", "conv", "conv")),
+    ((16, 32, 32, 64), (4, 4, 8, 64), {}, jnp.float32, ("phase", "conv", "conv")),
+    ((16, 64, 32, 32), (4, 4, 3, 64), {"data_format": "channels_first"}, jnp.float32,
+     ("phase", "conv", "conv")),
+    ((4, 8, 8, 16), (6, 6, 1, 16), {"strides": 3}, jnp.float32, ("phase", "conv", "conv")),
+    ((16, 32, 32, 64), (4, 4, 9, 64), {}, jnp.float32, ("dilated", "autodiff", "conv")),
+    ((16, 32, 32, 64), (3, 3, 3, 64), {}, jnp.float32, ("dilated", "autodiff", "conv")),
+    ((16, 32, 32, 64), (5, 5, 3, 64), {}, jnp.float32, ("dilated", "autodiff", "conv")),
+    ((16, 32, 32, 64), (4, 4, 3, 64), {}, jnp.bfloat16, ("dilated", "autodiff", "conv")),
+    ((16, 32, 32, 64), (4, 4, 3, 64), {"preferred_element_type": jnp.float32}, jnp.bfloat16,
+     ("dilated", "autodiff", "conv")),
+    ((16, 32, 32, 64), (3, 3, 3, 64), {"strides": 1}, jnp.float32,
+     ("dilated", "autodiff", "autodiff")),
+    ((4, 8, 8, 16), (8, 8, 3, 16), {"strides": 4}, jnp.float32, ("phase", "autodiff", "conv")),
+])
+def test_gpu_few_filters_rule(x_shape, kernel_shape, kwargs, dtype, expected):
+  """``auto`` on NVIDIA GPUs runs ``phase/conv/conv`` for float32 layers of
+  at most 8 filters whose kernel is twice the stride (k4 s2, k6 s3), and
+  its other plans elsewhere."""
+  cfg = ConvTransposeConfig(**{"strides": 2, "padding": "same", **kwargs})
+  assert tuple(jconvt.algorithm_plan(x_shape, kernel_shape, cfg, dtype, "cuda")) == expected
 
 
 @pytest.mark.parametrize("version,expected", [
@@ -1293,7 +1324,7 @@ def test_algorithm_plan_tells_cuda_from_rocm(monkeypatch, version, expected):
 
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   monkeypatch.setattr(jax, "devices", lambda *_: [Device()])
-  plan = jconvt.algorithm_plan((1, 8, 8, 4), (4, 4, 8, 4), ConvTransposeConfig(2, "same"))
+  plan = jconvt.algorithm_plan((1, 8, 8, 4), (4, 4, 16, 4), ConvTransposeConfig(2, "same"))
   assert tuple(plan) == expected
 
 
