@@ -10,6 +10,10 @@
 #    GPU), the dilated reference itself, jconvt with the CPU's fast paths
 #    forced (phase, col2im), flax, lax.conv_transpose and PyTorch on CUDA;
 #    writes $OUT/suite.{md,json,png} and $OUT/suite.log;
+# 2b. the suite's programs profiled (PROFILE_S, 0 by default; PROFILE_IMPLS,
+#    BENCH_ARGS): each program's kernels against its wall time
+#    (benchmarks/profile.py); writes $OUT/profile.{md,json,hlo.txt} and
+#    $OUT/profile.log. On an H200 (2026-11-28) it took 70 s at 8x batch;
 # 3. the upsample suite (large strides, FCN heads) on the GPU (UPSAMPLE_S,
 #    0 by default; UPSAMPLE_IMPLS, by default jconvt's four names and
 #    PyTorch); writes
@@ -72,6 +76,15 @@ if [ "${BENCH_S:-200}" != 0 ]; then
     --impls "${IMPLS:-jconvt,jconvt-dilated,jconvt-phase,jconvt-col2im,flax,lax.conv_transpose,torch}" \
     ${BENCH_ARGS:-} 2>&1 | tee "$out/suite.log" | grep -v '^|'
   echo "benchmark exit: ${PIPESTATUS[0]}"
+fi
+
+if [ "${PROFILE_S:-0}" != 0 ]; then
+  # Each program's kernels (device time) beside its wall time: on a GPU the
+  # suite's sub-millisecond forwards are mostly JAX's per-call cost.
+  timeout "${PROFILE_S}" $py -m benchmarks.profile --out "$out/profile" \
+    --impls "${PROFILE_IMPLS:-jconvt,jconvt-phase,torch}" ${BENCH_ARGS:-} 2>&1 \
+    | grep -E " / (forward|step): " > "$out/profile.log"
+  echo "profile exit: ${PIPESTATUS[0]}"
 fi
 
 if [ "${UPSAMPLE_S:-0}" != 0 ]; then

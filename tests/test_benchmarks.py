@@ -355,13 +355,31 @@ def test_gpu_check_script_runs_its_bookkeeping(tmp_path):
   GPU machine's one call is not lost to a shell error."""
   script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
   env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "BENCH_S": "0",
-         "UPSAMPLE_S": "0", "PLANS_S": "0", "SWEEP_S": "0", "TEST_S": "0", "ONEDNN_S": "0"}
+         "UPSAMPLE_S": "0", "PLANS_S": "0", "SWEEP_S": "0", "TEST_S": "0", "ONEDNN_S": "0",
+         "PROFILE_S": "0"}
   run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
                        timeout=120)
   assert run.returncode == 0, run.stderr
   versions = (tmp_path / "versions.txt").read_text()
   assert "jax " in versions and "devices:" in versions
   assert "exit:" not in run.stdout  # no step ran
+
+
+def test_gpu_check_script_profiles_the_suite(tmp_path):
+  """Its profile step (``PROFILE_S``) runs ``benchmarks.profile`` with the
+  suite's arguments and keeps each program's line."""
+  script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
+  env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "BENCH_S": "0",
+         "UPSAMPLE_S": "0", "PLANS_S": "0", "SWEEP_S": "0", "TEST_S": "0", "ONEDNN_S": "0",
+         "PROFILE_S": "100", "PROFILE_IMPLS": "jconvt",
+         "BENCH_ARGS": "--suite edge --only 16->64 --calls 2"}
+  run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                       timeout=120)
+  assert run.returncode == 0 and "profile exit: 0" in run.stdout, (run.stdout, run.stderr)
+  lines = (tmp_path / "profile.log").read_text().splitlines()
+  assert [line.split(":")[0] for line in lines] == [
+      "stride 1 valid 16->64 k3 / jconvt / forward", "stride 1 valid 16->64 k3 / jconvt / step"]
+  assert (tmp_path / "profile.hlo.txt").exists()
 
 
 def test_batch_norm_of_a_16_bit_layer_is_computed_in_float32():
