@@ -2872,7 +2872,7 @@ GPU_PHASE_MIN_PHASES = 16
 # the suite's RGB output at 8x its batch 1.51x (217 -> 144 us; wall clock
 # 0.506 -> 0.343 ms). With 32 filters still 1.10-1.22x, but in up to twice
 # the scratch (32 -> 65 MiB); from 64 filters on the suite's k4 s2 layers
-# 0.95-1.07x. At k3 s2 the phase step was the slower (0.61-1.10x), and at
+# 0.95-1.08x. At k3 s2 the phase step was the slower (0.61-1.10x), and at
 # stride 1 (0.87-1.38x) it was not consistently faster.
 GPU_PHASE_MAX_FILTERS = 8
 
