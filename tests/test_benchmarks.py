@@ -349,16 +349,22 @@ def test_sweep_refuses_bad_arguments(argv, message, capsys):
   assert message in capsys.readouterr().err
 
 
+def _gpu_check(tmp_path, **env):
+  """``benchmarks/gpu_check.sh`` run with its logs in ``tmp_path``, every
+  timed step off (each limit 0) but those ``env`` sets."""
+  script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
+  steps = {f"{step}_S": "0" for step in ("BENCH", "UPSAMPLE", "PLANS", "SWEEP", "TEST", "ONEDNN",
+                                         "PROFILE")}
+  env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), **steps, **env}
+  return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                        timeout=120)
+
+
 def test_gpu_check_script_runs_its_bookkeeping(tmp_path):
   """``benchmarks/gpu_check.sh`` with every timed step off (each limit 0)
   still runs: it parses, writes its versions file and exits 0, so a lent
   GPU machine's one call is not lost to a shell error."""
-  script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
-  env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "BENCH_S": "0",
-         "UPSAMPLE_S": "0", "PLANS_S": "0", "SWEEP_S": "0", "TEST_S": "0", "ONEDNN_S": "0",
-         "PROFILE_S": "0"}
-  run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
-                       timeout=120)
+  run = _gpu_check(tmp_path)
   assert run.returncode == 0, run.stderr
   versions = (tmp_path / "versions.txt").read_text()
   assert "jax " in versions and "devices:" in versions
@@ -368,13 +374,8 @@ def test_gpu_check_script_runs_its_bookkeeping(tmp_path):
 def test_gpu_check_script_profiles_the_suite(tmp_path):
   """Its profile step (``PROFILE_S``) runs ``benchmarks.profile`` with the
   suite's arguments and keeps each program's line."""
-  script = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.sh"
-  env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "BENCH_S": "0",
-         "UPSAMPLE_S": "0", "PLANS_S": "0", "SWEEP_S": "0", "TEST_S": "0", "ONEDNN_S": "0",
-         "PROFILE_S": "100", "PROFILE_IMPLS": "jconvt",
-         "BENCH_ARGS": "--suite edge --only 16->64 --calls 2"}
-  run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
-                       timeout=120)
+  run = _gpu_check(tmp_path, PROFILE_S="100", PROFILE_IMPLS="jconvt",
+                   BENCH_ARGS="--suite edge --only 16->64 --calls 2")
   assert run.returncode == 0 and "profile exit: 0" in run.stdout, (run.stdout, run.stderr)
   lines = (tmp_path / "profile.log").read_text().splitlines()
   assert [line.split(":")[0] for line in lines] == [
