@@ -14,12 +14,13 @@ and dilations), and a configuration oneDNN rejects aborts the process. So
 it is used only where ``enabled()``: an x86-64 machine and a jaxlib whose
 encoding the tests check against ``lax.conv_general_dilated``
 (``VERIFIED_JAXLIB``), or ``JCONVT_ONEDNN=1`` in the environment to force
-it (``JCONVT_ONEDNN=0`` turns it off). Only float32, or bfloat16 where the
-CPU multiplies it natively (AVX512_BF16, AMX), channels-last input (NHWC,
-or NDHWC with three spatial axes, which the kernel gradient uses), no
-input dilation, padding >= 0 (``supported``). bfloat16 ran 2.2-2.8x
-faster than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 ->
-512 k2 11.0 against 23.7 ms).
+it (``JCONVT_ONEDNN=0`` turns it off). Only float32 (bfloat16 only where
+``JCONVT_ONEDNN_BFLOAT16=1`` opts in: it computed wrong values on an Intel
+Xeon with AMX, ``_takes_bfloat16``), channels-last input (NHWC, or NDHWC
+with three spatial axes, which the kernel gradient uses), no input
+dilation, padding >= 0 (``supported``). bfloat16 had run 2.2-2.8x faster
+than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 -> 512 k2
+11.0 against 23.7 ms).
 
 ``conv`` is a primitive of its own: on CPU the custom call, on every other
 platform ``lax.conv_general_dilated``; differentiable (its tangents are
@@ -94,11 +95,29 @@ def _cpu_flags() -> frozenset:
   return frozenset()
 
 
-def _cpu_has_bfloat16() -> bool:
-  """Whether the CPU computes bfloat16 products natively (AVX512_BF16 or
-  AMX-BF16), which oneDNN's bfloat16 convolution needs to be fast (and, on
-  some ISAs, to exist)."""
-  return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+def _takes_bfloat16() -> bool:
+  """Whether ``conv`` takes bfloat16 inputs: only where
+  ``JCONVT_ONEDNN_BFLOAT16=1`` opts in (read at trace time), on a CPU that
+  computes bfloat16 products natively (AVX512_BF16 or AMX-BF16), which
+  oneDNN's bfloat16 convolution needs to be fast (and, on some ISAs, to
+  exist).
+
+  Off by default since 2026-11-28: on an Intel Xeon with AMX (jaxlib
+  0.10.2) oneDNN's bfloat16 convolutions computed wrong values, errors the
+  size of the outputs themselves and the same on every run, for shapes of
+  every kind: 2-D and 3-D, 2 to 64 contracted channels, kernels 3 to 40
+  wide, strided or not, either output dtype (for instance (3, 2, 24, 4)
+  with a (2, 24, 4, 8) kernel, padding 1: a kernel gradient's convolution
+  at stride 1, which the property tests found). Of random ones, 40 of 491
+  with 1 to 32 contracted channels and kernels up to 48 wide were wrong, 1
+  of 300 with 16 to 64 channels, and 3 of 390 with kernels at most 4x4
+  (strided, one reading garbage: 5e33). Float32 convolutions of the same
+  shapes were right. No pattern held that a rule could keep off oneDNN, so
+  bfloat16 layers run the paths of CPUs without it (the GEMMs accumulated
+  in float32, XLA's convolutions): the suite's bfloat16 layer's training
+  step 11.1 -> 22.4 ms there, its forward 3.6 -> 7.1 ms."""
+  return (os.environ.get("JCONVT_ONEDNN_BFLOAT16", "").strip() == "1"
+          and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()))
 
 
 def cpu_has_amx() -> bool:
@@ -109,11 +128,11 @@ def cpu_has_amx() -> bool:
 
 
 def takes_dtype(dtype) -> bool:
-  """Whether ``conv`` takes inputs of ``dtype``: float32, or bfloat16 on a
-  CPU with native bfloat16 products; and ``enabled()``."""
+  """Whether ``conv`` takes inputs of ``dtype``: float32, or bfloat16 where
+  ``_takes_bfloat16``; and ``enabled()``."""
   dtype = jnp.dtype(dtype)
   return enabled() and (dtype == jnp.float32
-                        or (dtype == jnp.bfloat16 and _cpu_has_bfloat16()))
+                        or (dtype == jnp.bfloat16 and _takes_bfloat16()))
 
 
 def takes_channels_first(dtype) -> bool:

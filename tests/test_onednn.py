@@ -513,6 +513,42 @@ def test_switch(monkeypatch):
                                and version in _onednn.VERIFIED_JAXLIB)
 
 
+@pytest.mark.parametrize("flag", [None, "0", "1"])
+def test_bfloat16_only_where_opted_in(monkeypatch, flag):
+  """oneDNN takes bfloat16 only with ``JCONVT_ONEDNN_BFLOAT16=1``, on a CPU
+  with native bfloat16 products: its bfloat16 convolutions computed wrong
+  values on an Intel Xeon with AMX (``_takes_bfloat16``)."""
+  monkeypatch.setenv("JCONVT_ONEDNN", "1")
+  if flag is None:
+    monkeypatch.delenv("JCONVT_ONEDNN_BFLOAT16", raising=False)
+  else:
+    monkeypatch.setenv("JCONVT_ONEDNN_BFLOAT16", flag)
+  native = bool({"avx512_bf16", "amx_bf16"} & _onednn._cpu_flags())
+  assert _onednn.takes_dtype(jnp.bfloat16) == (flag == "1" and native)
+  assert _onednn.takes_dtype(jnp.float32)
+
+
+def test_bfloat16_stride1_kernel_gradient_as_the_reference():
+  """The layer on which ``make explore`` found oneDNN's bfloat16 kernel
+  gradient wrong (its convolution of x with a 2x24 window of ``dy``):
+  ``auto``'s gradients equal the float32 reference's, as they do by default
+  now that bfloat16 stays off oneDNN."""
+  cfg = ConvTransposeConfig(1, "same")
+  rng = np.random.default_rng(0)
+  draw = lambda shape, scale=1.0: jnp.asarray(rng.standard_normal(shape) * scale, jnp.bfloat16)
+  kernel, x = draw((3, 3, 8, 3), 1 / np.sqrt(27)), draw((4, 2, 24, 3))
+  dy = draw(jconvt.output_shape(x.shape, kernel.shape, cfg))
+
+  def grads(kernel, x, dy, algorithm):
+    c = cfg.replace(algorithm=algorithm)
+    return jax.vjp(lambda k, x: jconvt.conv2d_transpose({"kernel": k}, x, c), kernel, x)[1](dy)
+
+  got = grads(kernel, x, dy, "auto")
+  want = grads(*(a.astype(jnp.float32) for a in (kernel, x, dy)), "dilated")
+  for a, b in zip(got, want):
+    assert_close(a, b, jnp.bfloat16)
+
+
 def test_supported(monkeypatch):
   """Float32 (bfloat16 where the CPU multiplies it natively) in, the input's
   dtype or float32 out, padding >= 0, a non-empty output; nothing when
@@ -521,8 +557,8 @@ def test_supported(monkeypatch):
   ok = ((2, 8, 8, 4), (3, 3, 4, 8), (1, 1), ((1, 1), (1, 1)), (1, 1))
   assert _onednn.supported(*ok, jnp.float32)
   assert _onednn.supported(*ok, jnp.float32, jnp.float32)
-  assert _onednn.supported(*ok, jnp.bfloat16) == _onednn._cpu_has_bfloat16()
-  assert _onednn.supported(*ok, jnp.bfloat16, jnp.float32) == _onednn._cpu_has_bfloat16()
+  assert _onednn.supported(*ok, jnp.bfloat16) == _onednn._takes_bfloat16()
+  assert _onednn.supported(*ok, jnp.bfloat16, jnp.float32) == _onednn._takes_bfloat16()
   assert not _onednn.supported(*ok, jnp.float16)
   assert not _onednn.supported(*ok, jnp.float32, jnp.bfloat16)
   assert not _onednn.supported(*ok[:3], ((1, -1), (1, 1)), (1, 1), jnp.float32)
@@ -824,9 +860,9 @@ def test_bfloat16_plan_with_onednn(monkeypatch, x_shape, kernel_shape, expected)
   input the convolution (XLA:CPU's dot there) either way."""
   cfg = ConvTransposeConfig(2, "same")
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
-  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
+  monkeypatch.setattr(_onednn, "_takes_bfloat16", lambda: True)
   assert tuple(_cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)) == expected
-  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
+  monkeypatch.setattr(_onednn, "_takes_bfloat16", lambda: False)
   plan = _cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16)
   assert plan.kernel_gradient == ("conv" if x_shape[1:3] == (1, 1) else "phase_gemm")
 
@@ -849,10 +885,10 @@ def test_bfloat16_kernel_gradient_of_small_inputs(monkeypatch, x_shape, kernel_s
   cfg = ConvTransposeConfig(strides, "same")
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   plan = lambda dtype: _cpu_plan(x_shape, kernel_shape, cfg, dtype).kernel_gradient
-  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
+  monkeypatch.setattr(_onednn, "_takes_bfloat16", lambda: True)
   assert plan(jnp.bfloat16) == bf16_onednn
   assert plan(jnp.float32) == float32
-  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
+  monkeypatch.setattr(_onednn, "_takes_bfloat16", lambda: False)
   assert plan(jnp.bfloat16) == bf16_without
 
 
@@ -969,9 +1005,9 @@ def test_stride1_bfloat16_kernel_gradient_with_onednn(monkeypatch, x_shape, kern
   else the GEMMs."""
   cfg = ConvTransposeConfig(1, padding)
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
-  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: True)
+  monkeypatch.setattr(_onednn, "_takes_bfloat16", lambda: True)
   assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
       expected)
-  monkeypatch.setattr(_onednn, "_cpu_has_bfloat16", lambda: False)
+  monkeypatch.setattr(_onednn, "_takes_bfloat16", lambda: False)
   assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.bfloat16).kernel_gradient == (
       "phase_gemm")
