@@ -9,10 +9,10 @@ pass and the training step the suite times (``benchmarks.runners``), then
 traces ``--calls`` calls of each: JAX's with ``jax.profiler`` (a Perfetto
 trace; on a GPU its device streams, else the host's operations), PyTorch's
 with ``torch.profiler`` (CUDA kernels on a GPU, else each operator's own
-CPU time). It prints, per program, the wall time per call, the traced time
-per call (median, untraced), the traced time per call and the ``--top``
-kernels by time, and writes them to ``PATH.json``
-and ``PATH.md``, with the optimized HLO of every JAX program in
+CPU time). It prints, per program, the median wall time per call
+(untraced), the traced time per call and the ``--top`` kernels by time, and
+writes them to ``PATH.json`` and ``PATH.md``, with the optimized HLO of
+every JAX program in
 ``PATH.hlo.txt`` (the convolutions' custom calls, layouts and fusions). A
 diagnosis tool: the suite (``python -m benchmarks``) gives the times to
 report.
@@ -28,12 +28,8 @@ import pathlib
 import tempfile
 import time
 
-import numpy as np
-
 from benchmarks.layers import SUITES
 from benchmarks import runners
-
-WHAT = ("forward", "step")
 
 # The trace's own bookkeeping on the host, not work of the program.
 _HOST_WRAPPERS = ("$", "end:", "Threadpool", "Pjit", "ThunkExecutor", "PjRt", "ExecuteHelper",
@@ -124,6 +120,7 @@ def profile_layer(impl: str, layer, calls: int, top: int, hlo=None):
   """``{what: {"wall_ms", "traced_us", "top"}}`` for one implementation on
   one layer; appends each JAX program's optimized HLO to ``hlo``."""
   import jax
+  from benchmarks.__main__ import median_ms
   out = {}
   if impl == "torch":
     fwd, step = runners.torch_programs(layer)
@@ -141,12 +138,7 @@ def profile_layer(impl: str, layer, calls: int, top: int, hlo=None):
     tracer = trace_jax
   for what, fn in programs.items():
     fn()
-    times = []
-    for _ in range(calls):
-      t0 = time.perf_counter()
-      fn()
-      times.append(time.perf_counter() - t0)
-    wall = 1e3 * float(np.median(times))
+    wall = median_ms(fn, calls, min_time=0)
     traced, kernels = kernel_table(tracer(fn, calls), calls, top)
     out[what] = {"wall_ms": wall, "traced_us": traced, "top": kernels}
   return out

@@ -2279,12 +2279,12 @@ def _input_grad_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape, dt
   if (config.dilation_rate == (1, 1)
       and _input_grad_kernel_exceeds_dy(config, kernel_shape, geometry)):
     kh, kw, f, _ = kernel_shape
-    small = _pixels(x_shape, config) <= SMALL_INPUT_PIXELS
-    if kh * kw <= TAPS_MAX_TAPS and small:
+    pixels = _pixels(x_shape, config)
+    if kh * kw <= TAPS_MAX_TAPS and pixels <= SMALL_INPUT_PIXELS:
       return "taps"
     if _input_grad_conv_on_onednn(config, x_shape, kernel_shape, dtype, geometry):
       return "conv"
-    windows = _pixels(x_shape, config) * kh * kw * f * jnp.dtype(dtype).itemsize
+    windows = pixels * kh * kw * f * jnp.dtype(dtype).itemsize
     return "taps" if windows <= TAPS_MAX_WINDOW_BYTES else "phase_gemm"
   return "conv"
 
@@ -2959,8 +2959,8 @@ def dispatch(x, kernel, config, geometry):
     with ``grad_kernel``'s convolution as the kernel gradient (in
     ``_fast_p``), but ``conv_phase`` with the strided-convolution input
     gradient for float32 layers of at most ``GPU_PHASE_MAX_FILTERS``
-    filters whose kernel is twice the stride; else ``"dilated"``. On other backends (ROCm, TPU),
-    ``"dilated"``: unmeasured there. The choice is made per platform at
+    filters whose kernel is twice the stride; else ``"dilated"``. On other
+    backends (ROCm, TPU), ``"dilated"``: unmeasured there. The choice is made per platform at
     lowering (``lax.platform_dependent``).
   """
   if config.algorithm == "dilated":

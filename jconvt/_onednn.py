@@ -95,12 +95,17 @@ def _cpu_flags() -> frozenset:
   return frozenset()
 
 
+def _cpu_has_bfloat16() -> bool:
+  """Whether the CPU computes bfloat16 products natively (AVX512_BF16 or
+  AMX-BF16), which oneDNN's bfloat16 convolution needs to be fast (and, on
+  some ISAs, to exist)."""
+  return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
 def _takes_bfloat16() -> bool:
   """Whether ``conv`` takes bfloat16 inputs: only where
   ``JCONVT_ONEDNN_BFLOAT16=1`` opts in (read at trace time), on a CPU that
-  computes bfloat16 products natively (AVX512_BF16 or AMX-BF16), which
-  oneDNN's bfloat16 convolution needs to be fast (and, on some ISAs, to
-  exist).
+  computes bfloat16 products natively (``_cpu_has_bfloat16``).
 
   Off by default since 2026-11-28: on an Intel Xeon with AMX (jaxlib
   0.10.2) oneDNN's bfloat16 convolutions computed wrong values, errors the
@@ -116,8 +121,7 @@ def _takes_bfloat16() -> bool:
   bfloat16 layers run the paths of CPUs without it (the GEMMs accumulated
   in float32, XLA's convolutions): the suite's bfloat16 layer's training
   step 11.1 -> 22.4 ms there, its forward 3.6 -> 7.1 ms."""
-  return (os.environ.get("JCONVT_ONEDNN_BFLOAT16", "").strip() == "1"
-          and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags()))
+  return os.environ.get("JCONVT_ONEDNN_BFLOAT16", "").strip() == "1" and _cpu_has_bfloat16()
 
 
 def cpu_has_amx() -> bool:
