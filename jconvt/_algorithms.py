@@ -2050,7 +2050,8 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   ``_phase_kernel_exceeds_input``,
   unless ``_large_kernel_on_onednn``),
   phase on the others with dilation 1, and the dilated form otherwise.
-  bfloat16 where oneDNN takes it: phase at any size (dilation 1, unless
+  bfloat16 where oneDNN takes it over the input channels
+  (``_onednn.takes``): phase at any size (dilation 1, unless
   its kernel exceeds the input), whose training steps ran 1.47-1.88x as
   fast as col2im's on 8x8 and 16x16 inputs (16x8x8x512 -> 256 k4 s2: 66
   -> 35 ms, scratch 33 -> 7 MiB) and 1.02x on 4x4 (where phase_gemm ran
@@ -2064,7 +2065,8 @@ def _forward_algorithm(config: ConvTransposeConfig, x_shape, kernel_shape,
   if (phase_ok and _phase_kernel_exceeds_input(config, x_shape, kernel_shape)
       and not _large_kernel_on_onednn(config, x_shape, kernel_shape, dtype)):
     return "col2im"
-  if phase_ok and jnp.dtype(dtype) == jnp.bfloat16 and _onednn.takes_dtype(dtype):
+  if (phase_ok and jnp.dtype(dtype) == jnp.bfloat16
+      and _onednn.takes(dtype, kernel_shape[3])):
     return "phase"  # its convolutions on oneDNN, at any size
   if (small and _col2im_taps_per_pixel(config, kernel_shape) <= COL2IM_MAX_TAPS
       and not (phase_ok and (_phase_beats_col2im(config, kernel_shape)
@@ -2182,11 +2184,12 @@ def _input_grad_kernel_exceeds_dy(config: ConvTransposeConfig, kernel_shape,
 
 
 def _forward_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype) -> bool:
-  """Whether ``auto``'s forward is ``conv_phase_gemm``: bfloat16 inputs,
-  stride > 1, dilation 1, each stride dividing its kernel size and at least
+  """Whether ``auto``'s forward is ``conv_phase_gemm``: bfloat16 inputs
+  whose convolution over the input channels oneDNN would not take
+  (``_onednn.takes``), stride > 1, dilation 1, each stride dividing its kernel size and at least
   ``GEMM_FORWARD_COLUMNS`` GEMM columns (``s_h * s_w * filters``); the
   rule above."""
-  return (jnp.dtype(dtype) == jnp.bfloat16 and not _onednn.takes_dtype(dtype)
+  return (jnp.dtype(dtype) == jnp.bfloat16 and not _onednn.takes(dtype, kernel_shape[3])
           and config.strides != (1, 1)
           and config.dilation_rate == (1, 1) and _strides_divide_kernel(config, kernel_shape)
           and config.strides[0] * config.strides[1] * kernel_shape[2] >= GEMM_FORWARD_COLUMNS)
@@ -2242,11 +2245,12 @@ def _input_grad_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype=jnp.flo
   phase) it is one GEMM at any size, and ``grad_kernel_phase`` runs
   unchunked: both fold the same ``dy``, which XLA builds once. With
   bfloat16 inputs it is the GEMMs whenever each stride divides its kernel
-  size."""
+  size, unless oneDNN takes the convolution over the filters
+  (``_onednn.takes``)."""
   if config.dilation_rate != (1, 1) or config.strides == (1, 1):
     return False
   if (_strides_divide_kernel(config, kernel_shape) and jnp.dtype(dtype) == jnp.bfloat16
-      and not _onednn.takes_dtype(dtype)):
+      and not _onednn.takes(dtype, kernel_shape[2])):
     return True
   return all(k <= s for k, s in zip(kernel_shape[:2], config.strides))  # one tap per phase
 

@@ -14,13 +14,14 @@ and dilations), and a configuration oneDNN rejects aborts the process. So
 it is used only where ``enabled()``: an x86-64 machine and a jaxlib whose
 encoding the tests check against ``lax.conv_general_dilated``
 (``VERIFIED_JAXLIB``), or ``JCONVT_ONEDNN=1`` in the environment to force
-it (``JCONVT_ONEDNN=0`` turns it off). Only float32 (bfloat16 only where
-``JCONVT_ONEDNN_BFLOAT16=1`` opts in: it computed wrong values on an Intel
-Xeon with AMX, ``_takes_bfloat16``), channels-last input (NHWC, or NDHWC
-with three spatial axes, which the kernel gradient uses), no input
-dilation, padding >= 0 (``supported``). bfloat16 had run 2.2-2.8x faster
-than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 -> 512 k2
-11.0 against 23.7 ms).
+it (``JCONVT_ONEDNN=0`` turns it off). Only float32 and bfloat16 (on a CPU
+that multiplies it natively, with a multiple of 16 contracted channels and
+no strided single output column: ``bfloat16_miscomputed``;
+``JCONVT_ONEDNN_BFLOAT16=0`` keeps bfloat16 off), channels-last input
+(NHWC, or NDHWC with three spatial axes, which the kernel gradient uses),
+no input dilation, padding >= 0 (``supported``). bfloat16 ran 2.2-2.8x
+faster than XLA:CPU's (390-455 GFLOP/s against 160-181: 16x16x16x256 ->
+512 k2 11.0 against 23.7 ms).
 
 ``conv`` is a primitive of its own: on CPU the custom call, on every other
 platform ``lax.conv_general_dilated``; differentiable (its tangents are
@@ -103,25 +104,50 @@ def _cpu_has_bfloat16() -> bool:
 
 
 def _takes_bfloat16() -> bool:
-  """Whether ``conv`` takes bfloat16 inputs: only where
-  ``JCONVT_ONEDNN_BFLOAT16=1`` opts in (read at trace time), on a CPU that
-  computes bfloat16 products natively (``_cpu_has_bfloat16``).
+  """Whether ``conv`` takes bfloat16 inputs: on a CPU that computes
+  bfloat16 products natively (``_cpu_has_bfloat16``), unless
+  ``JCONVT_ONEDNN_BFLOAT16=0`` turns it off (read at trace time); and
+  then only convolutions ``bfloat16_miscomputed`` passes.
 
-  Off by default since 2026-11-28: on an Intel Xeon with AMX (jaxlib
-  0.10.2) oneDNN's bfloat16 convolutions computed wrong values, errors the
-  size of the outputs themselves and the same on every run, for shapes of
-  every kind: 2-D and 3-D, 2 to 64 contracted channels, kernels 3 to 40
-  wide, strided or not, either output dtype (for instance (3, 2, 24, 4)
-  with a (2, 24, 4, 8) kernel, padding 1: a kernel gradient's convolution
-  at stride 1, which the property tests found). Of random ones, 40 of 491
-  with 1 to 32 contracted channels and kernels up to 48 wide were wrong, 1
-  of 300 with 16 to 64 channels, and 3 of 390 with kernels at most 4x4
-  (strided, one reading garbage: 5e33). Float32 convolutions of the same
-  shapes were right. No pattern held that a rule could keep off oneDNN, so
-  bfloat16 layers run the paths of CPUs without it (the GEMMs accumulated
-  in float32, XLA's convolutions): the suite's bfloat16 layer's training
-  step 11.1 -> 22.4 ms there, its forward 3.6 -> 7.1 ms."""
-  return os.environ.get("JCONVT_ONEDNN_BFLOAT16", "").strip() == "1" and _cpu_has_bfloat16()
+  Off by default for a while on 2026-11-28, after oneDNN's bfloat16
+  convolutions computed wrong values on an Intel Xeon with AMX (jaxlib
+  0.10.2): the same on every run, errors the size of the outputs (for
+  instance (3, 2, 24, 4) with a (2, 24, 4, 8) kernel, padding 1: a kernel
+  gradient's convolution at stride 1, which the property tests found). On
+  since, with that rule: every wrong one ran oneDNN's AMX kernel
+  (``brg_conv_fwd:avx10_1_512_amx`` in ``ONEDNN_VERBOSE``), and every one
+  had a contracted channel count that is not a multiple of 16 (kernels the
+  AMX kernel pads) or a strided single output column. Without it the
+  suite's bfloat16 layer's training step took 22.4 ms instead of 11.1, its
+  forward 7.1 instead of 3.6. Capping oneDNN's ISA below AMX
+  (``ONEDNN_MAX_CPU_ISA``) computed right but ran that forward 6x slower."""
+  return (os.environ.get("JCONVT_ONEDNN_BFLOAT16", "").strip() != "0"
+          and _cpu_has_bfloat16())
+
+
+# bfloat16 convolutions go to oneDNN only with a multiple of this many
+# contracted channels (``bfloat16_miscomputed``).
+BFLOAT16_CONTRACTED_MULTIPLE = 16
+
+
+def bfloat16_miscomputed(rhs_shape, window_strides, out_width) -> bool:
+  """Whether oneDNN's bfloat16 convolution (jaxlib 0.10.2, oneDNN 3.7.3)
+  may compute this one wrong: a contracted channel count (``rhs_shape`` in
+  the default layout, HWIO or DHWIO) that is not a multiple of
+  ``BFLOAT16_CONTRACTED_MULTIPLE``, or a window stride > 1 along the width
+  with one output column (``out_width``).
+
+  Found on an Intel Xeon with AMX (2026-11-28), against
+  ``lax.conv_general_dilated`` in float32 on random convolutions (1-128
+  contracted channels, strides 1-2, padding): 28 of 1263 wrong, all on
+  oneDNN's AMX kernel (``brg_conv_fwd:avx10_1_512_amx``): 16 of the 21
+  with 8 or 12 channels (which it pads) and an 8-wide kernel, at any
+  stride; 12 of the 46 strided onto one output column (11 of 26 with
+  fewer than 16 channels, 1 of 20 with a multiple of 16). This rule catches all 28; of the convolutions it passes none
+  was wrong (457 there, 1500 more with 16-256 channels, 2-D and 3-D,
+  dilated, windows as large as the input)."""
+  return (rhs_shape[-2] % BFLOAT16_CONTRACTED_MULTIPLE != 0
+          or (window_strides[-1] > 1 and out_width == 1))
 
 
 def cpu_has_amx() -> bool:
@@ -129,6 +155,15 @@ def cpu_has_amx() -> bool:
   the machine ``_algorithms._kernel_grad_channel_chunk``'s rule and the AMX
   clause of ``_algorithms._kernel_grad_is_gemm`` were measured on."""
   return "amx_tile" in _cpu_flags()
+
+
+def takes(dtype, contracted: int) -> bool:
+  """Whether ``conv`` takes inputs of ``dtype`` convolved over
+  ``contracted`` channels (``takes_dtype``; for bfloat16 a multiple of
+  ``BFLOAT16_CONTRACTED_MULTIPLE``): the rules' question before they know
+  the rest of the convolution."""
+  return takes_dtype(dtype) and (jnp.dtype(dtype) != jnp.bfloat16
+                                 or contracted % BFLOAT16_CONTRACTED_MULTIPLE == 0)
 
 
 def takes_dtype(dtype) -> bool:
@@ -164,6 +199,9 @@ def supported(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation, dtype
   if miscomputed(rhs_shape, window_strides):
     return False
   out = _output_shape(lhs_shape, rhs_shape, window_strides, padding, rhs_dilation)
+  if jnp.dtype(dtype) == jnp.bfloat16 and bfloat16_miscomputed(rhs_shape, window_strides,
+                                                               out[-2]):
+    return False
   return min(out) > 0 and min(lhs_shape) > 0 and min(rhs_shape) > 0
 
 
@@ -400,6 +438,11 @@ def _partitioned(window_strides, padding, rhs_dilation, out_dtype, rhs_spec, lhs
 
 def _custom_call_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_dtype,
                           rhs_spec, lhs_spec):
+  # A dilation along a one-tap axis changes nothing but crashed oneDNN's
+  # bfloat16 convolution (a segfault after its kernel's reorder; a (1, 5,
+  # 1, 48) input, a (2, 1, 48, 1) kernel dilated (1, 2)): it gets none.
+  taps = hwio_shape(ctx.avals_in[1].shape, rhs_spec)[:-2]
+  rhs_dilation = tuple(1 if k == 1 else d for k, d in zip(taps, rhs_dilation))
   rule = jax.ffi.ffi_lowering(
       TARGET, backend_config=backend_config(window_strides, padding, rhs_dilation, rhs_spec,
                                             lhs_spec),
@@ -411,7 +454,11 @@ def _cpu_lowering(ctx, lhs, rhs, *, window_strides, padding, rhs_dilation, out_d
                   rhs_spec, lhs_spec):
   params = dict(window_strides=window_strides, padding=padding, rhs_dilation=rhs_dilation,
                 out_dtype=out_dtype, rhs_spec=rhs_spec, lhs_spec=lhs_spec)
-  if (miscomputed(hwio_shape(ctx.avals_in[1].shape, rhs_spec), window_strides)
+  rhs_shape = hwio_shape(ctx.avals_in[1].shape, rhs_spec)
+  out_width = _channels_last(ctx.avals_out[0].shape, lhs_spec)[-2]
+  bfloat16 = ctx.avals_in[0].dtype == jnp.bfloat16
+  if (miscomputed(rhs_shape, window_strides)
+      or (bfloat16 and bfloat16_miscomputed(rhs_shape, window_strides, out_width))
       or ctx.module_context.lowering_parameters.for_export):
     # ``jax.export``: a serialized program must not hold the custom call,
     # whose encoding XLA may change (export refuses it unless told not to).

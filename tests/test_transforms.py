@@ -757,7 +757,7 @@ def _batch_norm_relu(y):
     ((4, 16, 16, 32), (4, 4, 32, 32), 2, "same", "phase", jnp.float32),
     ((4, 16, 16, 32), (4, 4, 64, 32), 2, "same", "phase", jnp.float32),   # spread phases
     ((2, 8, 8, 16), (5, 5, 8, 16), 3, "valid", "phase", jnp.float32),     # phase groups
-    # Without oneDNN's bfloat16 (off by default, ``_onednn._takes_bfloat16``)
+    # Without oneDNN's bfloat16 (a CPU without it, or JCONVT_ONEDNN_BFLOAT16=0)
     # this one holds 0.19 MiB more with the batch norm (0.82 against 0.63).
     pytest.param((4, 16, 16, 32), (4, 4, 32, 32), 2, "same", "phase", jnp.bfloat16,
                  marks=pytest.mark.skipif(not jconvt._onednn.takes_dtype(jnp.bfloat16),
