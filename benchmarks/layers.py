@@ -99,11 +99,26 @@ DEEP = (
     Layer("unet 64->64 k3s2 64x64", 8, 64, 64, 64, 3, 2, large=True),
 )
 
-SUITES = {"main": SUITE, "edge": EDGE, "upsample": UPSAMPLE, "deep": DEEP}
+# bfloat16 layers on 8 to 32 images: oneDNN's bfloat16 takes only multiples of
+# 16 contracted channels (``jconvt._onednn.bfloat16_miscomputed``), and the
+# kernel gradient contracts the images (padded to 16 at stride 1).
+BFLOAT16 = (
+    Layer("k4s2 16x16 8 images", 8, 16, 256, 128, 4, 2, dtype="bfloat16"),
+    Layer("k4s2 32x32 8 images", 8, 32, 128, 64, 4, 2, dtype="bfloat16"),
+    Layer("k4s2 32x32 16 images", 16, 32, 128, 64, 4, 2, dtype="bfloat16"),
+    Layer("k3s2 32x32 8 images", 8, 32, 128, 128, 3, 2, dtype="bfloat16"),
+    Layer("k4s2 8x8 32 images", 32, 8, 512, 256, 4, 2, dtype="bfloat16"),
+    Layer("k3 stride 1 8 images", 8, 32, 64, 64, 3, 1, dtype="bfloat16"),
+    Layer("k3 stride 1 16 images", 16, 32, 64, 64, 3, 1, dtype="bfloat16"),
+    Layer("k3 stride 1 256->128 8 images", 8, 32, 256, 128, 3, 1, dtype="bfloat16"),
+)
+
+SUITES = {"main": SUITE, "edge": EDGE, "upsample": UPSAMPLE, "deep": DEEP, "bfloat16": BFLOAT16}
 DESCRIPTIONS = {  # for --suite's help and a table's header
     "main": "decoder layers",
     "edge": ("tiny images whose kernels exceed them; GFLOP/s count every tap of every input "
              "pixel, also those TF's 'same' crop drops"),
     "upsample": "large strides (2-32) with kernels twice the stride, as segmentation heads use",
     "deep": "U-Net decoder blocks on 8 images with 256 or more input channels (and one 64x64)",
+    "bfloat16": "bfloat16 layers on 8 to 32 images, strided and at stride 1",
 }

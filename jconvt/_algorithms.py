@@ -346,6 +346,14 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   oneDNN.
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
+  batch = _kernel_grad_batch(x.shape[0], x.dtype, config.strides)
+  if on_cpu and batch != x.shape[0]:
+    _, padded = _kernel_grad_conv((batch, *x.shape[1:]), (batch, *dy.shape[1:]), kernel_hw,
+                                  config, padding)
+    if _onednn_runs(padded.lhs, padded.rhs, padded.window_strides, padded.padding,
+                    padded.rhs_dilation, x.dtype):
+      extra = ((0, batch - x.shape[0]), (0, 0), (0, 0), (0, 0))
+      x, dy = jnp.pad(x, extra), jnp.pad(dy, extra)  # zero images: exact
   swapped, conv = _kernel_grad_conv(x.shape, dy.shape, kernel_hw, config, padding)
   lhs, rhs = (x, dy) if swapped else (dy, x)
   if (on_cpu and conv.lhs[0] >= ONEDNN_KERNEL_GRAD_SPATIAL_BATCH
@@ -2015,6 +2023,7 @@ ONEDNN_LARGE_KERNEL_MIN_SIDE = 4  # input pixels a side: _large_kernel_on_onednn
 ONEDNN_KERNEL_GRAD_IMAGE_PIXELS = 1024  # height * width, the rule of _kernel_grad_is_gemm
 ONEDNN_KERNEL_GRAD_MAX_DY_BYTES = 16 * 2 ** 20  # dy, filters >= in_channels: _kernel_grad_by_phase
 ONEDNN_BF16_STRIDE1_MIN_BATCH = 4  # the same rule's, at stride 1 in bfloat16
+ONEDNN_BF16_PAD_MIN_BATCH = 8  # _kernel_grad_batch (stride 1, bfloat16)
 ONEDNN_KERNEL_GRAD_SPATIAL_BATCH = 8  # filters (input channels if swapped): _kernel_grad_onednn
 ONEDNN_KERNEL_GRAD_CHANNEL_CHUNK = 128  # _kernel_grad_channel_chunk
 ONEDNN_KERNEL_GRAD_CHUNKED_MULTIPLE = 256
@@ -2524,9 +2533,31 @@ def _kernel_grad_conv_on_eigen(config: ConvTransposeConfig, x_shape, kernel_shap
 def _kernel_grad_conv_on_onednn(config: ConvTransposeConfig, x_shape, kernel_shape, dtype,
                                 geometry) -> bool:
   """Whether ``grad_kernel``'s convolution runs on oneDNN on XLA:CPU
-  (``_onednn_runs``), for an NHWC input of ``x_shape``."""
+  (``_onednn_runs``), for an NHWC input of ``x_shape`` (its batch padded
+  as ``_kernel_grad_batch`` says)."""
+  x_shape = (_kernel_grad_batch(x_shape[0], dtype, config.strides), *x_shape[1:])
   return _onednn_runs(*_kernel_grad_convolution(config, x_shape, kernel_shape, geometry),
                       dtype)
+
+
+def _kernel_grad_batch(n: int, dtype, strides) -> int:
+  """The batch ``grad_kernel`` contracts: ``n``, but at stride 1 in
+  bfloat16 where oneDNN takes it, from ``ONEDNN_BF16_PAD_MIN_BATCH``
+  images on, ``n`` rounded up to a multiple of
+  ``_onednn.BFLOAT16_CONTRACTED_MULTIPLE`` with zero images (which add
+  zero products: exact). oneDNN's AMX kernel computed bfloat16
+  convolutions over other channel counts wrong
+  (``_onednn.bfloat16_miscomputed``), and their GEMMs in its place ran
+  slower: alternating call by call on the Xeon, stride-1 bfloat16 steps
+  with the padded convolution took 0.42x-0.87x the GEMMs' time on 10 of
+  11 layers of 8 or 12 images (8x32x32x256 -> 128 k3 38.4 -> 16.5 ms,
+  8x32x32x64 -> 64 k3 4.12 -> 3.17; 8x64x64x32 -> 32 k3 1.06x), but on 4
+  images 1.17x-1.21x, and at stride 2 0.95x-1.07x with more scratch."""
+  multiple = _onednn.BFLOAT16_CONTRACTED_MULTIPLE
+  if (jnp.dtype(dtype) != jnp.bfloat16 or tuple(strides) != (1, 1) or n % multiple == 0
+      or n < ONEDNN_BF16_PAD_MIN_BATCH or not _onednn.takes_dtype(dtype)):
+    return n
+  return -(-n // multiple) * multiple
 
 
 def _assembles(plan, x_shape, dtype, kernel_shape, config, geometry, on_cpu) -> bool:

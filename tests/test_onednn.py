@@ -1054,19 +1054,49 @@ def test_strided_float32_kernel_gradient_with_onednn_and_amx(monkeypatch, x_shap
   assert _cpu_plan(x_shape, kernel_shape, cfg, jnp.float32).kernel_gradient == expected
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not _onednn.takes_dtype(jnp.bfloat16),
+                    reason="oneDNN's bfloat16 on XLA:CPU (AVX512_BF16 or AMX)")
+@pytest.mark.parametrize("batch,calls", [(8, 3), (12, 3), (4, 2)])
+def test_bfloat16_stride1_kernel_gradient_pads_the_batch(batch, calls):
+  """At stride 1 in bfloat16 the kernel gradient's convolution contracts
+  the batch; from 8 images on it runs on oneDNN padded with zero images to
+  16 (``_kernel_grad_batch``): three oneDNN calls a step, the third the
+  kernel gradient's, and the gradients of the dilated reference in
+  float32 within bfloat16's tolerance. On 4 images, two calls (the GEMMs
+  compute the kernel gradient)."""
+  cfg = ConvTransposeConfig(1, "same")
+  rng = np.random.default_rng(batch)
+  x = jnp.asarray(rng.standard_normal((batch, 8, 8, 32)), jnp.bfloat16)
+  params = {"kernel": jnp.asarray(rng.standard_normal((3, 3, 32, 32)) * 0.1, jnp.bfloat16)}
+  t = jnp.asarray(rng.standard_normal((batch, 8, 8, 32)), jnp.float32)
+
+  def step(algorithm, dtype):
+    c = cfg.replace(algorithm=algorithm)
+    loss = lambda p, x: 0.5 * jnp.sum((jconvt.conv2d_transpose(p, x, c).astype(jnp.float32) - t) ** 2)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+  assert _onednn_calls(step("auto", jnp.bfloat16), (params, x)) == calls
+  got = step("auto", jnp.bfloat16)(params, x)
+  want = step("dilated", jnp.float32)(*jax.tree.map(lambda a: a.astype(jnp.float32), (params, x)))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert a.dtype == jnp.bfloat16
+    assert_close(a, b, dtype=jnp.bfloat16)
+
+
 @pytest.mark.parametrize("x_shape,kernel_shape,padding,expected", [
     ((16, 64, 64, 32), (3, 3, 32, 32), "same", "conv"),    # (8 images: 2.15x)
     ((16, 32, 32, 64), (3, 3, 64, 64), "valid", "conv"),   # (8: 1.35x), unpadded too
     ((32, 16, 16, 128), (3, 3, 128, 128), "same", "conv"),  # (4: 1.20x)
     ((2, 32, 32, 64), (3, 3, 64, 64), "same", "phase_gemm"),  # batch 2: 0.75x
-    ((8, 64, 64, 32), (3, 3, 32, 32), "same", "phase_gemm"),  # miscomputed: 8 images
+    ((8, 64, 64, 32), (3, 3, 32, 32), "same", "conv"),  # 8 images, padded to 16
+    ((4, 32, 32, 64), (3, 3, 64, 64), "same", "phase_gemm"),  # 4: miscomputed, not padded
 ])
 def test_stride1_bfloat16_kernel_gradient_with_onednn(monkeypatch, x_shape, kernel_shape,
                                                       padding, expected):
   """At stride 1 in bfloat16 the kernel gradient is the convolution where it
   runs on oneDNN (bfloat16 products in hardware) on batches of 4 or more
-  (and a multiple of 16: ``_onednn.bfloat16_miscomputed``), else the
-  GEMMs."""
+  (and a multiple of 16, ``_onednn.bfloat16_miscomputed``, or from 8 on
+  padded to one: ``_kernel_grad_batch``), else the GEMMs."""
   cfg = ConvTransposeConfig(1, padding)
   monkeypatch.setenv("JCONVT_ONEDNN", "1")
   monkeypatch.setattr(_onednn, "_takes_bfloat16", lambda: True)
