@@ -2195,9 +2195,9 @@ def _input_grad_kernel_exceeds_dy(config: ConvTransposeConfig, kernel_shape,
 def _forward_is_gemm(config: ConvTransposeConfig, kernel_shape, dtype) -> bool:
   """Whether ``auto``'s forward is ``conv_phase_gemm``: bfloat16 inputs
   whose convolution over the input channels oneDNN would not take
-  (``_onednn.takes``), stride > 1, dilation 1, each stride dividing its kernel size and at least
-  ``GEMM_FORWARD_COLUMNS`` GEMM columns (``s_h * s_w * filters``); the
-  rule above."""
+  (``_onednn.takes``), stride > 1, dilation 1, each stride dividing its
+  kernel size and at least ``GEMM_FORWARD_COLUMNS`` GEMM columns (``s_h *
+  s_w * filters``); the rule above."""
   return (jnp.dtype(dtype) == jnp.bfloat16 and not _onednn.takes(dtype, kernel_shape[3])
           and config.strides != (1, 1)
           and config.dilation_rate == (1, 1) and _strides_divide_kernel(config, kernel_shape)

@@ -143,9 +143,10 @@ def bfloat16_miscomputed(rhs_shape, window_strides, out_width) -> bool:
   oneDNN's AMX kernel (``brg_conv_fwd:avx10_1_512_amx``): 16 of the 21
   with 8 or 12 channels (which it pads) and an 8-wide kernel, at any
   stride; 12 of the 46 strided onto one output column (11 of 26 with
-  fewer than 16 channels, 1 of 20 with a multiple of 16). This rule catches all 28; of the convolutions it passes none
-  was wrong (457 there, 1500 more with 16-256 channels, 2-D and 3-D,
-  dilated, windows as large as the input)."""
+  fewer than 16 channels, 1 of 20 with a multiple of 16). This rule
+  catches all 28; of the convolutions it passes none was wrong (457
+  there, 1500 more with 16-256 channels, 2-D and 3-D, dilated, windows as
+  large as the input)."""
   return (rhs_shape[-2] % BFLOAT16_CONTRACTED_MULTIPLE != 0
           or (window_strides[-1] > 1 and out_width == 1))
 

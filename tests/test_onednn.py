@@ -1072,7 +1072,8 @@ def test_bfloat16_stride1_kernel_gradient_pads_the_batch(batch, calls):
 
   def step(algorithm, dtype):
     c = cfg.replace(algorithm=algorithm)
-    loss = lambda p, x: 0.5 * jnp.sum((jconvt.conv2d_transpose(p, x, c).astype(jnp.float32) - t) ** 2)
+    loss = lambda p, x: 0.5 * jnp.sum(
+        (jconvt.conv2d_transpose(p, x, c).astype(jnp.float32) - t) ** 2)
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
   assert _onednn_calls(step("auto", jnp.bfloat16), (params, x)) == calls
