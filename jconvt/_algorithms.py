@@ -347,13 +347,11 @@ def grad_kernel(x, dy, kernel_hw, config, geometry, on_cpu=False):
   """
   padding = _forward_conv_padding(x.shape[1:3], kernel_hw, config, geometry)
   batch = _kernel_grad_batch(x.shape[0], x.dtype, config.strides)
-  if on_cpu and batch != x.shape[0]:
-    _, padded = _kernel_grad_conv((batch, *x.shape[1:]), (batch, *dy.shape[1:]), kernel_hw,
-                                  config, padding)
-    if _onednn_runs(padded.lhs, padded.rhs, padded.window_strides, padded.padding,
-                    padded.rhs_dilation, x.dtype):
-      extra = ((0, batch - x.shape[0]), (0, 0), (0, 0), (0, 0))
-      x, dy = jnp.pad(x, extra), jnp.pad(dy, extra)  # zero images: exact
+  kernel_shape = (*kernel_hw, dy.shape[3], x.shape[3])
+  if on_cpu and batch != x.shape[0] and _kernel_grad_conv_on_onednn(
+      config, x.shape, kernel_shape, x.dtype, geometry):  # the plan's question, padded
+    extra = ((0, batch - x.shape[0]), (0, 0), (0, 0), (0, 0))
+    x, dy = jnp.pad(x, extra), jnp.pad(dy, extra)  # zero images: exact
   swapped, conv = _kernel_grad_conv(x.shape, dy.shape, kernel_hw, config, padding)
   lhs, rhs = (x, dy) if swapped else (dy, x)
   if (on_cpu and conv.lhs[0] >= ONEDNN_KERNEL_GRAD_SPATIAL_BATCH
