@@ -147,8 +147,15 @@ def bfloat16_miscomputed(rhs_shape, window_strides, out_width) -> bool:
   catches all 28; of the convolutions it passes none was wrong (457
   there, 1500 more with 16-256 channels, 2-D and 3-D, dilated, windows as
   large as the input)."""
-  return (rhs_shape[-2] % BFLOAT16_CONTRACTED_MULTIPLE != 0
+  return (not _bfloat16_contracted_ok(rhs_shape[-2])
           or (window_strides[-1] > 1 and out_width == 1))
+
+
+def _bfloat16_contracted_ok(contracted: int) -> bool:
+  """The channel half of ``bfloat16_miscomputed``: whether oneDNN's
+  bfloat16 convolution may contract ``contracted`` channels (a multiple of
+  ``BFLOAT16_CONTRACTED_MULTIPLE``). ``takes`` asks it alone."""
+  return contracted % BFLOAT16_CONTRACTED_MULTIPLE == 0
 
 
 def cpu_has_amx() -> bool:
@@ -164,7 +171,7 @@ def takes(dtype, contracted: int) -> bool:
   ``BFLOAT16_CONTRACTED_MULTIPLE``): the rules' question before they know
   the rest of the convolution."""
   return takes_dtype(dtype) and (jnp.dtype(dtype) != jnp.bfloat16
-                                 or contracted % BFLOAT16_CONTRACTED_MULTIPLE == 0)
+                                 or _bfloat16_contracted_ok(contracted))
 
 
 def takes_dtype(dtype) -> bool:
